@@ -1,0 +1,227 @@
+"""Stage 6 — muscle-group activation per side: peak minus rest, in mm.
+
+For each found step, the image tracker follows the step's points from its own
+rest keyframe; each muscle group's value per side is then the protocol's
+measurement kind, relative to the mean rest position. The step's peak is the
+short window where the primary group moves most (mean of both sides, so a
+weak side does not move the peak). Skin groups use the image tracker; eyelids
+use the landmark model (texture tracking loses a lid when it closes), and each
+value is cross-checked against the other sensor and against physiology.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from movement.face import measure_series
+from movement.imagetrack import WindowTrack, track_window
+from movement.landmarks import FrameCache, LandmarkTrack
+from movement.protocol import MuscleGroup, Protocol, Step
+from movement.stabilise import Scale
+from movement.steps import StepWindow
+
+SIDES = ("right", "left")
+PEAK_FRACTION = 0.9
+PEAK_HALF_WIDTH_S = 0.2
+
+
+@dataclass(frozen=True)
+class GroupMeasure:
+    """One muscle group on one side in one step."""
+
+    step: str
+    muscle_group: str
+    measure: str
+    kind: str
+    sensor: str
+    primary: bool
+    side: str
+    activation_mm: float  # peak minus rest (positive: the muscle pulls)
+    rest_mm: float  # level at rest (aperture, height above the iris line, or 0)
+    peak_mm: float  # level at the peak
+    check_mm: float  # the same activation read by the other sensor
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class StepResult:
+    """Everything measured in one step, for the outputs and the report."""
+
+    window: StepWindow
+    peak_frames: tuple[int, ...] = ()
+    t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    series: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    measures: list[GroupMeasure] = field(default_factory=list)
+    drift_mm: dict[str, float] = field(default_factory=dict)  # + = toward patient's left
+    keyframe_points_px: dict[str, np.ndarray] = field(default_factory=dict)
+    peak_points_px: dict[str, np.ndarray] = field(default_factory=dict)
+    head_inliers: float = 0.0
+    lost_fraction: float = 0.0
+
+    @property
+    def peak_t(self) -> float:
+        if not self.peak_frames:
+            return float("nan")
+        pos = np.searchsorted(self.frames, self.peak_frames)
+        return float(np.mean(self.t[pos]))
+
+
+def _level(pos: np.ndarray, g: MuscleGroup, side: str, cols: dict[int, int]) -> np.ndarray:
+    """The group's level (not relative to rest) over time."""
+    up = np.array([cols[i] for i in g.points(side)])
+    if g.kind == "aperture":
+        low = np.array([cols[i] for i in g.lower_points(side)])
+        return pos[:, up, 1].mean(1) - pos[:, low, 1].mean(1)
+    if g.kind in ("up", "down"):
+        return pos[:, up, 1].mean(1)
+    return np.zeros(len(pos))
+
+
+def _series(pos: np.ndarray, rest: np.ndarray, g: MuscleGroup, side: str, cols: dict[int, int]):
+    c = np.array([cols[i] for i in g.points(side)])
+    low = np.array([cols[i] for i in g.lower_points(side)]) if g.kind == "aperture" else None
+    return measure_series(pos, rest, g.kind, c, low)
+
+
+def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
+    """Frames (positions in v) of the peak: around the maximum, >= 90 % of it."""
+    seg = np.nan_to_num(v[lo : hi + 1], nan=-np.inf)
+    if len(seg) >= 3:
+        seg = median_filter(seg, size=3, mode="nearest")
+    if not np.isfinite(seg).any():
+        return np.array([], int)
+    p = int(np.argmax(seg))
+    top = seg[p]
+    half = max(int(round(PEAK_HALF_WIDTH_S * fps)), 0)
+    a = b = p
+    # Threshold relative to the level at rest (0), so small movements still
+    # get a window of a few frames.
+    thr = PEAK_FRACTION * top if top > 0 else top
+    while a > 0 and p - a < half and seg[a - 1] >= thr:
+        a -= 1
+    while b < len(seg) - 1 and b - p < half and seg[b + 1] >= thr:
+        b += 1
+    return np.arange(a, b + 1) + lo
+
+
+def measure_step(
+    step: Step,
+    win: StepWindow,
+    protocol: Protocol,
+    track: LandmarkTrack,
+    cache: FrameCache,
+    scale: Scale,
+    fps: float,
+) -> StepResult:
+    """Measure every muscle group of one found step."""
+    if not win.found or win.keyframe < 0:
+        return StepResult(win)
+    midline = tuple(p for pts in protocol.midline.values() for p in pts)
+    image_pts = tuple(
+        dict.fromkeys(p for g in step.groups if g.sensor == "image" for p in g.all_points)
+    )
+    first = min(min(win.rest), win.start)
+    wt: WindowTrack = track_window(
+        cache, track, scale, first, win.end, win.keyframe, image_pts + midline,
+        protocol.anchor_points(step),
+    )
+    rest_pos = np.asarray(win.rest) - first
+    img_cols = {int(p): i for i, p in enumerate(wt.points)}
+    lm_cols = {i: i for i in range(478)}
+    img_rest = np.nanmean(wt.image_mm[rest_pos], axis=0)
+    lm_rest = np.nanmean(wt.landmarks_mm[rest_pos], axis=0)
+
+    def sensor_series(g: MuscleGroup, side: str, sensor: str) -> np.ndarray:
+        if sensor == "image":
+            return _series(wt.image_mm, img_rest, g, side, img_cols)
+        return _series(wt.landmarks_mm, lm_rest, g, side, lm_cols)
+
+    series = {
+        (g.name, side): sensor_series(g, side, g.sensor) for g in step.groups for side in SIDES
+    }
+    prim = step.primary
+    mean_prim = np.nanmean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
+    peak = _peak_window(mean_prim, win.start - first, win.end - first, fps)
+    res = StepResult(
+        win,
+        tuple(int(wt.frames[i]) for i in peak),
+        track.t[wt.frames],
+        wt.frames,
+        series,
+        head_inliers=float(np.mean(wt.inliers[peak])) if len(peak) else 0.0,
+    )
+    if len(peak) == 0:
+        return res
+    pl = protocol.plausibility
+    lost = np.isnan(wt.image_mm[peak]).any(axis=2).mean() if image_pts else 0.0
+    res.lost_fraction = float(lost)
+    for g in step.groups:
+        other = "landmarks" if g.sensor == "image" else "image"
+        for side in SIDES:
+            act = float(np.nanmean(series[(g.name, side)][peak]))
+            check = float("nan")
+            if other == "landmarks" or all(p in img_cols for p in g.all_points):
+                check = float(np.nanmean(sensor_series(g, side, other)[peak]))
+            pos, rest, cols = (
+                (wt.image_mm, img_rest, img_cols)
+                if g.sensor == "image"
+                else (wt.landmarks_mm, lm_rest, lm_cols)
+            )
+            lvl = _level(pos, g, side, cols)
+            flags = []
+            if not np.isfinite(act):
+                flags.append("points lost at the peak")
+            elif g.kind == "aperture" and act < pl.min_aperture_change_mm:
+                flags.append(f"implausible: eye opened {-act:.1f} mm wider instead of narrowing")
+            elif abs(act) > pl.max_displacement_mm:
+                flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
+            if np.isfinite(check) and np.isfinite(act) and abs(act - check) > pl.max_sensor_disagreement_mm:
+                flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
+            if res.head_inliers < 4:
+                flags.append("head motion could not be removed")
+            res.measures.append(
+                GroupMeasure(
+                    step=step.name,
+                    muscle_group=g.name,
+                    measure=g.measure,
+                    kind=g.kind,
+                    sensor=g.sensor,
+                    primary=g.primary,
+                    side=side,
+                    activation_mm=act,
+                    rest_mm=float(np.nanmean(lvl[rest_pos])),
+                    peak_mm=float(np.nanmean(lvl[peak])),
+                    check_mm=check,
+                    flags=tuple(flags),
+                )
+            )
+    for name, pts in protocol.midline.items():
+        c = np.array([img_cols[p] for p in pts])
+        d = np.nanmean(wt.image_mm[peak][:, c, 0]) - np.nanmean(img_rest[c, 0])
+        res.drift_mm[name] = float(d)
+    # Pixel positions of the measured points for drawing rest and peak frames.
+    kf = win.keyframe
+    pk = res.peak_frames[len(peak) // 2]
+    for g in step.groups:
+        for side in SIDES:
+            pts = np.array(g.points(side) + g.lower_points(side))
+            res.keyframe_points_px[f"{g.name}:{side}"] = track.xy[kf, pts]
+            res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
+    return res
+
+
+def measure_all(
+    protocol: Protocol,
+    windows: list[StepWindow],
+    track: LandmarkTrack,
+    cache: FrameCache,
+    scale: Scale,
+    fps: float,
+) -> list[StepResult]:
+    return [
+        measure_step(protocol.step(w.name), w, protocol, track, cache, scale, fps) for w in windows
+    ]

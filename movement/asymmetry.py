@@ -1,0 +1,139 @@
+"""Stage 7 — asymmetry: which side pulls harder, by how much, and at rest.
+
+Tables produced (pandas DataFrames; the columns are the output contract):
+
+``asymmetry``: one row per (step, muscle_group, measure)
+    step, muscle_group, measure, primary, right_mm, left_mm, diff_mm,
+    asymmetry_index, dominant_side, quality, reason, peak_s
+``metrics``: one row per (step, muscle_group, side)
+    step, muscle_group, measure, kind, sensor, side, peak_s, rest_mm, peak_mm,
+    activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags
+``midline``: one row per (step, point set)
+    step, points, drift_mm, toward
+``rest``: one row per resting measure
+    measure, right_mm, left_mm, diff_mm, larger_side
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from movement.activation import StepResult
+from movement.protocol import Protocol, Thresholds
+from movement.stabilise import Trajectories
+
+ASYMMETRY_COLUMNS = [
+    "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "diff_mm",
+    "asymmetry_index", "dominant_side", "quality", "reason", "peak_s",
+]
+METRICS_COLUMNS = [
+    "step", "muscle_group", "measure", "kind", "sensor", "side", "peak_s", "rest_mm", "peak_mm",
+    "activation_mm", "check_mm", "rest_frames", "peak_frames", "keyframe", "flags",
+]
+
+
+def asymmetry_index(right: float, left: float) -> float:
+    """(right - left) / (right + left): -1..1, positive = right stronger.
+
+    Undefined (NaN) when the sides do not both pull (sum <= 0), e.g. an eye that
+    opens instead of narrowing.
+    """
+    s = right + left
+    if not np.isfinite(s) or s <= 1e-9:
+        return float("nan")
+    return float(np.clip((right - left) / s, -1, 1))
+
+
+def dominant_side(right: float, left: float, th: Thresholds) -> str:
+    """``right`` / ``left`` when the difference is large in mm AND relative."""
+    if not (np.isfinite(right) and np.isfinite(left)):
+        return "n/a"
+    diff = right - left
+    big = max(right, left)
+    if abs(diff) >= th.min_diff_mm and big > 0 and abs(diff) / big >= th.min_ratio:
+        return "right" if diff > 0 else "left"
+    return "balanced"
+
+
+def tables(results: list[StepResult], protocol: Protocol) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """asymmetry, metrics and midline tables from the step results."""
+    asym, metr, mid = [], [], []
+    for r in results:
+        w = r.window
+        if not w.found or not r.measures:
+            quality, reason = (
+                ("missing", "step not found in the video")
+                if not w.found
+                else ("unusable", "the points could not be followed through the step")
+            )
+            for g in protocol.step(w.name).groups:
+                asym.append(
+                    dict(step=w.name, muscle_group=g.name, measure=g.measure, primary=g.primary,
+                         right_mm=np.nan, left_mm=np.nan, diff_mm=np.nan,
+                         asymmetry_index=np.nan, dominant_side="n/a", quality=quality,
+                         reason=reason, peak_s=np.nan)
+                )
+            continue
+        by_group: dict[str, dict[str, object]] = {}
+        for m in r.measures:
+            metr.append(
+                dict(step=m.step, muscle_group=m.muscle_group, measure=m.measure, kind=m.kind,
+                     sensor=m.sensor, side=m.side, peak_s=r.peak_t, rest_mm=m.rest_mm,
+                     peak_mm=m.peak_mm, activation_mm=m.activation_mm, check_mm=m.check_mm,
+                     rest_frames=" ".join(map(str, w.rest)),
+                     peak_frames=" ".join(map(str, r.peak_frames)), keyframe=w.keyframe,
+                     flags="; ".join(m.flags))
+            )
+            by_group.setdefault(m.muscle_group, {"measure": m.measure, "primary": m.primary})
+            by_group[m.muscle_group][m.side] = m
+        for name, d in by_group.items():
+            rm, lm = d["right"], d["left"]
+            right, left = rm.activation_mm, lm.activation_mm  # type: ignore[attr-defined]
+            flags = rm.flags + lm.flags  # type: ignore[attr-defined]
+            implausible = [f for f in flags if f.startswith(("implausible", "points lost"))]
+            quality, reason = "ok", ""
+            if implausible or r.head_inliers < 4:
+                quality, reason = "unusable", "; ".join(implausible or ["head motion fit failed"])
+            elif flags:
+                quality, reason = "low", "; ".join(dict.fromkeys(flags))
+            dom = dominant_side(right, left, protocol.thresholds) if quality != "unusable" else "n/a"
+            asym.append(
+                dict(step=w.name, muscle_group=name, measure=d["measure"], primary=d["primary"],
+                     right_mm=right, left_mm=left, diff_mm=right - left,
+                     asymmetry_index=asymmetry_index(right, left), dominant_side=dom,
+                     quality=quality, reason=reason, peak_s=r.peak_t)
+            )
+        for name, v in r.drift_mm.items():
+            mid.append(dict(step=w.name, points=name, drift_mm=abs(v),
+                            toward="left" if v > 0 else "right"))
+    return (
+        pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
+        pd.DataFrame(metr, columns=METRICS_COLUMNS),
+        pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
+    )
+
+
+def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray) -> pd.DataFrame:
+    """Static right-vs-left measures on the neutral face (mean over ``frames``).
+
+    Heights are along the face's up axis above the line through the iris
+    centres, so they compare the two sides of one face, not two faces.
+    """
+    rows = []
+    face = np.nanmean(traj.mm[frames], axis=0) if len(frames) else np.full((478, 2), np.nan)
+    for m in protocol.rest_measures:
+        vals = {}
+        for side in ("right", "left"):
+            up = face[list(m.right if side == "right" else m.left), 1].mean()
+            if m.kind == "aperture":
+                low = face[list(m.right_lower if side == "right" else m.left_lower), 1].mean()
+                vals[side] = float(up - low)
+            else:
+                vals[side] = float(up)
+        diff = vals["right"] - vals["left"]
+        rows.append(
+            dict(measure=m.name, right_mm=vals["right"], left_mm=vals["left"], diff_mm=diff,
+                 larger_side="right" if diff > 0 else "left")
+        )
+    return pd.DataFrame(rows, columns=["measure", "right_mm", "left_mm", "diff_mm", "larger_side"])

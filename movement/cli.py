@@ -1,0 +1,275 @@
+"""The ``movement`` command line. Commands are thin: parse, call the library, print.
+
+Exit codes: 0 success; 2 usage error; 3 unreadable video (missing, not a
+video, empty, truncated, unsupported codec); 4 no face in the video; 5
+protocol or cues file invalid; 6 output folder unwritable or holding another
+session; 130 interrupted; 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from movement import __version__
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
+
+
+class Failure(click.ClickException):
+    """A user-facing error: one line on stderr, a documented exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"movement: error: {self.format_message()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="movement")
+def main() -> None:
+    """Measure facial muscle movement per side, in millimetres, from a consult video."""
+
+
+class _Progress:
+    """Frames done, frames/s and time left on stderr; silent when quiet."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = max(total, 1), quiet
+        self.done = 0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.quiet or now - self.last < 0.5:
+            return
+        self.last = now
+        fps = self.done / max(now - self.t0, 1e-6)
+        left = max(self.total - self.done, 0) / max(fps, 1e-6)
+        pct = min(self.done / self.total, 1.0)
+        bar = "#" * int(pct * 30)
+        click.echo(
+            f"\r  tracking [{bar:<30}] {self.done}/{self.total} frames  {fps:5.1f} fps  "
+            f"{left:4.0f} s left",
+            err=True,
+            nl=False,
+        )
+
+    def close(self) -> None:
+        if not self.quiet and self.done:
+            click.echo("", err=True)
+
+
+def _clip_list(videos: tuple[str, ...], steps: str | None) -> tuple[list[Path], list[str] | None]:
+    paths = [Path(v) for v in videos]
+    if len(paths) == 1 and paths[0].is_dir():
+        folder = paths[0]
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not paths:
+            raise Failure(f"{folder}: no video files in the folder", 3)
+        if steps is None:
+            # One clip per step, named after the step (frown.mp4, raise.mp4, ...).
+            return paths, [p.stem for p in paths]
+    names = [s.strip() for s in steps.split(",")] if steps else None
+    if names is not None and len(names) != len(paths):
+        raise Failure(f"--steps names {len(names)} steps for {len(paths)} videos", 2)
+    if names is None and len(paths) > 1:
+        raise Failure("several videos need --steps (one step name per clip)", 2)
+    return paths, names
+
+
+def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    if value is None:
+        return _dt.date.today().isoformat()
+    try:
+        return _dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD") from None
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Session folder to write (default: reports/<video name>).")
+@click.option("--protocol", default="standard", show_default=True,
+              help="Protocol name (see `movement protocols`) or path to a .toml file.")
+@click.option("--mirrored", is_flag=True, help="Selfie video: the image is mirrored.")
+@click.option("--cues", type=click.Path(dir_okay=False), default=None,
+              help="CSV step,start_s,end_s with manual step times.")
+@click.option("--steps", default=None,
+              help="With one clip per step: the step of each clip, e.g. frown,raise.")
+@click.option("--face", type=click.Choice(["largest", "left", "right"]), default="largest",
+              show_default=True, help="Which face to measure when several are in view.")
+@click.option("--patient", default="", help="Patient ID (free text).")
+@click.option("--label", default="", help='Session label, e.g. "baseline", "2-week".')
+@click.option("--date", callback=_valid_date, default=None, help="Session date YYYY-MM-DD.")
+@click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
+@click.option("--force", is_flag=True, help="Replace an output folder holding another session.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def analyze(
+    videos: tuple[str, ...], out: str | None, protocol: str, mirrored: bool, cues: str | None,
+    steps: str | None, face: str, patient: str, label: str, date: str, no_images: bool,
+    force: bool, quiet: bool,
+) -> None:
+    """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
+    from movement.landmarks import NoFaceError
+    from movement.outputs import OutputError, check_out_dir, write_session
+    from movement.pipeline import Options, file_sha256
+    from movement.pipeline import analyze as run
+    from movement.protocol import ProtocolError, load_protocol
+    from movement.report import render_report
+    from movement.steps import CuesError, read_cues
+    from movement.video import VideoError, probe
+
+    # Empty slices (a point lost for a whole window) are expected and handled.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    try:
+        proto = load_protocol(protocol)
+        paths, names = _clip_list(videos, steps)
+        if names:
+            unknown = [n for n in names if n not in {s.name for s in proto.steps}]
+            if unknown:
+                raise Failure(f"protocol '{proto.name}' has no step(s) {', '.join(unknown)}", 5)
+        cue_times = read_cues(cues, proto) if cues else None
+        infos = [probe(p, mirrored) for p in paths]
+        out_dir = Path(out) if out else Path("reports") / paths[0].stem
+        check_out_dir(out_dir, [file_sha256(p) for p in paths], force)
+        opts = Options(proto, mirrored, cue_times, face, patient, label, date)
+        total = sum(i.frame_count for i in infos)
+        prog = _Progress(total, quiet or not sys.stderr.isatty())
+        session, caches = run(list(paths), opts, names, progress=prog, keep_caches=not no_images)
+        prog.close()
+        try:
+            write_session(
+                session, out_dir,
+                lambda s, p: render_report(s, p, caches=caches, images=not no_images),
+                force=True,
+            )
+        finally:
+            for c in caches:
+                c.close()
+    except VideoError as exc:
+        raise Failure(str(exc), 3) from None
+    except NoFaceError as exc:
+        raise Failure(str(exc), 4) from None
+    except (ProtocolError, CuesError) as exc:
+        raise Failure(str(exc), 5) from None
+    except OutputError as exc:
+        raise Failure(str(exc), 6) from None
+    except KeyboardInterrupt:
+        raise Failure("interrupted; nothing was written", 130) from None
+    _summary(session, out_dir, quiet)
+
+
+def _summary(session, out_dir: Path, quiet: bool) -> None:  # noqa: ANN001
+    if quiet:
+        click.echo(str(out_dir / "report.html"))
+        return
+    a = session.asymmetry
+    click.echo(f"Session written to {out_dir}/")
+    for _, r in a[a["primary"]].iterrows():
+        if r["quality"] == "missing":
+            click.echo(f"  {r['step']:<7} {r['muscle_group']:<20} missing (step not found)")
+            continue
+        click.echo(
+            f"  {r['step']:<7} {r['muscle_group']:<20} R {r['right_mm']:5.2f} mm  "
+            f"L {r['left_mm']:5.2f} mm  {r['dominant_side']:<8}"
+            + (f" [{r['quality']}: {r['reason']}]" if r["quality"] != "ok" else "")
+        )
+    for w in session.warnings:
+        click.echo(f"  warning: {w}", err=True)
+    click.echo(f"Open {out_dir / 'report.html'}")
+
+
+@main.command()
+@click.argument("name", required=False)
+def protocols(name: str | None) -> None:
+    """List the protocols, or show one protocol's steps and measurements."""
+    from movement.protocol import ProtocolError, available_protocols, load_protocol
+
+    if name is None:
+        for n, p in available_protocols().items():
+            try:
+                proto = load_protocol(p)
+                click.echo(f"{n:<12} {len(proto.steps)} steps  {proto.title}  ({p})")
+            except ProtocolError as exc:
+                click.echo(f"{n:<12} INVALID: {exc}")
+        return
+    try:
+        proto = load_protocol(name)
+    except ProtocolError as exc:
+        raise Failure(str(exc), 5) from None
+    click.echo(f"{proto.title} ({proto.name}, version {proto.version})")
+    click.echo(f"  file: {proto.path}")
+    t = proto.thresholds
+    click.echo(
+        f"  dominant side: difference >= {t.min_diff_mm:g} mm and >= {t.min_ratio:.0%} of the larger"
+    )
+    for i, s in enumerate(proto.steps, 1):
+        click.echo(f"\n  {i}. {s.name} (~{s.duration_s:g} s): {s.instruction}")
+        for g in s.groups:
+            star = "*" if g.primary else " "
+            click.echo(
+                f"     {star} {g.name:<20} {g.measure:<16} {g.kind:<9} sensor={g.sensor:<9} "
+                f"R{list(g.right)} L{list(g.left)}"
+            )
+    click.echo("\n  * primary measurement of the step")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--sample", is_flag=True, help="The bundled sample's settings and amplitudes.")
+@click.option("--amplitudes", default=None,
+              help="step=right:left mm pairs, e.g. raise=4.2:2.3,smile=6:4 (others 0).")
+@click.option("--mirrored", is_flag=True, help="Write a mirrored (selfie) video.")
+@click.option("--roll", "roll_deg", type=float, default=0.0, help="Head roll amplitude, degrees.")
+@click.option("--shift", "shift_px", type=float, default=0.0, help="Head drift amplitude, px.")
+@click.option("--zoom", type=float, default=0.0, help="Relative zoom amplitude, e.g. 0.03.")
+@click.option("--noise", type=float, default=0.0, help="Gaussian pixel noise sigma.")
+@click.option("--size", default="960x540", show_default=True, help="Frame size WxH.")
+@click.option("--seed", type=int, default=0)
+def synth(
+    out: str, sample: bool, amplitudes: str | None, mirrored: bool, roll_deg: float,
+    shift_px: float, zoom: float, noise: float, size: str, seed: int,
+) -> None:
+    """Write a synthetic consult video with known per-side movement (and its truth)."""
+    from movement import synth as sy
+
+    if sample:
+        path = sy.make_sample(Path(out).parent, name=Path(out).name)
+        click.echo(f"{path} (+ truth json)")
+        return
+    amps = dict(sy.SAMPLE_AMPLITUDES)
+    if amplitudes:
+        amps = {k: (0.0, 0.0) for k in amps}
+        try:
+            for item in amplitudes.split(","):
+                k, v = item.split("=")
+                r, l_ = v.split(":")
+                amps[k.strip()] = (float(r), float(l_))
+        except ValueError:
+            raise Failure("--amplitudes: use step=right:left,...", 2) from None
+    try:
+        w, h = (int(x) for x in size.lower().split("x"))
+    except ValueError:
+        raise Failure("--size: use WxH, e.g. 960x540", 2) from None
+    steps = sy.standard_steps(amps)
+    spec = sy.SynthSpec(
+        steps=steps, duration_s=steps[-1].end_s + 2.0, frame_size=(w, h), roll_deg=roll_deg,
+        shift_px=shift_px, zoom=zoom, noise_sigma=noise, mirrored=mirrored, seed=seed,
+    )
+    sy.make_video(spec, Path(out))
+    click.echo(f"{out} (+ truth json)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,83 @@
+"""Face geometry shared by every stage: iris scale, the face frame, mirror map.
+
+Landmarks are arrays of shape ``(..., 478, 2)`` in image pixels (x right, y down).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IRIS_DIAMETER_MM = 11.7
+"""Visible iris diameter of adults; the usual scale reference."""
+
+# Refined FaceMesh iris rings: centre then 4 ring points (patient's right, left).
+RIGHT_IRIS = (468, 469, 470, 471, 472)
+LEFT_IRIS = (473, 474, 475, 476, 477)
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+RIGHT_EYE_INNER, LEFT_EYE_INNER = 133, 362
+
+
+def iris_diameter_px(lm: np.ndarray) -> np.ndarray:
+    """Mean visible iris diameter in pixels, over both eyes and both ring axes.
+
+    Returns an array of shape ``lm.shape[:-2]``.
+    """
+    d = []
+    for ring in (RIGHT_IRIS, LEFT_IRIS):
+        a, b, c, e = ring[1:]
+        d.append(np.linalg.norm(lm[..., a, :] - lm[..., c, :], axis=-1))
+        d.append(np.linalg.norm(lm[..., b, :] - lm[..., e, :], axis=-1))
+    return np.mean(d, axis=0)
+
+
+def face_axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit ``lateral`` and ``up`` axes of the face frame, in image coordinates.
+
+    ``lateral`` runs along the outer eye corners from the patient's right eye to
+    the left eye; ``up`` is perpendicular to it, pointing to the forehead. In an
+    unmirrored frame the patient's right eye is on the image left, so
+    ``lateral`` is about (1, 0) and ``up`` about (0, -1).
+    """
+    v = lm[..., LEFT_EYE_OUTER, :] - lm[..., RIGHT_EYE_OUTER, :]
+    lateral = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    # Rotating lateral by -90 degrees in image coordinates (y down) points up.
+    up = np.stack([lateral[..., 1], -lateral[..., 0]], axis=-1)
+    return lateral, up
+
+
+def to_face_frame(vectors: np.ndarray, lateral: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Express image-plane vectors ``(..., 2)`` as (toward patient's left, up)."""
+    return np.stack([vectors @ lateral, vectors @ up], axis=-1)
+
+
+def measure_series(
+    pos: np.ndarray, rest: np.ndarray, kind: str, cols: np.ndarray, lower: np.ndarray | None = None
+) -> np.ndarray:
+    """One side's value of a measurement kind over time, relative to rest.
+
+    Parameters
+    ----------
+    pos : (T, P, 2) positions in mm in the face frame (x, up)
+    rest : (P, 2) rest positions in the same frame
+    kind : "length" | "up" | "down" | "aperture" (see protocols/standard.toml)
+    cols : columns of the points (the upper lid for "aperture")
+    lower : columns of the lower lid for "aperture"
+
+    Returns
+    -------
+    (T,) mm; positive means the muscle pulls (displacement, lid closing).
+    """
+    if kind == "aperture":
+        if lower is None:
+            raise ValueError("aperture needs the lower-lid points")
+        ap = pos[:, cols, 1].mean(axis=1) - pos[:, lower, 1].mean(axis=1)
+        ap_rest = rest[cols, 1].mean() - rest[lower, 1].mean()
+        return ap_rest - ap
+    d = (pos[:, cols] - rest[cols]).mean(axis=1)
+    if kind == "length":
+        return np.linalg.norm(d, axis=-1)
+    if kind == "up":
+        return d[:, 1]
+    if kind == "down":
+        return -d[:, 1]
+    raise ValueError(f"unknown measurement kind {kind!r}")

@@ -1,0 +1,170 @@
+"""Stage 5 — image-based tracking of one step against its own rest keyframe.
+
+Why: the landmark model is a poor displacement sensor (it moves "rigid" points
+during expressions and under-reads skin movement), while the skin texture of
+brows, forehead, cheeks and mouth corners is visible and trackable. Each frame
+of a step window is matched *directly* to the step's rest keyframe with
+pyramidal Lucas-Kanade (seeded by the previous frame's result), so errors do
+not accumulate along the step the way chained frame-to-frame tracking does;
+each step re-anchors at its own rest. A forward-backward check drops points
+the tracker lost. Head motion is a similarity transform fitted with RANSAC on
+anchor points of regions that stay still in this step, so the few anchor
+points that move anyway do not eat the signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from movement.landmarks import FrameCache, LandmarkTrack
+from movement.stabilise import Scale, iris_centres
+
+LK_WIN = (21, 21)
+LK_LEVELS = 3
+FB_MAX_PX = 0.5
+"""Forward-backward error (crop pixels, ~0.2 mm) above which a point is dropped."""
+RANSAC_MM = 0.4
+"""Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
+
+
+@dataclass
+class WindowTrack:
+    """Points of one step window in the keyframe's face frame, in mm.
+
+    Attributes
+    ----------
+    frames : (n,) frame indices
+    points : (P,) landmark numbers of the image-tracked points
+    image_mm : (n, P, 2) image-tracked positions; NaN where lost
+    landmarks_mm : (n, 478, 2) the landmark model's positions after the same
+        head-motion removal (the eyelid sensor and the cross-check)
+    inliers : (n,) anchors agreeing with the head-motion fit (0 = fit failed)
+    keyframe : frame index of the rest keyframe
+    mm_per_px : scale at the keyframe
+    """
+
+    frames: np.ndarray
+    points: np.ndarray
+    image_mm: np.ndarray
+    landmarks_mm: np.ndarray
+    inliers: np.ndarray
+    keyframe: int
+    mm_per_px: float
+
+    def col(self, idx: tuple[int, ...]) -> np.ndarray:
+        pos = {int(p): i for i, p in enumerate(self.points)}
+        return np.array([pos[i] for i in idx])
+
+
+_LK = dict(
+    winSize=LK_WIN,
+    maxLevel=LK_LEVELS,
+    criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
+)
+
+
+def _lk(img0: np.ndarray, img1: np.ndarray, p0: np.ndarray, guess: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    p1, st, _ = cv2.calcOpticalFlowPyrLK(
+        img0, img1, p0, guess.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **_LK
+    )
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(img1, img0, p1, p1.copy(), **_LK)
+    fb = np.linalg.norm(back - p0, axis=-1).ravel()
+    ok = (st.ravel() == 1) & (st2.ravel() == 1) & (fb < FB_MAX_PX)
+    return p1.reshape(-1, 2), ok
+
+
+def track_window(
+    cache: FrameCache,
+    track: LandmarkTrack,
+    scale: Scale,
+    first: int,
+    last: int,
+    keyframe: int,
+    points: tuple[int, ...],
+    anchors: tuple[int, ...],
+) -> WindowTrack:
+    """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
+
+    Returns the points with head motion removed, in mm in the keyframe's face
+    frame (x toward the patient's left, y up).
+    """
+    all_pts = tuple(dict.fromkeys(points + anchors))
+    n_pts = len(all_pts)
+    idx = np.array(all_pts)
+    anchor_cols = np.array([all_pts.index(a) for a in anchors])
+    seed = track.xy[keyframe, idx]
+    key_crop = cache.to_crop(seed, keyframe).reshape(-1, 1, 2)
+    key_img = cache.image(keyframe)
+
+    frames = np.arange(first, last + 1)
+    n = len(frames)
+    img_px = np.full((n, n_pts, 2), np.nan)
+    kpos = keyframe - first
+    img_px[kpos] = seed
+
+    # Outward from the keyframe in both directions, each frame seeded by its
+    # neighbour's result (or the landmark model where the neighbour lost it).
+    for order in (range(kpos + 1, n), range(kpos - 1, -1, -1)):
+        prev = seed.copy()
+        for j in order:
+            t = int(frames[j])
+            lm = track.xy[t, idx]
+            guess_img = np.where(np.isfinite(prev), prev, lm)
+            if not np.isfinite(guess_img).all():
+                continue
+            guess = cache.to_crop(guess_img, t).reshape(-1, 1, 2)
+            p1, ok = _lk(key_img, cache.image(t), key_crop, guess)
+            cur = cache.to_image(p1, t)
+            cur[~ok] = np.nan
+            img_px[j] = cur
+            prev = np.where(ok[:, None], cur, prev)
+
+    # Head motion: similarity from each frame's anchors onto the keyframe's.
+    key_r, key_l = iris_centres(track.xy[keyframe])
+    ipd_k = float(np.linalg.norm(key_l - key_r))
+    mm_per_px = scale.mm_per_px * scale.ipd_px / ipd_k
+    thresh_px = RANSAC_MM / mm_per_px
+    aligned = np.full_like(img_px, np.nan)
+    lm_aligned = np.full((n, 478, 2), np.nan)
+    inliers = np.zeros(n, dtype=int)
+    for j in range(n):
+        src = img_px[j, anchor_cols]
+        dst = seed[anchor_cols]
+        good = np.isfinite(src).all(axis=1)
+        if good.sum() < 4:
+            continue
+        m, inl = cv2.estimateAffinePartial2D(
+            src[good], dst[good], method=cv2.RANSAC, ransacReprojThreshold=thresh_px,
+            maxIters=500, confidence=0.995, refineIters=10,
+        )
+        if m is None or inl is None or inl.sum() < 4:
+            continue
+        inliers[j] = int(inl.sum())
+        aligned[j] = img_px[j] @ m[:, :2].T + m[:, 2]
+        if np.isfinite(track.xy[frames[j], 0, 0]):
+            lm_aligned[j] = track.xy[frames[j]] @ m[:, :2].T + m[:, 2]
+
+    # Face frame of the keyframe: origin between the irises, x toward the
+    # patient's left, y up; then to mm.
+    origin = (key_r + key_l) / 2
+    lateral = (key_l - key_r) / ipd_k
+    up = np.array([lateral[1], -lateral[0]])
+    rot = np.stack([lateral, up])  # rows: x axis, y axis
+
+    def to_mm(p: np.ndarray) -> np.ndarray:
+        return ((p - origin) @ rot.T) * mm_per_px
+
+    return WindowTrack(
+        frames=frames,
+        points=idx,
+        image_mm=to_mm(aligned),
+        landmarks_mm=to_mm(lm_aligned),
+        inliers=inliers,
+        keyframe=keyframe,
+        mm_per_px=mm_per_px,
+    )

@@ -1,0 +1,237 @@
+"""Stage 2 — landmark tracking: MediaPipe FaceMesh on every frame.
+
+One pass over the video produces
+
+* :class:`LandmarkTrack`: per-frame 478 landmarks in image pixels (NaN where no
+  face was found), timestamps and the number of faces seen;
+* a :class:`FrameCache`: a grey-level crop around the face of every frame, on
+  disk (memory-mapped), so the image tracker can revisit any frame without
+  decoding the video again and memory stays flat in the video's length.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from movement.face import IRIS_DIAMETER_MM, iris_diameter_px
+from movement.video import VideoInfo, frames
+
+CACHE_FACE_PX = 320
+"""Face height (forehead to chin) in the cached crops. At this size the iris is
+about 30 px wide (about 2.5 px per mm): Lucas-Kanade's sub-pixel precision is
+then a few hundredths of a millimetre, while a 1080p face is not stored at
+full size."""
+
+
+class NoFaceError(Exception):
+    """No face was found anywhere in the video."""
+
+
+@dataclass
+class FrameCache:
+    """Grey-level face crops of every frame, kept on disk.
+
+    A crop of frame ``t`` covers original pixels ``p`` with
+    ``crop = p * scale - offset[t]``.
+    """
+
+    folder: Path
+    scale: float
+    size: int
+    chunk: int = 256
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    _chunks: list[np.memmap] = field(default_factory=list)
+
+    def append(self, gray: np.ndarray, offset: tuple[int, int]) -> None:
+        i = len(self.offsets)
+        if i % self.chunk == 0:
+            self._chunks.append(
+                np.lib.format.open_memmap(
+                    self.folder / f"chunk{i // self.chunk:05d}.npy",
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(self.chunk, self.size, self.size),
+                )
+            )
+        self._chunks[-1][i % self.chunk] = gray
+        self.offsets.append(offset)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def image(self, t: int) -> np.ndarray:
+        return np.asarray(self._chunks[t // self.chunk][t % self.chunk])
+
+    def to_crop(self, pts: np.ndarray, t: int) -> np.ndarray:
+        ox, oy = self.offsets[t]
+        return (pts * self.scale - np.array([ox, oy], dtype=np.float64)).astype(np.float32)
+
+    def to_image(self, pts: np.ndarray, t: int) -> np.ndarray:
+        ox, oy = self.offsets[t]
+        return (pts.astype(np.float64) + np.array([ox, oy])) / self.scale
+
+    def close(self) -> None:
+        self._chunks.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class LandmarkTrack:
+    """Per-frame landmarks of the tracked face.
+
+    Attributes
+    ----------
+    t : (T,) seconds
+    xy : (T, 478, 2) image pixels, NaN where no face
+    n_faces : (T,) faces seen in the frame
+    """
+
+    t: np.ndarray
+    xy: np.ndarray
+    n_faces: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.isfinite(self.xy[:, 0, 0])
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def _face_height(pts: np.ndarray) -> float:
+    # Forehead (10) to chin (152).
+    return float(np.linalg.norm(pts[10] - pts[152]))
+
+
+def track_landmarks(
+    info: VideoInfo,
+    face: str = "largest",
+    cache_dir: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[LandmarkTrack, FrameCache]:
+    """Run FaceMesh (tracking mode, refined iris) over every frame.
+
+    Parameters
+    ----------
+    face : "largest" | "left" | "right"
+        Which face to follow when several are in view. "left"/"right" mean the
+        image side, for a clinician pointing at the screen.
+
+    Notes
+    -----
+    Tracking mode (``static_image_mode=False``) re-detects only when tracking
+    is lost; it is several times faster than per-frame detection and smoother.
+    Up to two faces are searched for so that a second person is noticed.
+    """
+    import mediapipe as mp
+
+    mesh = mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=False,
+        max_num_faces=2,
+        refine_landmarks=True,
+        min_detection_confidence=0.5,
+        min_tracking_confidence=0.5,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
+    cache: FrameCache | None = None
+    ts: list[float] = []
+    xys: list[np.ndarray] = []
+    nf: list[int] = []
+    nan = np.full((478, 2), np.nan)
+    last_center: np.ndarray | None = None
+    wh = np.array([info.width, info.height], dtype=np.float64)
+    try:
+        for fr in frames(info):
+            rgb = cv2.cvtColor(fr.image, cv2.COLOR_BGR2RGB)
+            res = mesh.process(rgb)
+            faces = res.multi_face_landmarks or []
+            pts = nan
+            if faces:
+                cands = [
+                    np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
+                    for f in faces
+                ]
+                if face == "left":
+                    pts = min(cands, key=lambda c: c[:, 0].mean())
+                elif face == "right":
+                    pts = max(cands, key=lambda c: c[:, 0].mean())
+                else:
+                    pts = max(cands, key=_face_height)
+            if cache is None and faces:
+                scale = min(1.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
+                size = int(round(CACHE_FACE_PX * 1.7)) if scale < 1.0 else int(
+                    round(_face_height(pts) * 1.7)
+                )
+                cache = FrameCache(tmp, scale, size)
+                # Frames before the first face get blank crops.
+                for _ in range(len(ts)):
+                    cache.append(np.zeros((size, size), np.uint8), (0, 0))
+            if cache is not None:
+                if np.isfinite(pts[0, 0]):
+                    last_center = np.nanmean(pts[:468], axis=0)
+                cache.append(*_crop(fr.image, last_center, cache))
+            ts.append(fr.t)
+            xys.append(pts)
+            nf.append(len(faces))
+            if progress is not None:
+                progress(1)
+    finally:
+        mesh.close()
+    if cache is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise NoFaceError(f"{info.path}: no face found in any of {len(ts)} frames")
+    return LandmarkTrack(np.array(ts), np.array(xys), np.array(nf)), cache
+
+
+def _crop(image: np.ndarray, center: np.ndarray | None, cache: FrameCache) -> tuple[
+    np.ndarray, tuple[int, int]
+]:
+    """Cut the cache crop around ``center`` (original px) at the cache scale."""
+    s, n = cache.scale, cache.size
+    c = center if center is not None else np.array([image.shape[1], image.shape[0]]) / 2
+    # Integer offsets in the scaled frame keep the crop grid aligned between
+    # frames, so no interpolation difference masquerades as motion.
+    ox = int(round(c[0] * s - n / 2))
+    oy = int(round(c[1] * s - n / 2))
+    # Region of the original image that maps onto the crop.
+    x0, y0 = ox / s, oy / s
+    x1, y1 = (ox + n) / s, (oy + n) / s
+    pad = int(np.ceil(2 / s)) + 2
+    xa, ya = max(int(np.floor(x0)) - pad, 0), max(int(np.floor(y0)) - pad, 0)
+    xb = min(int(np.ceil(x1)) + pad, image.shape[1])
+    yb = min(int(np.ceil(y1)) + pad, image.shape[0])
+    gray = cv2.cvtColor(image[ya:yb, xa:xb], cv2.COLOR_BGR2GRAY) if xb > xa and yb > ya else None
+    if gray is None:
+        return np.zeros((n, n), np.uint8), (ox, oy)
+    if s < 0.8:
+        # Anti-alias before the affine resample (warpAffine has no area filter).
+        gray = cv2.GaussianBlur(gray, (0, 0), 0.4 / s)
+    # Affine from the sub-image to the crop: crop = (p + (xa, ya)) * s - (ox, oy).
+    m = np.array([[s, 0, xa * s - ox], [0, s, ya * s - oy]], dtype=np.float64)
+    out = cv2.warpAffine(
+        gray, m, (n, n), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    return out, (ox, oy)
+
+
+def scale_mm_per_px(track: LandmarkTrack, frames_idx: np.ndarray) -> tuple[float, float]:
+    """mm per pixel from the iris diameter, median over the given frames.
+
+    Returns (mm_per_px, relative spread). The spread (IQR / median) tells how
+    stable the iris reading was.
+    """
+    d = iris_diameter_px(track.xy[frames_idx])
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    med = float(np.median(d))
+    q1, q3 = np.percentile(d, [25, 75])
+    return IRIS_DIAMETER_MM / med, float((q3 - q1) / med)

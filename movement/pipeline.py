@@ -1,0 +1,271 @@
+"""The analysis, top to bottom: video -> landmarks -> stabilised mm trajectories ->
+protocol steps -> muscle-group activations -> asymmetry -> (outputs, report).
+
+:func:`analyze` is a pure function of its inputs (the video files and the
+options): it writes nothing but a temporary frame cache, so a batch or a
+cluster can run it on many videos at once. :mod:`movement.outputs` writes the
+result.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from movement import __version__
+from movement.activation import StepResult, measure_all
+from movement.asymmetry import resting_asymmetry, tables
+from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
+from movement.protocol import Protocol
+from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
+from movement.steps import StepWindow, find_steps, steps_from_cues
+from movement.video import VideoInfo, probe
+
+
+@dataclass(frozen=True)
+class Options:
+    protocol: Protocol
+    mirrored: bool = False
+    cues: dict[str, tuple[float, float]] | None = None
+    face: str = "largest"
+    patient: str = ""
+    label: str = ""
+    date: str = ""
+
+
+@dataclass
+class ClipResult:
+    """One video file and what was measured in it."""
+
+    info: VideoInfo
+    sha256: str
+    track: LandmarkTrack
+    scale: Scale
+    traj: Trajectories
+    windows: list[StepWindow]
+    results: list[StepResult]
+    rest_table: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Session:
+    """The whole analysis of one consult (one video, or one clip per step)."""
+
+    options: Options
+    clips: list[ClipResult]
+    asymmetry: pd.DataFrame
+    metrics: pd.DataFrame
+    midline: pd.DataFrame
+    rest: pd.DataFrame
+    warnings: list[str]
+    created: str
+
+    @property
+    def results(self) -> list[StepResult]:
+        return [r for c in self.clips for r in c.results]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def analyze_clip(
+    path: str | Path,
+    opts: Options,
+    protocol: Protocol,
+    progress: Callable[[int], None] | None = None,
+    keep_cache: bool = False,
+) -> tuple[ClipResult, FrameCache | None]:
+    """Analyse one video file for the steps of ``protocol``."""
+    info = probe(path, mirrored=opts.mirrored)
+    track, cache = track_landmarks(info, face=opts.face, progress=progress)
+    try:
+        warnings = _tracking_warnings(track)
+        scale = estimate_scale(track)
+        traj = stabilise(track, scale)
+        fps = _effective_fps(track.t, info.fps)
+        if opts.cues:
+            windows = steps_from_cues(traj, protocol, fps, opts.cues)
+        else:
+            windows = find_steps(traj, protocol, fps)
+        results = measure_all(protocol, windows, track, cache, scale, fps)
+        neutral = _neutral_frames(windows, traj)
+        rest_table = resting_asymmetry(traj, protocol, neutral)
+    except BaseException:
+        cache.close()
+        raise
+    for w in windows:
+        if not w.found:
+            warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
+        warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
+    clip = ClipResult(
+        info, file_sha256(path), track, scale, traj, windows, results, rest_table, warnings
+    )
+    if keep_cache:
+        return clip, cache
+    cache.close()
+    return clip, None
+
+
+def _effective_fps(t: np.ndarray, nominal: float) -> float:
+    if len(t) > 2:
+        dt = np.median(np.diff(t))
+        if dt > 0:
+            return float(1.0 / dt)
+    return nominal
+
+
+def _neutral_frames(windows: list[StepWindow], traj: Trajectories) -> np.ndarray:
+    rest = sorted({f for w in windows for f in w.rest})
+    if rest:
+        return np.array(rest)
+    return np.flatnonzero(traj.valid)
+
+
+def _tracking_warnings(track: LandmarkTrack) -> list[str]:
+    out = []
+    tracked = track.valid.mean() if len(track) else 0.0
+    if tracked < 0.95:
+        out.append(f"face tracked in only {tracked:.0%} of frames")
+    multi = (track.n_faces > 1).mean() if len(track) else 0.0
+    if multi > 0:
+        out.append(f"more than one face in {multi:.0%} of frames; the largest was measured")
+    return out
+
+
+def analyze(
+    videos: list[str | Path],
+    opts: Options,
+    steps: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_caches: bool = False,
+) -> tuple[Session, list[FrameCache]]:
+    """Analyse a consult: one continuous video, or one clip per step.
+
+    Parameters
+    ----------
+    videos : one video for the whole protocol, or one clip per step
+    steps : with several clips, the step each clip shows (same order)
+    keep_caches : return the frame caches (for drawing the report's frames);
+        the caller must ``close()`` them.
+    """
+    protocol = opts.protocol
+    if len(videos) > 1 or steps:
+        if not steps or len(steps) != len(videos):
+            raise ValueError("give one step name per clip (--steps frown,raise,...)")
+        jobs = [(v, protocol.subset([s])) for v, s in zip(videos, steps, strict=True)]
+    else:
+        jobs = [(videos[0], protocol)]
+    clips: list[ClipResult] = []
+    caches: list[FrameCache] = []
+    try:
+        for v, proto in jobs:
+            clip, cache = analyze_clip(v, opts, proto, progress, keep_caches)
+            clips.append(clip)
+            if cache is not None:
+                caches.append(cache)
+    except BaseException:
+        for c in caches:
+            c.close()
+        raise
+    results = [r for c in clips for r in c.results]
+    asym, metr, mid = tables(results, protocol)
+    rest = clips[0].rest_table
+    warnings = [w for c in clips for w in c.warnings]
+    for c in clips:
+        yaw = yaw_degrees(c.traj.yaw_index)
+        if np.nanmax(np.abs(yaw), initial=0) > 20:
+            warnings.append(f"{Path(c.info.path).name}: head turned up to {np.nanmax(np.abs(yaw)):.0f} degrees")
+    session = Session(
+        options=opts,
+        clips=clips,
+        asymmetry=asym,
+        metrics=metr,
+        midline=mid,
+        rest=rest,
+        warnings=warnings,
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+    return session, caches
+
+
+def session_record(session: Session) -> dict:
+    """The JSON-ready description of a session (``session.json``)."""
+    o = session.options
+    clips = []
+    for c in session.clips:
+        i = c.info
+        clips.append(
+            dict(
+                path=i.path, sha256=c.sha256, width=i.width, height=i.height, fps=i.fps,
+                frames=len(c.track), duration_s=float(c.track.t[-1]) if len(c.track) else 0.0,
+                rotation=i.rotation, codec=i.codec, mirrored=i.mirrored,
+                scale=dict(mm_per_px=c.scale.mm_per_px, iris_px=c.scale.iris_px,
+                           iris_spread=c.scale.spread, ipd_mm=c.scale.ipd_mm,
+                           frames_used=c.scale.frames_used),
+                tracking=dict(
+                    face_tracked_fraction=float(c.track.valid.mean()),
+                    multiple_faces_fraction=float((c.track.n_faces > 1).mean()),
+                    roll_range_deg=_range(c.traj.roll_deg),
+                    yaw_range_deg=_range(yaw_degrees(c.traj.yaw_index)),
+                ),
+                steps=[
+                    dict(
+                        name=r.window.name, found=r.window.found, source=r.window.source,
+                        start_s=_t(c.track.t, r.window.start), peak_s=_nan(r.peak_t),
+                        end_s=_t(c.track.t, r.window.end),
+                        rest_frames=list(r.window.rest), keyframe=r.window.keyframe,
+                        peak_frames=list(r.peak_frames),
+                        head_fit_inliers=r.head_inliers, points_lost_fraction=r.lost_fraction,
+                        midline_drift_mm={k: _nan(v) for k, v in r.drift_mm.items()},
+                    )
+                    for r in c.results
+                ],
+            )
+        )
+    p = o.protocol
+    return dict(
+        software=dict(name="movement", version=__version__),
+        created=session.created,
+        patient=o.patient, label=o.label, date=o.date,
+        protocol=dict(name=p.name, version=p.version, path=p.path,
+                      thresholds=dict(min_diff_mm=p.thresholds.min_diff_mm,
+                                      min_ratio=p.thresholds.min_ratio)),
+        options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues),
+        clips=clips,
+        steps=[s for c in clips for s in c["steps"]],
+        warnings=session.warnings,
+        stages=[
+            dict(stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"),
+            dict(stage="scale", method="median visible iris diameter = 11.7 mm"),
+            dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),
+            dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
+            dict(stage="imagetrack", method="pyramidal LK from each step's rest keyframe, "
+                 "forward-backward check, RANSAC similarity on the step's anchor regions"),
+            dict(stage="activation", method="peak (>=90% window) minus mean rest, per side"),
+        ],
+    )
+
+
+def _range(a: np.ndarray) -> list[float]:
+    a = a[np.isfinite(a)]
+    return [float(a.min()), float(a.max())] if len(a) else [float("nan")] * 2
+
+
+def _t(t: np.ndarray, i: int) -> float | None:
+    return float(t[i]) if 0 <= i < len(t) else None
+
+
+def _nan(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)

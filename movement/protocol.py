@@ -1,0 +1,275 @@
+"""Protocols: the scripted steps and the landmark-to-muscle mapping, read from TOML.
+
+A protocol is data a clinician can read and extend (``protocols/*.toml``); this
+module only parses and validates it into frozen records. See
+``protocols/standard.toml`` for the annotated format.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+N_LANDMARKS = 478
+MEASURES = {"displacement_mm", "aperture_mm"}
+KINDS = {"length", "up", "down", "aperture"}
+SENSORS = {"image", "landmarks"}
+
+
+class ProtocolError(ValueError):
+    """The protocol file is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class MuscleGroup:
+    """One muscle group a step measures, per side.
+
+    For ``kind == "aperture"`` the ``right``/``left`` points are the upper lid and
+    ``right_lower``/``left_lower`` the lower lid.
+    """
+
+    name: str
+    measure: str
+    kind: str
+    sensor: str
+    right: tuple[int, ...]
+    left: tuple[int, ...]
+    right_lower: tuple[int, ...] = ()
+    left_lower: tuple[int, ...] = ()
+    primary: bool = False
+    note: str = ""
+
+    def points(self, side: str) -> tuple[int, ...]:
+        return self.right if side == "right" else self.left
+
+    def lower_points(self, side: str) -> tuple[int, ...]:
+        return self.right_lower if side == "right" else self.left_lower
+
+    @property
+    def all_points(self) -> tuple[int, ...]:
+        return self.right + self.left + self.right_lower + self.left_lower
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    instruction: str
+    duration_s: float
+    anchors: tuple[str, ...]
+    groups: tuple[MuscleGroup, ...]
+    detect: str = ""  # measurement kind that finds the step; default: the primary's
+
+    @property
+    def detect_kind(self) -> str:
+        return self.detect or self.primary.kind
+
+    @property
+    def primary(self) -> MuscleGroup:
+        return next(g for g in self.groups if g.primary)
+
+
+@dataclass(frozen=True)
+class RestMeasure:
+    name: str
+    kind: str  # height | aperture
+    right: tuple[int, ...]
+    left: tuple[int, ...]
+    right_lower: tuple[int, ...] = ()
+    left_lower: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_diff_mm: float = 1.0
+    min_ratio: float = 0.20
+
+
+@dataclass(frozen=True)
+class Detection:
+    min_bout_s: float = 0.5
+    merge_gap_s: float = 0.3
+    rest_window_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    max_displacement_mm: float = 15.0
+    min_aperture_change_mm: float = -1.0
+    max_sensor_disagreement_mm: float = 2.5
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    title: str
+    description: str
+    version: int
+    steps: tuple[Step, ...]
+    anchors: dict[str, tuple[int, ...]]
+    midline: dict[str, tuple[int, ...]]
+    rest_measures: tuple[RestMeasure, ...]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    detection: Detection = field(default_factory=Detection)
+    plausibility: Plausibility = field(default_factory=Plausibility)
+    path: str = ""
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise ProtocolError(f"protocol '{self.name}' has no step '{name}'")
+
+    def anchor_points(self, step: Step) -> tuple[int, ...]:
+        pts: list[int] = []
+        for region in step.anchors:
+            pts.extend(p for p in self.anchors[region] if p not in pts)
+        return tuple(pts)
+
+    def subset(self, names: list[str]) -> Protocol:
+        """The same protocol restricted to ``names`` (in the given order)."""
+        steps = tuple(self.step(n) for n in names)
+        return Protocol(**{**self.__dict__, "steps": steps})
+
+
+def protocol_dirs() -> list[Path]:
+    """Where named protocols are looked up, first match wins.
+
+    ``$MOVEMENT_PROTOCOLS`` (colon-separated) lets a clinic keep its own
+    protocols outside the installation.
+    """
+    dirs = [Path(p) for p in os.environ.get("MOVEMENT_PROTOCOLS", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    dirs += [here / "_protocols", here.parent / "protocols"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_protocols() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in protocol_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def _ints(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise ProtocolError(f"{where}: expected a list of landmark numbers")
+    bad = [v for v in value if not 0 <= v < N_LANDMARKS]
+    if bad:
+        raise ProtocolError(f"{where}: landmark numbers out of range 0-{N_LANDMARKS - 1}: {bad}")
+    return tuple(value)
+
+
+def _group(raw: dict, where: str) -> MuscleGroup:
+    try:
+        g = MuscleGroup(
+            name=str(raw["muscle_group"]),
+            measure=str(raw["measure"]),
+            kind=str(raw["kind"]),
+            sensor=str(raw.get("sensor", "image")),
+            right=_ints(raw["right"], f"{where}.right"),
+            left=_ints(raw["left"], f"{where}.left"),
+            right_lower=_ints(raw.get("right_lower", []), f"{where}.right_lower"),
+            left_lower=_ints(raw.get("left_lower", []), f"{where}.left_lower"),
+            primary=bool(raw.get("primary", False)),
+            note=str(raw.get("note", "")),
+        )
+    except KeyError as exc:
+        raise ProtocolError(f"{where}: missing field {exc}") from None
+    if g.measure not in MEASURES:
+        raise ProtocolError(f"{where}: measure must be one of {sorted(MEASURES)}")
+    if g.kind not in KINDS:
+        raise ProtocolError(f"{where}: kind must be one of {sorted(KINDS)}")
+    if g.sensor not in SENSORS:
+        raise ProtocolError(f"{where}: sensor must be one of {sorted(SENSORS)}")
+    if not g.right or not g.left:
+        raise ProtocolError(f"{where}: both sides need points")
+    if g.kind == "aperture" and (not g.right_lower or not g.left_lower):
+        raise ProtocolError(f"{where}: aperture needs right_lower and left_lower")
+    return g
+
+
+def parse_protocol(data: dict, path: str = "") -> Protocol:
+    """Validate a protocol's parsed TOML into a :class:`Protocol`."""
+    where = path or "protocol"
+    anchors = {k: _ints(v, f"{where}: anchors.{k}") for k, v in data.get("anchors", {}).items()}
+    midline = {k: _ints(v, f"{where}: midline.{k}") for k, v in data.get("midline", {}).items()}
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ProtocolError(f"{where}: no [[steps]]")
+    steps = []
+    for i, rs in enumerate(raw_steps):
+        sw = f"{where}: steps[{i}]"
+        if "name" not in rs:
+            raise ProtocolError(f"{sw}: missing name")
+        groups = tuple(
+            _group(g, f"{sw}.groups[{j}]") for j, g in enumerate(rs.get("groups", []))
+        )
+        if sum(g.primary for g in groups) != 1:
+            raise ProtocolError(f"{sw} ({rs['name']}): exactly one group must be primary")
+        if rs.get("detect", "") not in ("", *KINDS):
+            raise ProtocolError(f"{sw}: detect must be one of {sorted(KINDS)}")
+        regions = tuple(rs.get("anchors", list(anchors)))
+        unknown = [r for r in regions if r not in anchors]
+        if unknown or not regions:
+            raise ProtocolError(f"{sw}: unknown anchor regions {unknown}")
+        steps.append(
+            Step(
+                name=str(rs["name"]),
+                instruction=str(rs.get("instruction", "")),
+                duration_s=float(rs.get("duration_s", 3.0)),
+                anchors=regions,
+                groups=groups,
+                detect=str(rs.get("detect", "")),
+            )
+        )
+    names = [s.name for s in steps]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"{where}: step names repeat")
+    rest = tuple(
+        RestMeasure(
+            name=str(r["name"]),
+            kind=str(r["kind"]),
+            right=_ints(r["right"], f"{where}: rest_measures.right"),
+            left=_ints(r["left"], f"{where}: rest_measures.left"),
+            right_lower=_ints(r.get("right_lower", []), f"{where}: rest_measures.right_lower"),
+            left_lower=_ints(r.get("left_lower", []), f"{where}: rest_measures.left_lower"),
+        )
+        for r in data.get("rest_measures", [])
+    )
+    try:
+        return Protocol(
+            name=str(data.get("name", Path(path).stem or "protocol")),
+            title=str(data.get("title", data.get("name", ""))),
+            description=str(data.get("description", "")),
+            version=int(data.get("version", 1)),
+            steps=tuple(steps),
+            anchors=anchors,
+            midline=midline,
+            rest_measures=rest,
+            thresholds=Thresholds(**data.get("thresholds", {})),
+            detection=Detection(**data.get("detection", {})),
+            plausibility=Plausibility(**data.get("plausibility", {})),
+            path=path,
+        )
+    except TypeError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+
+
+def load_protocol(name_or_path: str | os.PathLike[str]) -> Protocol:
+    """Load a protocol by name (``standard``) or by path to a ``.toml`` file."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml" or not p.exists():
+        found = available_protocols()
+        if str(name_or_path) not in found:
+            raise ProtocolError(
+                f"protocol '{name_or_path}' not found (available: {', '.join(found) or 'none'})"
+            )
+        p = found[str(name_or_path)]
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProtocolError(f"protocol {p}: {exc}") from None
+    return parse_protocol(data, str(p))

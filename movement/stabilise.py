@@ -1,0 +1,136 @@
+"""Stage 3 — head-motion removal and millimetre scale for the whole video.
+
+This gives every frame's landmarks in millimetres in a head-fixed face frame.
+It is the coarse, whole-video view used to find steps and rest frames and to
+draw traces; the per-step measurement itself is refined by the image tracker
+(:mod:`movement.imagetrack`), which is far more precise on skin.
+
+Why the irises: during a pure brow raise the landmark model also moves the
+"rigid" nose-bridge and eye-corner points by 2-3 mm, so a similarity fit on
+them removes much of the movement it should measure. The iris centres follow
+the eyeballs, which do not move with expression, and their distance gives the
+zoom. Gaze shifts move them slightly; the per-step image tracker does not use
+them at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from movement.face import IRIS_DIAMETER_MM, LEFT_IRIS, RIGHT_IRIS, iris_diameter_px
+from movement.landmarks import LandmarkTrack
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Millimetre scale of the video.
+
+    mm_per_px applies at the reference inter-iris distance ``ipd_px``; a frame
+    whose inter-iris distance is ``d`` has ``mm_per_px * ipd_px / d``.
+    """
+
+    mm_per_px: float
+    spread: float  # IQR / median of the per-frame iris diameters
+    iris_px: float
+    ipd_px: float
+    ipd_mm: float
+    frames_used: int
+
+
+@dataclass
+class Trajectories:
+    """Stabilised landmark trajectories.
+
+    Attributes
+    ----------
+    t : (T,) seconds
+    mm : (T, 478, 2) position in mm in the face frame: x toward the patient's
+        left, y up, origin between the iris centres; NaN where no face
+    roll_deg : (T,) head roll (positive: patient's left eye higher in the image)
+    yaw_index : (T,) nose offset between the eyes (-1..1), a head-turn proxy
+    zoom : (T,) inter-iris distance relative to the reference
+    """
+
+    t: np.ndarray
+    mm: np.ndarray
+    roll_deg: np.ndarray
+    yaw_index: np.ndarray
+    zoom: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.isfinite(self.mm[:, 0, 0])
+
+
+def iris_centres(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return xy[..., RIGHT_IRIS[0], :], xy[..., LEFT_IRIS[0], :]
+
+
+def estimate_scale(track: LandmarkTrack) -> Scale:
+    """Scale from the iris diameter, robust over many frames.
+
+    Notes
+    -----
+    The median over all tracked frames is used: squints and blinks shrink the
+    visible iris in a minority of frames and the median ignores them. The
+    reference inter-iris distance is measured on the same frames so that zoom
+    during the video can be corrected frame by frame.
+    """
+    ok = track.valid
+    if not ok.any():
+        raise ValueError("no tracked frames")
+    d = iris_diameter_px(track.xy[ok])
+    r, left = iris_centres(track.xy[ok])
+    ipd = np.linalg.norm(left - r, axis=-1)
+    med = float(np.median(d))
+    q1, q3 = np.percentile(d, [25, 75])
+    mm_per_px = IRIS_DIAMETER_MM / med
+    ipd_px = float(np.median(ipd))
+    return Scale(
+        mm_per_px=mm_per_px,
+        spread=float((q3 - q1) / med),
+        iris_px=med,
+        ipd_px=ipd_px,
+        ipd_mm=ipd_px * mm_per_px,
+        frames_used=int(ok.sum()),
+    )
+
+
+def stabilise(track: LandmarkTrack, scale: Scale, smooth: int = 3) -> Trajectories:
+    """Landmarks of every frame in mm in the iris-anchored face frame.
+
+    Parameters
+    ----------
+    smooth : frames of the median filter on the frame's origin, axis and zoom;
+        the irises jitter by a fraction of a pixel and the head moves slowly.
+    """
+    xy = track.xy
+    r, left = iris_centres(xy)
+    origin = (r + left) / 2
+    v = left - r
+    ipd = np.linalg.norm(v, axis=-1)
+    ok = np.isfinite(ipd)
+    if smooth > 1 and ok.sum() > smooth:
+        for arr in (origin, v):
+            arr[ok] = median_filter(arr[ok], size=(smooth, 1), mode="nearest")
+        ipd = np.linalg.norm(v, axis=-1)
+    lateral = v / ipd[:, None]
+    up = np.stack([lateral[:, 1], -lateral[:, 0]], axis=-1)
+    rel = xy - origin[:, None, :]
+    k = (scale.mm_per_px * scale.ipd_px / ipd)[:, None]
+    mm = np.stack([(rel * lateral[:, None, :]).sum(-1), (rel * up[:, None, :]).sum(-1)], -1)
+    mm = mm * k[:, :, None]
+    roll = np.degrees(np.arctan2(-v[:, 1], v[:, 0]))
+    # Nose tip (1) between the outer eye corners: 0 when frontal.
+    nose_x = mm[:, 1, 0]
+    half = (mm[:, 263, 0] - mm[:, 33, 0]) / 2
+    yaw = np.clip(nose_x / np.where(half > 0, half, np.nan), -1, 1)
+    return Trajectories(track.t, mm, roll, yaw, ipd / scale.ipd_px)
+
+
+def yaw_degrees(yaw_index: np.ndarray) -> np.ndarray:
+    """Approximate head yaw from the nose offset index (arcsine model)."""
+    return np.degrees(np.arcsin(np.clip(yaw_index * 1.6, -1, 1)))

@@ -1,0 +1,270 @@
+"""Stage 4 — step finding: where each protocol step starts, peaks and ends.
+
+Each step has a detection signal (its primary measurement on the stabilised
+landmark trajectories). Bouts where a signal rises clearly above its own noise
+become candidates; the steps are then assigned to candidates in the
+protocol's order by dynamic programming (non-overlapping, increasing in time),
+maximising the total evidence. A step with no candidate is *missing*: it is
+reported as such, never invented. Rest frames before each step are chosen by
+stillness and closeness to the session's neutral face.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from movement.face import measure_series
+from movement.protocol import MuscleGroup, Protocol, Step
+from movement.stabilise import Trajectories
+
+MIN_SIGNAL_MM = 0.6
+"""Smallest detection signal (mm) that counts as a step; below it the face is
+at rest within tracking noise of the coarse landmark trajectories."""
+
+
+class CuesError(ValueError):
+    """The cues file is unreadable or names unknown steps."""
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """Where one protocol step happened (frame indices into the video)."""
+
+    name: str
+    found: bool
+    start: int = -1
+    peak: int = -1
+    end: int = -1
+    rest: tuple[int, ...] = ()
+    keyframe: int = -1
+    source: str = "auto"  # auto | cues | clip
+    score: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _side_signal(traj: Trajectories, baseline: np.ndarray, g: MuscleGroup, kind: str) -> np.ndarray:
+    vals = []
+    for side in ("right", "left"):
+        cols = np.array(g.points(side))
+        lower = np.array(g.lower_points(side)) if kind == "aperture" else None
+        vals.append(measure_series(traj.mm, baseline, kind, cols, lower))
+    return np.nanmax(np.stack(vals), axis=0)
+
+
+def detection_signals(traj: Trajectories, protocol: Protocol) -> dict[str, np.ndarray]:
+    """Per step, the larger side's detection signal in mm, relative to neutral.
+
+    Neutral is the median face of the video: most of a protocol video is rest
+    and any one step covers a minority of it.
+    """
+    baseline = np.nanmedian(traj.mm, axis=0)
+    out = {}
+    for step in protocol.steps:
+        s = _side_signal(traj, baseline, step.primary, step.detect_kind)
+        ok = np.isfinite(s)
+        if ok.sum() > 5:
+            s[ok] = median_filter(s[ok], size=5, mode="nearest")
+        out[step.name] = s
+    return out
+
+
+def _noise(s: np.ndarray) -> float:
+    v = s[np.isfinite(s)]
+    if len(v) == 0:
+        return np.inf
+    med = np.median(v)
+    return float(1.4826 * np.median(np.abs(v - med)))
+
+
+def _bouts(active: np.ndarray, min_len: int, merge: int) -> list[tuple[int, int]]:
+    idx = np.flatnonzero(np.diff(np.r_[0, active.astype(int), 0]))
+    runs = list(zip(idx[::2], idx[1::2] - 1, strict=True))
+    merged: list[list[int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] - 1 <= merge:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged if b - a + 1 >= min_len]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    k: int
+    start: int
+    end: int
+    peak: int
+    score: float
+
+
+def _candidates(signals: dict[str, np.ndarray], protocol: Protocol, fps: float) -> list[_Candidate]:
+    det = protocol.detection
+    min_len = max(int(round(det.min_bout_s * fps)), 1)
+    merge = int(round(det.merge_gap_s * fps))
+    cands = []
+    for k, step in enumerate(protocol.steps):
+        s = np.nan_to_num(signals[step.name], nan=0.0)
+        base = float(np.median(s))
+        thr = base + max(MIN_SIGNAL_MM, 5 * _noise(s))
+        for a, b in _bouts(s > thr, min_len, merge):
+            p = a + int(np.argmax(s[a : b + 1]))
+            height = s[p] - base
+            # Extend to where the movement starts and ends (20 % of its height).
+            lo = s > base + 0.2 * height
+            a2, b2 = a, b
+            while a2 > 0 and lo[a2 - 1]:
+                a2 -= 1
+            while b2 < len(s) - 1 and lo[b2 + 1]:
+                b2 += 1
+            cands.append(_Candidate(k, a2, b2, p, float(height / (thr - base))))
+    return cands
+
+
+def _assign(cands: list[_Candidate], n_steps: int) -> list[_Candidate | None]:
+    """Pick at most one candidate per step, in protocol order, not overlapping."""
+    cands = sorted(cands, key=lambda c: (c.start, c.k))
+    best = [c.score for c in cands]
+    prev: list[int | None] = [None] * len(cands)
+    for i, ci in enumerate(cands):
+        for j in range(i):
+            cj = cands[j]
+            # Peaks in order; windows may touch (smooth transitions) but a
+            # step's peak must lie outside the previous step's window.
+            if cj.k < ci.k and cj.peak < ci.start + 1 and ci.peak > cj.end - 1:
+                if best[j] + ci.score > best[i]:
+                    best[i] = best[j] + ci.score
+                    prev[i] = j
+    out: list[_Candidate | None] = [None] * n_steps
+    if not cands:
+        return out
+    i: int | None = int(np.argmax(best))
+    while i is not None:
+        out[cands[i].k] = cands[i]
+        i = prev[i]
+    return out
+
+
+def choose_rest(
+    signals: dict[str, np.ndarray],
+    valid: np.ndarray,
+    before: int,
+    after: int,
+    fps: float,
+    window_s: float,
+) -> tuple[tuple[int, ...], int]:
+    """Rest frames for a step: still, neutral frames just before it.
+
+    Notes
+    -----
+    Patients blink, hold the previous expression or close their eyes before
+    the next instruction; a fixed "second before the step" catches those. A
+    frame qualifies when every step's signal is near neutral (so eyes open,
+    brows and mouth at rest) and the face barely moves; the frames nearest
+    the step win. The keyframe is the most neutral of them.
+    """
+    stack = np.stack([np.nan_to_num(s, nan=np.inf) for s in signals.values()])
+    neutral = np.max(np.clip(stack, 0, None), axis=0)
+    motion = np.r_[0.0, np.abs(np.diff(neutral))]
+    want = max(int(round(window_s * fps)), 1)
+    gap = int(round(0.1 * fps))
+    lo = max(after, 0)
+    hi = max(before - gap, lo)
+    ok = valid.copy()
+    ok[: lo] = False
+    ok[hi:] = False
+    for limit in (0.3 * MIN_SIGNAL_MM, 0.6 * MIN_SIGNAL_MM, MIN_SIGNAL_MM):
+        cand = np.flatnonzero(ok & (neutral < limit) & (motion < 0.1))
+        if len(cand) >= min(want, 3):
+            break
+    else:
+        # Nothing qualifies before the step: fall back to the most neutral
+        # valid frames of the video before it.
+        pool = np.flatnonzero(valid[:hi]) if hi > 0 else np.flatnonzero(valid)
+        cand = pool[np.argsort(neutral[pool])[:want]] if len(pool) else np.array([], int)
+    rest = np.sort(cand)[-want:]
+    if len(rest) == 0:
+        return (), -1
+    key = int(rest[np.argmin(neutral[rest])])
+    return tuple(int(r) for r in rest), key
+
+
+def find_steps(traj: Trajectories, protocol: Protocol, fps: float) -> list[StepWindow]:
+    """Find each protocol step in one continuous video."""
+    signals = detection_signals(traj, protocol)
+    chosen = _assign(_candidates(signals, protocol, fps), len(protocol.steps))
+    return _windows(protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s)
+
+
+def _windows(
+    steps: tuple[Step, ...],
+    chosen: list,
+    signals: dict[str, np.ndarray],
+    valid: np.ndarray,
+    fps: float,
+    window_s: float,
+    source: str = "auto",
+) -> list[StepWindow]:
+    out: list[StepWindow] = []
+    prev_end = 0
+    for step, c in zip(steps, chosen, strict=True):
+        if c is None:
+            out.append(StepWindow(step.name, False, source=source))
+            continue
+        rest, key = choose_rest(signals, valid, c.start, prev_end, fps, window_s)
+        notes = () if rest and min(rest) >= prev_end else ("rest frames taken from earlier in the video",)
+        out.append(
+            StepWindow(step.name, True, c.start, c.peak, c.end, rest, key, source, c.score, notes)
+        )
+        prev_end = c.end + 1
+    return out
+
+
+def read_cues(path: str | Path, protocol: Protocol) -> dict[str, tuple[float, float]]:
+    """Manual step times: CSV with columns step,start_s,end_s."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CuesError(f"cues file {path}: {exc}") from None
+    names = {s.name for s in protocol.steps}
+    cues: dict[str, tuple[float, float]] = {}
+    for i, r in enumerate(rows, start=2):
+        try:
+            name, a, b = r["step"].strip(), float(r["start_s"]), float(r["end_s"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CuesError(f"cues file {path}, line {i}: need step,start_s,end_s") from None
+        if name not in names:
+            raise CuesError(f"cues file {path}, line {i}: unknown step '{name}'")
+        if not b > a:
+            raise CuesError(f"cues file {path}, line {i}: end_s must be after start_s")
+        cues[name] = (a, b)
+    return cues
+
+
+def steps_from_cues(
+    traj: Trajectories, protocol: Protocol, fps: float, cues: dict[str, tuple[float, float]]
+) -> list[StepWindow]:
+    """Step windows from manual times; peaks still come from the movement."""
+    signals = detection_signals(traj, protocol)
+    chosen: list[_Candidate | None] = []
+    t = traj.t
+    for k, step in enumerate(protocol.steps):
+        if step.name not in cues:
+            chosen.append(None)
+            continue
+        a_s, b_s = cues[step.name]
+        a = int(np.searchsorted(t, a_s))
+        b = int(min(np.searchsorted(t, b_s, side="right") - 1, len(t) - 1))
+        if b <= a:
+            chosen.append(None)
+            continue
+        s = np.nan_to_num(signals[step.name][a : b + 1], nan=-np.inf)
+        chosen.append(_Candidate(k, a, b, a + int(np.argmax(s)), 0.0))
+    return _windows(
+        protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s, "cues"
+    )

@@ -1,0 +1,139 @@
+"""Stage 1 — video reading: facts about the file and a stream of timestamped frames.
+
+Frames are streamed (never all held in memory) and decoded in a background
+thread, so decoding overlaps with face tracking on the other core. OpenCV
+releases the GIL while decoding, which makes a thread enough.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class VideoError(Exception):
+    """The input is not a readable video."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    rotation: int  # degrees of rotation metadata, already applied to frames
+    codec: str
+    mirrored: bool
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame_count / self.fps if self.fps else 0.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    t: float  # seconds, from the container's timestamps (variable frame rate safe)
+    image: np.ndarray  # BGR, upright, flipped when the video is mirrored
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a folder, not a video")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: file is empty")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: not a video OpenCV can open (unknown format or codec)")
+    # Phones store portrait video as landscape frames plus a rotation tag.
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return cap
+
+
+def probe(path: str | Path, mirrored: bool = False) -> VideoInfo:
+    """Read a video's facts and check that at least one frame decodes."""
+    p = Path(path)
+    cap = _open(p)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise VideoError(f"{p}: no frame could be decoded (empty, truncated or unsupported codec)")
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
+        codec = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        if not np.isfinite(fps) or fps <= 0 or fps > 1000:
+            fps = 30.0
+        return VideoInfo(
+            path=str(p),
+            width=int(frame.shape[1]),
+            height=int(frame.shape[0]),
+            fps=fps,
+            frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 1),
+            rotation=int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360,
+            codec=codec,
+            mirrored=mirrored,
+        )
+    finally:
+        cap.release()
+
+
+_END = object()
+
+
+def frames(info: VideoInfo, prefetch: int = 8) -> Iterator[Frame]:
+    """Stream the frames of a probed video, decoded in a background thread.
+
+    Timestamps come from the container (``CAP_PROP_POS_MSEC``) so variable
+    frame-rate phone videos keep their true timing; where the container gives
+    none, the nominal frame rate is used.
+    """
+    cap = _open(Path(info.path))
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def decode() -> None:
+        i = 0
+        last_t = -1.0
+        try:
+            while not stop.is_set():
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if not np.isfinite(t) or t <= last_t or (i > 0 and t == 0):
+                    t = i / info.fps if last_t < 0 else last_t + 1.0 / info.fps
+                last_t = t
+                if info.mirrored:
+                    img = cv2.flip(img, 1)
+                q.put(Frame(i, t, img))
+                i += 1
+        finally:
+            cap.release()
+            q.put(_END)
+
+    th = threading.Thread(target=decode, daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            yield item
+    finally:
+        stop.set()
+        # Drain so the decoder is never blocked on a full queue.
+        while th.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        th.join()

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from movement.face import face_axes, iris_diameter_px, measure_series
+
+
+def _face(angle_deg=0.0):
+    lm = np.zeros((478, 2))
+    lm[33] = (100, 200)  # patient's right outer corner: image left
+    lm[263] = (300, 200)
+    a = np.radians(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    for c, ring in (((130, 200), (468, 469, 470, 471, 472)), ((270, 200), (473, 474, 475, 476, 477))):
+        lm[ring[0]] = c
+        lm[ring[1]] = (c[0] + 10, c[1])
+        lm[ring[2]] = (c[0], c[1] - 10)
+        lm[ring[3]] = (c[0] - 10, c[1])
+        lm[ring[4]] = (c[0], c[1] + 10)
+    return lm @ rot.T
+
+
+def test_iris_diameter_is_rotation_invariant():
+    assert iris_diameter_px(_face()) == pytest.approx(20.0)
+    assert iris_diameter_px(_face(17)) == pytest.approx(20.0)
+
+
+def test_face_axes_point_to_patient_left_and_forehead():
+    lat, up = face_axes(_face())
+    assert lat == pytest.approx([1, 0])
+    assert up == pytest.approx([0, -1])  # image y grows downward
+
+
+def test_measure_kinds():
+    rest = np.zeros((4, 2))
+    pos = np.zeros((3, 4, 2))
+    pos[1, :2] = (3, 4)  # columns 0,1 move (3, 4): length 5, up 4
+    pos[2, 2, 1] = -1.0  # upper lid down by 1
+    pos[2, 3, 1] = 0.5  # lower lid up by 0.5
+    cols = np.array([0, 1])
+    assert measure_series(pos, rest, "length", cols) == pytest.approx([0, 5, 0])
+    assert measure_series(pos, rest, "up", cols) == pytest.approx([0, 4, 0])
+    assert measure_series(pos, rest, "down", cols) == pytest.approx([0, -4, 0])
+    ap = measure_series(pos, rest, "aperture", np.array([2]), np.array([3]))
+    assert ap == pytest.approx([0, 0, 1.5])
+    with pytest.raises(ValueError):
+        measure_series(pos, rest, "aperture", cols)

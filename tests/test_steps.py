@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from movement.protocol import load_protocol
+from movement.stabilise import Trajectories
+from movement.steps import CuesError, find_steps, read_cues, steps_from_cues
+
+FPS = 30.0
+P = load_protocol("standard")
+
+
+def _traj(events, duration=30.0, seed=0):
+    """Stabilised trajectories with movements added: events = (step, start, end, mm)."""
+    rng = np.random.default_rng(seed)
+    n = int(duration * FPS)
+    base = rng.uniform(-60, 60, size=(478, 2))
+    mm = np.repeat(base[None], n, axis=0) + rng.normal(0, 0.05, size=(n, 478, 2))
+    t = np.arange(n) / FPS
+    for name, a, b, amp in events:
+        env = np.clip(np.minimum(t - a, b - t) / 0.5, 0, 1)[:, None]
+        g = P.step("squint" if name == "blink" else name).primary
+        if name == "frown":
+            mm[:, list(g.right), 0] += env * amp * 0.7
+            mm[:, list(g.left), 0] -= env * amp * 0.7
+            mm[:, list(g.right + g.left), 1] -= env * amp * 0.7
+        elif name == "raise":
+            mm[:, list(g.right + g.left), 1] += env * amp
+        elif name in ("squint", "blink"):
+            g = P.step("squint").primary
+            mm[:, list(g.right + g.left), 1] -= env * amp
+        elif name in ("eee", "smile"):
+            sign = -1 if name == "eee" else 1
+            mm[:, 61, 0] -= env[:, 0] * amp * 0.7
+            mm[:, 291, 0] += env[:, 0] * amp * 0.7
+            mm[:, [61, 291], 1] += sign * env * amp * 0.7
+    z = np.zeros(n)
+    return Trajectories(t, mm, z, z, np.ones(n))
+
+
+STANDARD = [
+    ("frown", 2, 5, 3.0), ("raise", 7, 10, 4.0), ("squint", 12, 15, 2.0),
+    ("eee", 17, 20, 3.0), ("smile", 22, 25, 5.0),
+]
+
+
+def test_finds_every_step_in_order_with_rest_before():
+    w = find_steps(_traj(STANDARD), P, FPS)
+    assert [x.name for x in w] == [s.name for s in P.steps]
+    assert all(x.found for x in w)
+    for x, (_, a, b, _) in zip(w, STANDARD, strict=True):
+        assert a * FPS - 10 <= x.start <= (a + 0.7) * FPS
+        assert (b - 0.7) * FPS <= x.end <= b * FPS + 10
+        assert abs(x.peak / FPS - (a + b) / 2) < 1.1
+        assert x.rest and max(x.rest) < x.start and x.keyframe in x.rest
+
+
+def test_skipped_step_is_missing_not_invented():
+    events = [e for e in STANDARD if e[0] != "squint"]
+    w = {x.name: x for x in find_steps(_traj(events), P, FPS)}
+    assert not w["squint"].found
+    assert all(w[n].found for n in ("frown", "raise", "eee", "smile"))
+
+
+def test_eee_and_smile_told_apart_when_one_is_skipped():
+    events = [e for e in STANDARD if e[0] != "eee"]
+    w = {x.name: x for x in find_steps(_traj(events), P, FPS)}
+    assert not w["eee"].found
+    assert w["smile"].found and w["smile"].start > 21 * FPS
+
+
+def test_a_blink_is_not_a_squint():
+    events = [e for e in STANDARD if e[0] != "squint"] + [("blink", 12.0, 12.2, 3.0)]
+    w = {x.name: x for x in find_steps(_traj(events), P, FPS)}
+    assert not w["squint"].found
+
+
+def test_rest_frames_avoid_a_closed_eye_before_the_step():
+    # Eyes shut just before the raise: rest must not be taken from there.
+    events = STANDARD + [("blink", 6.2, 6.5, 3.0)]
+    w = {x.name: x for x in find_steps(_traj(events), P, FPS)}
+    bad = set(range(int(6.27 * FPS), int(6.44 * FPS)))  # lid more than 0.25 mm down
+    assert w["raise"].found and not bad & set(w["raise"].rest)
+
+
+def test_cues_override_detection(tmp_path):
+    cues = tmp_path / "cues.csv"
+    cues.write_text("step,start_s,end_s\nraise,6.5,10.5\nsmile,21.5,25.5\n")
+    c = read_cues(cues, P)
+    w = {x.name: x for x in steps_from_cues(_traj(STANDARD), P, FPS, c)}
+    assert w["raise"].source == "cues" and w["raise"].found
+    assert not w["frown"].found
+    assert abs(w["smile"].peak / FPS - 23.5) < 1.1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("step,start_s,end_s\nwink,1,2\n", "unknown step"),
+        ("step,start_s,end_s\nraise,3,2\n", "after"),
+        ("step,start\nraise,3\n", "need step"),
+    ],
+)
+def test_bad_cues(tmp_path, text, message):
+    f = tmp_path / "c.csv"
+    f.write_text(text)
+    with pytest.raises(CuesError, match=message):
+        read_cues(f, P)
