@@ -735,7 +735,7 @@ class SynthSpec:
         if self.zoom >= 0.5:
             raise ValueError("zoom is a relative amplitude and must be < 0.5")
         ordered = sorted(self.steps, key=lambda s: s.start_s)
-        for a, b in zip(ordered, ordered[1:]):
+        for a, b in zip(ordered, ordered[1:], strict=False):
             if b.start_s < a.end_s:
                 raise ValueError(f"steps overlap: {a.name} ends after {b.name} starts")
         for s in self.steps:
@@ -1025,8 +1025,9 @@ def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str,
     for s in spec.steps:
         cal = r.steps[(s.name, s.right_mm, s.left_mm)]
         pstep = proto.step(s.name)
-        groups = [_group_record(g, cal.field, r.size, True) for g in pstep.groups if g.primary]
-        groups += [_group_record(g, cal.field, r.size, False) for g in pstep.groups if not g.primary]
+        # Primary first, then any secondary groups the protocol lists for this step.
+        ordered = sorted(pstep.groups, key=lambda g: not g.primary)
+        groups = [_group_record(g, cal.field, r.size, g.primary) for g in ordered]
         # What the *other* steps' primary measurements read during this step: they
         # should be ~0 (the fields are local); an analyzer reporting more is leaking.
         crosstalk = [
