@@ -24,8 +24,12 @@ from movement.stabilise import Scale
 from movement.steps import StepWindow
 
 SIDES = ("right", "left")
-PEAK_FRACTION = 0.9
-PEAK_HALF_WIDTH_S = 0.2
+PEAK_FRACTION = 0.95
+PEAK_HALF_WIDTH_S = 0.15
+CLOSED_FRACTION = 0.35
+"""A hybrid eyelid reading uses the landmark model once the landmark aperture at
+the peak falls below this fraction of rest: the lid then covers the texture the
+image tracker follows (a real wink read "balanced" by texture tracking)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,13 @@ def _series(pos: np.ndarray, rest: np.ndarray, g: MuscleGroup, side: str, cols: 
 
 
 def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
-    """Frames (positions in v) of the peak: around the maximum, >= 90 % of it."""
+    """Frames (positions in v) of the peak.
+
+    The peak is the run of frames around the maximum that stay within 95 % of
+    it (relative to rest, 0); its centre is the peak time, and the value is
+    averaged over the run's central +-0.15 s, so a held expression is read in
+    the middle of the hold rather than at a noise spike on its edge.
+    """
     seg = np.nan_to_num(v[lo : hi + 1], nan=-np.inf)
     if len(seg) >= 3:
         seg = median_filter(seg, size=3, mode="nearest")
@@ -96,16 +106,30 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
         return np.array([], int)
     p = int(np.argmax(seg))
     top = seg[p]
-    half = max(int(round(PEAK_HALF_WIDTH_S * fps)), 0)
-    a = b = p
-    # Threshold relative to the level at rest (0), so small movements still
-    # get a window of a few frames.
     thr = PEAK_FRACTION * top if top > 0 else top
-    while a > 0 and p - a < half and seg[a - 1] >= thr:
+    a = b = p
+    while a > 0 and seg[a - 1] >= thr:
         a -= 1
-    while b < len(seg) - 1 and b - p < half and seg[b + 1] >= thr:
+    while b < len(seg) - 1 and seg[b + 1] >= thr:
         b += 1
-    return np.arange(a, b + 1) + lo
+    centre = (a + b) // 2
+    half = max(int(round(PEAK_HALF_WIDTH_S * fps)), 0)
+    return np.arange(max(a, centre - half), min(b, centre + half) + 1) + lo
+
+
+def _hybrid_choice(
+    image_series: np.ndarray, landmark_aperture: np.ndarray, rest: np.ndarray, step: np.ndarray
+) -> str:
+    """Image tracker for a lid that stays open; landmarks once it closes or is lost."""
+    ap_rest = np.nanmean(landmark_aperture[rest])
+    ap_min = np.nanmin(landmark_aperture[step]) if np.isfinite(landmark_aperture[step]).any() else np.nan
+    if not np.isfinite(ap_rest) or ap_rest <= 0:
+        return "landmarks"
+    if np.isfinite(ap_min) and ap_min < CLOSED_FRACTION * ap_rest:
+        return "landmarks"
+    if np.isnan(image_series[step]).mean() > 0.2:
+        return "landmarks"
+    return "image"
 
 
 def measure_step(
@@ -122,7 +146,7 @@ def measure_step(
         return StepResult(win)
     midline = tuple(p for pts in protocol.midline.values() for p in pts)
     image_pts = tuple(
-        dict.fromkeys(p for g in step.groups if g.sensor == "image" for p in g.all_points)
+        dict.fromkeys(p for g in step.groups if g.sensor != "landmarks" for p in g.all_points)
     )
     first = min(min(win.rest), win.start)
     wt: WindowTrack = track_window(
@@ -140,9 +164,20 @@ def measure_step(
             return _series(wt.image_mm, img_rest, g, side, img_cols)
         return _series(wt.landmarks_mm, lm_rest, g, side, lm_cols)
 
-    series = {
-        (g.name, side): sensor_series(g, side, g.sensor) for g in step.groups for side in SIDES
-    }
+    series = {}
+    used: dict[tuple[str, str], str] = {}
+    for g in step.groups:
+        for side in SIDES:
+            sensor = g.sensor
+            if sensor == "hybrid":
+                sensor = _hybrid_choice(
+                    sensor_series(g, side, "image"),
+                    _level(wt.landmarks_mm, g, side, lm_cols),
+                    rest_pos,
+                    np.arange(win.start - first, win.end - first + 1),
+                )
+            used[(g.name, side)] = sensor
+            series[(g.name, side)] = sensor_series(g, side, sensor)
     prim = step.primary
     mean_prim = np.nanmean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
     peak = _peak_window(mean_prim, win.start - first, win.end - first, fps)
@@ -160,16 +195,15 @@ def measure_step(
     lost = np.isnan(wt.image_mm[peak]).any(axis=2).mean() if image_pts else 0.0
     res.lost_fraction = float(lost)
     for g in step.groups:
-        other = "landmarks" if g.sensor == "image" else "image"
         for side in SIDES:
+            sensor = used[(g.name, side)]
+            other = "landmarks" if sensor == "image" else "image"
             act = float(np.nanmean(series[(g.name, side)][peak]))
             check = float("nan")
             if other == "landmarks" or all(p in img_cols for p in g.all_points):
                 check = float(np.nanmean(sensor_series(g, side, other)[peak]))
-            pos, rest, cols = (
-                (wt.image_mm, img_rest, img_cols)
-                if g.sensor == "image"
-                else (wt.landmarks_mm, lm_rest, lm_cols)
+            pos, cols = (
+                (wt.image_mm, img_cols) if sensor == "image" else (wt.landmarks_mm, lm_cols)
             )
             lvl = _level(pos, g, side, cols)
             flags = []
@@ -189,7 +223,7 @@ def measure_step(
                     muscle_group=g.name,
                     measure=g.measure,
                     kind=g.kind,
-                    sensor=g.sensor,
+                    sensor=sensor if g.sensor != "hybrid" else f"hybrid:{sensor}",
                     primary=g.primary,
                     side=side,
                     activation_mm=act,

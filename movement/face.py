@@ -70,10 +70,10 @@ def measure_series(
     if kind == "aperture":
         if lower is None:
             raise ValueError("aperture needs the lower-lid points")
-        ap = pos[:, cols, 1].mean(axis=1) - pos[:, lower, 1].mean(axis=1)
+        ap = _mean(pos[:, cols, 1]) - _mean(pos[:, lower, 1])
         ap_rest = rest[cols, 1].mean() - rest[lower, 1].mean()
         return ap_rest - ap
-    d = (pos[:, cols] - rest[cols]).mean(axis=1)
+    d = _mean(pos[:, cols] - rest[cols])
     if kind == "length":
         return np.linalg.norm(d, axis=-1)
     if kind == "up":
@@ -81,3 +81,16 @@ def measure_series(
     if kind == "down":
         return -d[:, 1]
     raise ValueError(f"unknown measurement kind {kind!r}")
+
+
+def _mean(a: np.ndarray) -> np.ndarray:
+    """Mean over the points (axis 1), allowing a minority of them to be lost.
+
+    A group's value stays defined while at least half of its points are
+    tracked; below that it is NaN rather than a value from a few points.
+    """
+    ok = np.isfinite(a)
+    n_ok = ok.sum(axis=1)
+    with np.errstate(all="ignore"):
+        m = np.nansum(a, axis=1) / n_ok
+    return np.where(n_ok * 2 >= a.shape[1], m, np.nan)

@@ -24,7 +24,8 @@ from movement.asymmetry import resting_asymmetry, tables
 from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
 from movement.protocol import Protocol
 from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
-from movement.steps import StepWindow, find_steps, steps_from_cues
+from movement.imagetrack import track_window
+from movement.steps import ImageTrack, StepWindow, find_steps, neutral_frame, steps_from_cues
 from movement.video import VideoInfo, probe
 
 
@@ -95,10 +96,11 @@ def analyze_clip(
         scale = estimate_scale(track)
         traj = stabilise(track, scale)
         fps = _effective_fps(track.t, info.fps)
+        image = whole_video_track(track, cache, scale, traj, protocol)
         if opts.cues:
-            windows = steps_from_cues(traj, protocol, fps, opts.cues)
+            windows = steps_from_cues(traj, protocol, fps, opts.cues, image)
         else:
-            windows = find_steps(traj, protocol, fps)
+            windows = find_steps(traj, protocol, fps, image)
         results = measure_all(protocol, windows, track, cache, scale, fps)
         neutral = _neutral_frames(windows, traj)
         rest_table = resting_asymmetry(traj, protocol, neutral)
@@ -116,6 +118,22 @@ def analyze_clip(
         return clip, cache
     cache.close()
     return clip, None
+
+
+def whole_video_track(
+    track: LandmarkTrack, cache: FrameCache, scale: Scale, traj: Trajectories, protocol: Protocol
+) -> ImageTrack:
+    """Image-track every step's primary points over the whole video, for finding steps.
+
+    One neutral keyframe for the whole video is enough here: the values only
+    need to rise clearly during each step; the measurement itself re-anchors
+    at each step's own rest.
+    """
+    key = neutral_frame(traj, protocol)
+    points = tuple(dict.fromkeys(p for s in protocol.steps for p in s.primary.all_points))
+    anchors = tuple(dict.fromkeys(p for v in protocol.anchors.values() for p in v))
+    wt = track_window(cache, track, scale, 0, len(track) - 1, key, points, anchors, ring=False)
+    return ImageTrack(wt.image_mm, wt.points)
 
 
 def _effective_fps(t: np.ndarray, nominal: float) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 N_LANDMARKS = 478
 MEASURES = {"displacement_mm", "aperture_mm"}
 KINDS = {"length", "up", "down", "aperture"}
-SENSORS = {"image", "landmarks"}
+SENSORS = {"image", "landmarks", "hybrid"}
 
 
 class ProtocolError(ValueError):

@@ -56,16 +56,41 @@ def _side_signal(traj: Trajectories, baseline: np.ndarray, g: MuscleGroup, kind:
     return np.nanmax(np.stack(vals), axis=0)
 
 
-def detection_signals(traj: Trajectories, protocol: Protocol) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class ImageTrack:
+    """Image-tracked points over the whole video (head motion removed, mm).
+
+    positions : (T, P, 2) in the face frame; NaN where the tracker lost a point
+    points : (P,) landmark numbers
+    """
+
+    positions: np.ndarray
+    points: np.ndarray
+
+
+def detection_signals(
+    traj: Trajectories, protocol: Protocol, image: ImageTrack | None = None
+) -> dict[str, np.ndarray]:
     """Per step, the larger side's detection signal in mm, relative to neutral.
 
     Neutral is the median face of the video: most of a protocol video is rest
-    and any one step covers a minority of it.
+    and any one step covers a minority of it. Where an image track is given
+    its points are used (the landmark model under-reads skin movement, a frown
+    by half); frames where it lost a point fall back to the landmarks.
     """
     baseline = np.nanmedian(traj.mm, axis=0)
+    img = None
+    if image is not None:
+        full = np.full((len(traj.t), 478, 2), np.nan)
+        full[:, image.points] = image.positions
+        img = Trajectories(traj.t, full, traj.roll_deg, traj.yaw_index, traj.zoom)
+        img_base = np.nanmedian(full, axis=0)
     out = {}
     for step in protocol.steps:
         s = _side_signal(traj, baseline, step.primary, step.detect_kind)
+        if img is not None and all(p in image.points for p in step.primary.all_points):
+            si = _side_signal(img, img_base, step.primary, step.detect_kind)
+            s = np.where(np.isfinite(si), si, s)
         ok = np.isfinite(s)
         if ok.sum() > 5:
             s[ok] = median_filter(s[ok], size=5, mode="nearest")
@@ -193,9 +218,19 @@ def choose_rest(
     return tuple(int(r) for r in rest), key
 
 
-def find_steps(traj: Trajectories, protocol: Protocol, fps: float) -> list[StepWindow]:
-    """Find each protocol step in one continuous video."""
+def neutral_frame(traj: Trajectories, protocol: Protocol) -> int:
+    """The most neutral tracked frame (smallest movement of any step)."""
     signals = detection_signals(traj, protocol)
+    stack = np.stack([np.abs(s) for s in signals.values()])
+    score = np.where(traj.valid, np.nanmax(stack, axis=0), np.inf)
+    return int(np.argmin(score))
+
+
+def find_steps(
+    traj: Trajectories, protocol: Protocol, fps: float, image: ImageTrack | None = None
+) -> list[StepWindow]:
+    """Find each protocol step in one continuous video."""
+    signals = detection_signals(traj, protocol, image)
     chosen = _assign(_candidates(signals, protocol, fps), len(protocol.steps))
     return _windows(protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s)
 
@@ -247,10 +282,14 @@ def read_cues(path: str | Path, protocol: Protocol) -> dict[str, tuple[float, fl
 
 
 def steps_from_cues(
-    traj: Trajectories, protocol: Protocol, fps: float, cues: dict[str, tuple[float, float]]
+    traj: Trajectories,
+    protocol: Protocol,
+    fps: float,
+    cues: dict[str, tuple[float, float]],
+    image: ImageTrack | None = None,
 ) -> list[StepWindow]:
     """Step windows from manual times; peaks still come from the movement."""
-    signals = detection_signals(traj, protocol)
+    signals = detection_signals(traj, protocol, image)
     chosen: list[_Candidate | None] = []
     t = traj.t
     for k, step in enumerate(protocol.steps):

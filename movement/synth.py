@@ -529,33 +529,63 @@ def group_truth(
 
 
 @dataclass(frozen=True)
+class Lobe:
+    """One anisotropic Gaussian of a design: relative weight, sigmas and centre shift (mm)."""
+
+    weight: float
+    sigma_lat_mm: float
+    sigma_up_mm: float
+    shift_mm: float = 0.0
+
+
+@dataclass(frozen=True)
 class FieldDesign:
     """How one step's muscle pull is drawn, per side (sizes in mm, directions unitless).
 
+    ``kind`` is ``"bump"`` (a sum of Gaussian lobes, all pulling along ``direction``)
+    or ``"lids"`` (a :class:`LidClosure` with the sigmas of the single lobe).
     ``direction`` is (outward, up) in the face frame, "outward" meaning away from the
-    midline on that side (medial is negative outward).
+    midline on that side (medial is negative outward). Lobes are centred on the
+    centroid of the step's primary landmark group, shifted by ``shift_mm`` along the
+    pull ``direction``.
     """
 
-    kind: str  # "bump" | "lids"
-    sigma_lat_mm: float
-    sigma_up_mm: float
+    kind: str
+    lobes: tuple[Lobe, ...]
     direction: tuple[float, float] = (0.0, 1.0)
     h_mm: float = 0.0
     note: str = ""
 
 
+# Lobes are shifted a few mm along their pull so that the landmarks move *towards* the
+# field's peak as the muscle contracts. Centred on the landmarks, the true movement
+# saturates (q = p + f(q) runs down the Gaussian's flank) and the warp folds early:
+# a brow raise centred on the brow with sigma_up 9 mm could not exceed ~5.5 mm and
+# lifted the upper lid with the brow (aperture +2.9 mm for a 4.2 mm raise). With the
+# shifts below each step reaches at least: frown 6 mm, raise 10 mm, squint 4 mm
+# (60 % of the rest aperture), eee 8 mm, smile 10 mm (both sides at once, warp never
+# folding, min det(I - a df/dx) > 0.2).
 FIELD_DESIGNS: dict[str, FieldDesign] = {
     "frown": FieldDesign(
-        "bump", 7.0, 7.0, (-0.75, -0.66), note="inner brow pulled medially and down"
+        "bump", (Lobe(1.0, 7.5, 7.5, 2.5),), (-0.75, -0.66),
+        note="inner brow pulled medially and down",
     ),
     "raise": FieldDesign(
-        "bump", 16.0, 9.0, (0.0, 1.0), note="whole brow lifted; wide along the brow"
+        "bump", (Lobe(1.0, 18.0, 12.0, 9.0),), (0.0, 1.0),
+        note="brow and forehead lifted; wide along the brow, peak above it",
     ),
     "squint": FieldDesign(
-        "lids", 10.0, 6.0, h_mm=3.0, note="lids squeezed towards the eye centre, 60/40"
+        "lids", (Lobe(1.0, 10.0, 6.0),), h_mm=3.0,
+        note="lids squeezed towards the eye centre, upper lid 60 %, lower 40 %",
     ),
-    "eee": FieldDesign("bump", 8.0, 8.0, (0.8, -0.6), note="commissure pulled out and down"),
-    "smile": FieldDesign("bump", 9.0, 9.0, (0.7, 0.7), note="commissure pulled out and up"),
+    "eee": FieldDesign(
+        "bump", (Lobe(1.0, 9.0, 9.0, 3.0),), (0.8, -0.6),
+        note="commissure pulled out and down",
+    ),
+    "smile": FieldDesign(
+        "bump", (Lobe(1.0, 10.0, 10.0, 4.0),), (0.7, 0.7),
+        note="commissure pulled out and up",
+    ),
 }
 """Per-step field shapes. Sigmas are small enough that the nose tip, face contour and
 the other side barely move (a Gaussian is < 3 % of its peak beyond 2.65 sigma)."""
@@ -567,7 +597,10 @@ def protocol() -> Protocol:
 
 
 def unit_side_field(step: str, side: str, size: int = BASE_SIZE) -> DisplacementField:
-    """The uncalibrated field of ``step`` on ``side`` with a nominal 1 mm amplitude."""
+    """The uncalibrated field of ``step`` on ``side``, lobe weights summing to 1 mm.
+
+    Calibration (:func:`calibrate_step`) multiplies it to reach the requested truth.
+    """
     if step not in FIELD_DESIGNS:
         raise ValueError(f"no displacement design for step {step!r}; known: {list(FIELD_DESIGNS)}")
     if side not in _SIDES:
@@ -582,22 +615,30 @@ def unit_side_field(step: str, side: str, size: int = BASE_SIZE) -> Displacement
     if d.kind == "lids":
         # Centre between the mean upper and mean lower lid: w(eta) is then symmetric
         # about the fissure and both lids start in the same part of the tanh.
-        centre = (lm[list(grp.points(side))].mean(0) + lm[list(grp.lower_points(side))].mean(0)) / 2
+        upper = lm[list(grp.points(side))].mean(0)
+        centre = (upper + lm[list(grp.lower_points(side))].mean(0)) / 2
+        (lobe,) = d.lobes
         part: Part = LidClosure(
-            tuple(centre.tolist()), px, d.sigma_lat_mm * px, d.sigma_up_mm * px,
+            tuple(centre.tolist()), px, lobe.sigma_lat_mm * px, lobe.sigma_up_mm * px,
             d.h_mm * px, *axes,
         )
         return DisplacementField((part,))
     # Patient's right is on the image left: outward is -lateral on the right side.
     outward = -lat if side == "right" else lat
-    vec = d.direction[0] * outward + d.direction[1] * up
-    vec = vec / np.linalg.norm(vec) * px
-    centre = lm[list(grp.points(side))].mean(0)
-    part = Bump(
-        tuple(centre.tolist()), tuple(vec.tolist()), d.sigma_lat_mm * px, d.sigma_up_mm * px,
-        *axes,
-    )
-    return DisplacementField((part,))
+    unit = d.direction[0] * outward + d.direction[1] * up
+    unit = unit / np.linalg.norm(unit)
+    centroid = lm[list(grp.points(side))].mean(0)
+    parts = []
+    for lobe in d.lobes:
+        centre = centroid + lobe.shift_mm * px * unit
+        vec = unit * lobe.weight * px
+        parts.append(
+            Bump(
+                tuple(centre.tolist()), tuple(vec.tolist()),
+                lobe.sigma_lat_mm * px, lobe.sigma_up_mm * px, *axes,
+            )
+        )
+    return DisplacementField(tuple(parts))
 
 
 @dataclass(frozen=True)
@@ -654,7 +695,17 @@ def calibrate_step(
     def combined(g: Mapping[str, float]) -> DisplacementField:
         return units["right"].scaled(g["right"]) + units["left"].scaled(g["left"])
 
-    truth = group_truth(grp, combined(gains), 1.0, size)
+    def true_value(g: Mapping[str, float]) -> dict[str, float]:
+        try:
+            return group_truth(grp, combined(g), 1.0, size)
+        except RuntimeError:
+            # The solve only fails when the warp folds: the request is out of range.
+            raise ValueError(
+                f"{step}: {req} mm is more than this field can produce without folding "
+                "the image (see FIELD_DESIGNS for the supported range)"
+            ) from None
+
+    truth = true_value(gains)
     for _ in range(40):
         done = all(
             req[s] == 0 or abs(truth[s] - req[s]) <= rtol * req[s] for s in _SIDES
@@ -666,7 +717,7 @@ def calibrate_step(
                 if truth[s] <= 0:
                     raise RuntimeError(f"{step}/{s}: field produces no movement to calibrate")
                 gains[s] *= req[s] / truth[s]
-        truth = group_truth(grp, combined(gains), 1.0, size)
+        truth = true_value(gains)
     else:
         raise RuntimeError(f"{step}: calibration did not converge ({truth} vs {req})")
     fld = combined(gains)
@@ -929,21 +980,23 @@ class Renderer:
                 return self.steps[(s.name, s.right_mm, s.left_mm)], a
         return None, 0.0
 
-    def frame(self, i: int) -> np.ndarray:
-        """Frame ``i`` (BGR uint8), degradations and mirroring included."""
-        spec = self.spec
-        t = i / spec.fps
-        a2b = self.frame_to_base(t)
-        ox, oy = self.face.offset
-        to_canvas = a2b.copy()
-        to_canvas[:, 2] += (ox, oy)
+    def source_map(self, t: float) -> np.ndarray:
+        """(H, W, 2) float32 canvas position shown by each (unmirrored) frame pixel at ``t``."""
+        to_canvas = self.frame_to_base(t)
+        to_canvas[:, 2] += self.face.offset
         ymap = cv2.transform(self.grid, to_canvas)
         step, a = self.activation(t)
         box = step.field.bbox() if step is not None else None
         if box is not None:
             self._apply_field(ymap, t, step.field.scaled(a), box)
+        return ymap
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (BGR uint8), degradations and mirroring included."""
+        t = i / self.spec.fps
         img = cv2.remap(
-            self.face.canvas, ymap, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            self.face.canvas, self.source_map(t), None, cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
         )
         return self._degrade(img, i, t)
 
@@ -1010,8 +1063,8 @@ def _group_record(
         "measure": grp.measure,
         "kind": grp.kind,
         "primary": primary,
-        "right_mm": round(tr["right"], 4),
-        "left_mm": round(tr["left"], 4),
+        "right_mm": round(tr["right"], 6),
+        "left_mm": round(tr["left"], 6),
     }
 
 
@@ -1138,9 +1191,11 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
     finally:
         writer.release()
     truth["video"] = out.name
+    text = json.dumps(truth, indent=2) + "\n"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
-    truth_path.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    return {**truth, "video": str(out), "truth_path": str(truth_path),
+    truth_path.write_text(text, encoding="utf-8")
+    # Return what the file holds (JSON types: lists, not tuples), plus where things are.
+    return {**json.loads(text), "video": str(out), "truth_path": str(truth_path),
             "render_s": time.perf_counter() - t0}
 
 

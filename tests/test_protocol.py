@@ -15,7 +15,7 @@ def test_standard_protocol_matches_the_reference_measurements():
     assert prim["frown"].name == "corrugator_procerus"
     assert prim["frown"].right == (107, 66, 55, 65)
     assert prim["raise"].kind == "up" and len(prim["raise"].left) == 10
-    assert prim["squint"].kind == "aperture" and prim["squint"].sensor == "landmarks"
+    assert prim["squint"].kind == "aperture" and prim["squint"].sensor == "hybrid"
     assert prim["smile"].right == (61,) and prim["smile"].left == (291,)
     assert p.thresholds.min_diff_mm == 1.0 and p.thresholds.min_ratio == 0.20
     # eee and smile move the same points; they must be told apart when finding steps.
