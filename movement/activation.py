@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import median_filter
+from scipy.ndimage import median_filter, uniform_filter1d
 
 from movement.face import measure_series
 from movement.imagetrack import WindowTrack, track_window
@@ -24,7 +24,7 @@ from movement.stabilise import Scale
 from movement.steps import StepWindow
 
 SIDES = ("right", "left")
-PEAK_FRACTION = 0.95
+PEAK_FRACTION = 0.9
 PEAK_HALF_WIDTH_S = 0.15
 CLOSED_FRACTION = 0.35
 """A hybrid eyelid reading uses the landmark model once the landmark aperture at
@@ -94,16 +94,22 @@ def _series(pos: np.ndarray, rest: np.ndarray, g: MuscleGroup, side: str, cols: 
 def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
     """Frames (positions in v) of the peak.
 
-    The peak is the run of frames around the maximum that stay within 95 % of
-    it (relative to rest, 0); its centre is the peak time, and the value is
+    The peak is the run of frames around the maximum that stay within 90 % of
+    it (relative to rest, 0) after smoothing; its centre is the peak time, and the value is
     averaged over the run's central +-0.15 s, so a held expression is read in
     the middle of the hold rather than at a noise spike on its edge.
     """
-    seg = np.nan_to_num(v[lo : hi + 1], nan=-np.inf)
-    if len(seg) >= 3:
-        seg = median_filter(seg, size=3, mode="nearest")
-    if not np.isfinite(seg).any():
+    seg = v[lo : hi + 1].copy()
+    ok = np.isfinite(seg)
+    if not ok.any():
         return np.array([], int)
+    if ok.sum() >= 3:
+        # Median then a 0.2 s moving average: a tracking spike must not decide
+        # where the hold is.
+        seg[ok] = median_filter(seg[ok], size=3, mode="nearest")
+        k = max(int(round(0.2 * fps)), 1)
+        seg[ok] = uniform_filter1d(seg[ok], size=k, mode="nearest")
+    seg = np.where(ok, seg, -np.inf)
     p = int(np.argmax(seg))
     top = seg[p]
     thr = PEAK_FRACTION * top if top > 0 else top
@@ -122,7 +128,9 @@ def _hybrid_choice(
 ) -> str:
     """Image tracker for a lid that stays open; landmarks once it closes or is lost."""
     ap_rest = np.nanmean(landmark_aperture[rest])
-    ap_min = np.nanmin(landmark_aperture[step]) if np.isfinite(landmark_aperture[step]).any() else np.nan
+    ap_min = (
+        np.nanmin(landmark_aperture[step]) if np.isfinite(landmark_aperture[step]).any() else np.nan
+    )
     if not np.isfinite(ap_rest) or ap_rest <= 0:
         return "landmarks"
     if np.isfinite(ap_min) and ap_min < CLOSED_FRACTION * ap_rest:
@@ -150,7 +158,13 @@ def measure_step(
     )
     first = min(min(win.rest), win.start)
     wt: WindowTrack = track_window(
-        cache, track, scale, first, win.end, win.keyframe, image_pts + midline,
+        cache,
+        track,
+        scale,
+        first,
+        win.end,
+        win.keyframe,
+        image_pts + midline,
         protocol.anchor_points(step),
     )
     rest_pos = np.asarray(win.rest) - first
@@ -202,9 +216,7 @@ def measure_step(
             check = float("nan")
             if other == "landmarks" or all(p in img_cols for p in g.all_points):
                 check = float(np.nanmean(sensor_series(g, side, other)[peak]))
-            pos, cols = (
-                (wt.image_mm, img_cols) if sensor == "image" else (wt.landmarks_mm, lm_cols)
-            )
+            pos, cols = (wt.image_mm, img_cols) if sensor == "image" else (wt.landmarks_mm, lm_cols)
             lvl = _level(pos, g, side, cols)
             flags = []
             if not np.isfinite(act):
@@ -213,7 +225,11 @@ def measure_step(
                 flags.append(f"implausible: eye opened {-act:.1f} mm wider instead of narrowing")
             elif abs(act) > pl.max_displacement_mm:
                 flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
-            if np.isfinite(check) and np.isfinite(act) and abs(act - check) > pl.max_sensor_disagreement_mm:
+            if (
+                np.isfinite(check)
+                and np.isfinite(act)
+                and abs(act - check) > pl.max_sensor_disagreement_mm
+            ):
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
             if res.head_inliers < 4:
                 flags.append("head motion could not be removed")

@@ -24,12 +24,35 @@ from movement.protocol import Protocol, Thresholds
 from movement.stabilise import Trajectories
 
 ASYMMETRY_COLUMNS = [
-    "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "diff_mm",
-    "asymmetry_index", "dominant_side", "quality", "reason", "peak_s",
+    "step",
+    "muscle_group",
+    "measure",
+    "primary",
+    "right_mm",
+    "left_mm",
+    "diff_mm",
+    "asymmetry_index",
+    "dominant_side",
+    "quality",
+    "reason",
+    "peak_s",
 ]
 METRICS_COLUMNS = [
-    "step", "muscle_group", "measure", "kind", "sensor", "side", "peak_s", "rest_mm", "peak_mm",
-    "activation_mm", "check_mm", "rest_frames", "peak_frames", "keyframe", "flags",
+    "step",
+    "muscle_group",
+    "measure",
+    "kind",
+    "sensor",
+    "side",
+    "peak_s",
+    "rest_mm",
+    "peak_mm",
+    "activation_mm",
+    "check_mm",
+    "rest_frames",
+    "peak_frames",
+    "keyframe",
+    "flags",
 ]
 
 
@@ -46,9 +69,12 @@ def asymmetry_index(right: float, left: float) -> float:
 
 
 def dominant_side(right: float, left: float, th: Thresholds) -> str:
-    """``right`` / ``left`` when the difference is large in mm AND relative."""
+    """``right`` / ``left`` when the difference is large in mm AND relative.
+
+    ``balanced`` otherwise; ``undetermined`` when a side has no value.
+    """
     if not (np.isfinite(right) and np.isfinite(left)):
-        return "n/a"
+        return "undetermined"
     diff = right - left
     big = max(right, left)
     if abs(diff) >= th.min_diff_mm and big > 0 and abs(diff) / big >= th.min_ratio:
@@ -56,7 +82,9 @@ def dominant_side(right: float, left: float, th: Thresholds) -> str:
     return "balanced"
 
 
-def tables(results: list[StepResult], protocol: Protocol) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def tables(
+    results: list[StepResult], protocol: Protocol
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """asymmetry, metrics and midline tables from the step results."""
     asym, metr, mid = [], [], []
     for r in results:
@@ -69,21 +97,42 @@ def tables(results: list[StepResult], protocol: Protocol) -> tuple[pd.DataFrame,
             )
             for g in protocol.step(w.name).groups:
                 asym.append(
-                    dict(step=w.name, muscle_group=g.name, measure=g.measure, primary=g.primary,
-                         right_mm=np.nan, left_mm=np.nan, diff_mm=np.nan,
-                         asymmetry_index=np.nan, dominant_side="n/a", quality=quality,
-                         reason=reason, peak_s=np.nan)
+                    dict(
+                        step=w.name,
+                        muscle_group=g.name,
+                        measure=g.measure,
+                        primary=g.primary,
+                        right_mm=np.nan,
+                        left_mm=np.nan,
+                        diff_mm=np.nan,
+                        asymmetry_index=np.nan,
+                        dominant_side="undetermined",
+                        quality=quality,
+                        reason=reason,
+                        peak_s=np.nan,
+                    )
                 )
             continue
         by_group: dict[str, dict[str, object]] = {}
         for m in r.measures:
             metr.append(
-                dict(step=m.step, muscle_group=m.muscle_group, measure=m.measure, kind=m.kind,
-                     sensor=m.sensor, side=m.side, peak_s=r.peak_t, rest_mm=m.rest_mm,
-                     peak_mm=m.peak_mm, activation_mm=m.activation_mm, check_mm=m.check_mm,
-                     rest_frames=" ".join(map(str, w.rest)),
-                     peak_frames=" ".join(map(str, r.peak_frames)), keyframe=w.keyframe,
-                     flags="; ".join(m.flags))
+                dict(
+                    step=m.step,
+                    muscle_group=m.muscle_group,
+                    measure=m.measure,
+                    kind=m.kind,
+                    sensor=m.sensor,
+                    side=m.side,
+                    peak_s=r.peak_t,
+                    rest_mm=m.rest_mm,
+                    peak_mm=m.peak_mm,
+                    activation_mm=m.activation_mm,
+                    check_mm=m.check_mm,
+                    rest_frames=" ".join(map(str, w.rest)),
+                    peak_frames=" ".join(map(str, r.peak_frames)),
+                    keyframe=w.keyframe,
+                    flags="; ".join(m.flags),
+                )
             )
             by_group.setdefault(m.muscle_group, {"measure": m.measure, "primary": m.primary})
             by_group[m.muscle_group][m.side] = m
@@ -97,16 +146,31 @@ def tables(results: list[StepResult], protocol: Protocol) -> tuple[pd.DataFrame,
                 quality, reason = "unusable", "; ".join(implausible or ["head motion fit failed"])
             elif flags:
                 quality, reason = "low", "; ".join(dict.fromkeys(flags))
-            dom = dominant_side(right, left, protocol.thresholds) if quality != "unusable" else "n/a"
+            dom = (
+                dominant_side(right, left, protocol.thresholds)
+                if quality != "unusable"
+                else "undetermined"
+            )
             asym.append(
-                dict(step=w.name, muscle_group=name, measure=d["measure"], primary=d["primary"],
-                     right_mm=right, left_mm=left, diff_mm=right - left,
-                     asymmetry_index=asymmetry_index(right, left), dominant_side=dom,
-                     quality=quality, reason=reason, peak_s=r.peak_t)
+                dict(
+                    step=w.name,
+                    muscle_group=name,
+                    measure=d["measure"],
+                    primary=d["primary"],
+                    right_mm=right,
+                    left_mm=left,
+                    diff_mm=right - left,
+                    asymmetry_index=asymmetry_index(right, left),
+                    dominant_side=dom,
+                    quality=quality,
+                    reason=reason,
+                    peak_s=r.peak_t,
+                )
             )
         for name, v in r.drift_mm.items():
-            mid.append(dict(step=w.name, points=name, drift_mm=abs(v),
-                            toward="left" if v > 0 else "right"))
+            mid.append(
+                dict(step=w.name, points=name, drift_mm=abs(v), toward="left" if v > 0 else "right")
+            )
     return (
         pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
         pd.DataFrame(metr, columns=METRICS_COLUMNS),
@@ -133,7 +197,12 @@ def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray
                 vals[side] = float(up)
         diff = vals["right"] - vals["left"]
         rows.append(
-            dict(measure=m.name, right_mm=vals["right"], left_mm=vals["left"], diff_mm=diff,
-                 larger_side="right" if diff > 0 else "left")
+            dict(
+                measure=m.name,
+                right_mm=vals["right"],
+                left_mm=vals["left"],
+                diff_mm=diff,
+                larger_side="right" if diff > 0 else "left",
+            )
         )
     return pd.DataFrame(rows, columns=["measure", "right_mm", "left_mm", "diff_mm", "larger_side"])

@@ -98,17 +98,36 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 @main.command()
 @click.argument("videos", nargs=-1, required=True)
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Session folder to write (default: reports/<video name>).")
-@click.option("--protocol", default="standard", show_default=True,
-              help="Protocol name (see `movement protocols`) or path to a .toml file.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Session folder to write (default: reports/<video name>).",
+)
+@click.option(
+    "--protocol",
+    default="standard",
+    show_default=True,
+    help="Protocol name (see `movement protocols`) or path to a .toml file.",
+)
 @click.option("--mirrored", is_flag=True, help="Selfie video: the image is mirrored.")
-@click.option("--cues", type=click.Path(dir_okay=False), default=None,
-              help="CSV step,start_s,end_s with manual step times.")
-@click.option("--steps", default=None,
-              help="With one clip per step: the step of each clip, e.g. frown,raise.")
-@click.option("--face", type=click.Choice(["largest", "left", "right"]), default="largest",
-              show_default=True, help="Which face to measure when several are in view.")
+@click.option(
+    "--cues",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV step,start_s,end_s with manual step times.",
+)
+@click.option(
+    "--steps", default=None, help="With one clip per step: the step of each clip, e.g. frown,raise."
+)
+@click.option(
+    "--face",
+    type=click.Choice(["largest", "left", "right"]),
+    default="largest",
+    show_default=True,
+    help="Which face to measure when several are in view.",
+)
 @click.option("--patient", default="", help="Patient ID (free text).")
 @click.option("--label", default="", help='Session label, e.g. "baseline", "2-week".')
 @click.option("--date", callback=_valid_date, default=None, help="Session date YYYY-MM-DD.")
@@ -116,9 +135,19 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--force", is_flag=True, help="Replace an output folder holding another session.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def analyze(
-    videos: tuple[str, ...], out: str | None, protocol: str, mirrored: bool, cues: str | None,
-    steps: str | None, face: str, patient: str, label: str, date: str, no_images: bool,
-    force: bool, quiet: bool,
+    videos: tuple[str, ...],
+    out: str | None,
+    protocol: str,
+    mirrored: bool,
+    cues: str | None,
+    steps: str | None,
+    face: str,
+    patient: str,
+    label: str,
+    date: str,
+    no_images: bool,
+    force: bool,
+    quiet: bool,
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
     from movement.landmarks import NoFaceError
@@ -150,7 +179,8 @@ def analyze(
         prog.close()
         try:
             write_session(
-                session, out_dir,
+                session,
+                out_dir,
                 lambda s, p: render_report(s, p, caches=caches, images=not no_images),
                 force=True,
             )
@@ -212,7 +242,8 @@ def protocols(name: str | None) -> None:
     click.echo(f"  file: {proto.path}")
     t = proto.thresholds
     click.echo(
-        f"  dominant side: difference >= {t.min_diff_mm:g} mm and >= {t.min_ratio:.0%} of the larger"
+        f"  dominant side: difference >= {t.min_diff_mm:g} mm "
+        f"and >= {t.min_ratio:.0%} of the larger"
     )
     for i, s in enumerate(proto.steps, 1):
         click.echo(f"\n  {i}. {s.name} (~{s.duration_s:g} s): {s.instruction}")
@@ -228,8 +259,11 @@ def protocols(name: str | None) -> None:
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--sample", is_flag=True, help="The bundled sample's settings and amplitudes.")
-@click.option("--amplitudes", default=None,
-              help="step=right:left mm pairs, e.g. raise=4.2:2.3,smile=6:4 (others 0).")
+@click.option(
+    "--amplitudes",
+    default=None,
+    help="step=right:left mm pairs, e.g. raise=4.2:2.3,smile=6:4 (others 0).",
+)
 @click.option("--mirrored", is_flag=True, help="Write a mirrored (selfie) video.")
 @click.option("--roll", "roll_deg", type=float, default=0.0, help="Head roll amplitude, degrees.")
 @click.option("--shift", "shift_px", type=float, default=0.0, help="Head drift amplitude, px.")
@@ -238,15 +272,23 @@ def protocols(name: str | None) -> None:
 @click.option("--size", default="960x540", show_default=True, help="Frame size WxH.")
 @click.option("--seed", type=int, default=0)
 def synth(
-    out: str, sample: bool, amplitudes: str | None, mirrored: bool, roll_deg: float,
-    shift_px: float, zoom: float, noise: float, size: str, seed: int,
+    out: str,
+    sample: bool,
+    amplitudes: str | None,
+    mirrored: bool,
+    roll_deg: float,
+    shift_px: float,
+    zoom: float,
+    noise: float,
+    size: str,
+    seed: int,
 ) -> None:
     """Write a synthetic consult video with known per-side movement (and its truth)."""
     from movement import synth as sy
 
     if sample:
-        path = sy.make_sample(Path(out).parent, name=Path(out).name)
-        click.echo(f"{path} (+ truth json)")
+        sy.make_video(sy.sample_spec(), Path(out))
+        click.echo(f"{out} (+ truth json)")
         return
     amps = dict(sy.SAMPLE_AMPLITUDES)
     if amplitudes:
@@ -264,8 +306,15 @@ def synth(
         raise Failure("--size: use WxH, e.g. 960x540", 2) from None
     steps = sy.standard_steps(amps)
     spec = sy.SynthSpec(
-        steps=steps, duration_s=steps[-1].end_s + 2.0, frame_size=(w, h), roll_deg=roll_deg,
-        shift_px=shift_px, zoom=zoom, noise_sigma=noise, mirrored=mirrored, seed=seed,
+        steps=steps,
+        duration_s=steps[-1].end_s + 2.0,
+        frame_size=(w, h),
+        roll_deg=roll_deg,
+        shift_px=shift_px,
+        zoom=zoom,
+        noise_sigma=noise,
+        mirrored=mirrored,
+        seed=seed,
     )
     sy.make_video(spec, Path(out))
     click.echo(f"{out} (+ truth json)")

@@ -36,7 +36,14 @@ it; the median of their displacements is the landmark's. A single point on a
 mouth corner or a brow hair often fails the forward-backward check when the
 skin folds; a few neighbours almost never all fail, and the median ignores the
 odd one that slid."""
-RING = np.array([[0.0, 0.0]] + [[np.cos(a), np.sin(a)] for a in np.arange(8) * np.pi / 4])
+RING = np.array(
+    [[0.0, 0.0]]
+    + [[np.cos(a), np.sin(a)] for a in np.arange(8) * np.pi / 4]
+    + [[2 * np.cos(a), 2 * np.sin(a)] for a in (np.arange(8) + 0.5) * np.pi / 4]
+)
+"""Centre, an inner ring at RING_MM and an outer ring at twice that, offset by
+22.5 degrees so the two rings sample different texture."""
+OUTLIER_PX = 2.0
 RANSAC_MM = 0.4
 """Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
 
@@ -89,6 +96,55 @@ def _lk(
     return p1.reshape(-1, 2), ok
 
 
+def _structure_tensors(img: np.ndarray, pts: np.ndarray, win: int) -> np.ndarray:
+    """The 2x2 structure tensor (gradient covariance) of the LK window at each point."""
+    f = img.astype(np.float32)
+    ix = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3) / 8
+    iy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3) / 8
+    prods = [cv2.boxFilter(a, -1, (win, win)) for a in (ix * ix, ix * iy, iy * iy)]
+    h, w = img.shape
+    xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
+    ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
+    xx, xy, yy = (p[ys, xs] for p in prods)
+    return np.stack([np.stack([xx, xy], -1), np.stack([xy, yy], -1)], -2)
+
+
+def _fuse(disp: np.ndarray, tensors: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """One displacement per landmark from its sub-points, weighted by their texture.
+
+    A sub-point on a single edge (a brow margin, a lip line) only knows its
+    movement across that edge; along the edge LK barely moves from its start
+    (the aperture problem), which under-reads a frown's medial pull. Weighting
+    each sub-point's displacement by its structure tensor G (information
+    weighting, ``(sum G)^-1 sum G d``) takes each direction from the sub-points
+    that see texture in it. Outliers are removed first: sub-points more than
+    0.8 px (crop) from the median across their edge.
+
+    Parameters
+    ----------
+    disp : (P, R, 2) sub-point displacements (NaN where lost)
+    tensors : (P, R, 2, 2)
+    ok : (P, R) sub-points that passed the forward-backward check
+    """
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(disp, axis=1)
+    dev = np.linalg.norm(disp - med[:, None, :], axis=-1)
+    keep = ok & (
+        dev < np.maximum(OUTLIER_PX, 3 * np.nanmedian(np.where(ok, dev, np.nan), axis=1))[:, None]
+    )
+    g = np.where(keep[..., None, None], tensors, 0.0)
+    d = np.where(keep[..., None], disp, 0.0)
+    a = g.sum(axis=1)
+    b = np.einsum("prij,prj->pi", g, d)
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] ** 2
+    tr = a[:, 0, 0] + a[:, 1, 1]
+    usable = det > 1e-6 * np.maximum(tr, 1e-9) ** 2
+    out = med.copy()
+    if usable.any():
+        out[usable] = np.linalg.solve(a[usable], b[usable][..., None])[..., 0]
+    return out
+
+
 def track_window(
     cache: FrameCache,
     track: LandmarkTrack,
@@ -128,6 +184,9 @@ def track_window(
     # Window in crop pixels, odd, for LK_WIN_MM of skin.
     win = int(np.clip(2 * round(LK_WIN_MM / (mm_per_px / cache.scale) / 2) + 1, 7, 21))
 
+    tensors = np.zeros((n_pts, n_ring, 2, 2))
+    tensors[use] = _structure_tensors(key_img, key_crop.reshape(-1, 2), win)
+
     frames = np.arange(first, last + 1)
     n = len(frames)
     img_px = np.full((n, n_pts, 2), np.nan)
@@ -153,9 +212,7 @@ def track_window(
             ok[use] = ok1
             disp[~ok] = np.nan
             good = ok.sum(axis=1) >= need
-            with np.errstate(all="ignore"):
-                med = np.nanmedian(disp, axis=1)
-            cur = np.where(good[:, None], seed + med, np.nan)
+            cur = np.where(good[:, None], seed + _fuse(disp, tensors, ok), np.nan)
             img_px[j] = cur
             prev = np.where(good[:, None], cur, prev)
 
@@ -171,8 +228,13 @@ def track_window(
         if good.sum() < 4:
             continue
         m, inl = cv2.estimateAffinePartial2D(
-            src[good], dst[good], method=cv2.RANSAC, ransacReprojThreshold=thresh_px,
-            maxIters=500, confidence=0.995, refineIters=10,
+            src[good],
+            dst[good],
+            method=cv2.RANSAC,
+            ransacReprojThreshold=thresh_px,
+            maxIters=500,
+            confidence=0.995,
+            refineIters=10,
         )
         if m is None or inl is None or inl.sum() < 4:
             continue

@@ -24,10 +24,10 @@ from movement.face import IRIS_DIAMETER_MM, iris_diameter_px
 from movement.video import VideoInfo, frames
 
 CACHE_FACE_PX = 320
-"""Face height (forehead to chin) in the cached crops. At this size the iris is
-about 30 px wide (about 2.5 px per mm): Lucas-Kanade's sub-pixel precision is
-then a few hundredths of a millimetre, while a 1080p face is not stored at
-full size."""
+"""Face height (forehead to chin, landmarks 10-152) in the cached crops. At this
+size the iris is about 30 px wide (about 2.5 px per mm): Lucas-Kanade's
+sub-pixel precision is then a few hundredths of a millimetre, while a 1080p
+face is not stored at full size."""
 
 
 class NoFaceError(Exception):
@@ -155,8 +155,7 @@ def track_landmarks(
             pts = nan
             if faces:
                 cands = [
-                    np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
-                    for f in faces
+                    np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh for f in faces
                 ]
                 if face == "left":
                     pts = min(cands, key=lambda c: c[:, 0].mean())
@@ -165,10 +164,10 @@ def track_landmarks(
                 else:
                     pts = max(cands, key=_face_height)
             if cache is None and faces:
-                scale = min(1.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
-                size = int(round(CACHE_FACE_PX * 1.7)) if scale < 1.0 else int(
-                    round(_face_height(pts) * 1.7)
-                )
+                # Small faces are upsampled (at most 2x) so that the image
+                # tracker's few-millimetre window spans enough pixels.
+                scale = min(2.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
+                size = int(round(CACHE_FACE_PX * 1.7))
                 cache = FrameCache(tmp, scale, size)
                 # Frames before the first face get blank crops.
                 for _ in range(len(ts)):
@@ -190,9 +189,9 @@ def track_landmarks(
     return LandmarkTrack(np.array(ts), np.array(xys), np.array(nf)), cache
 
 
-def _crop(image: np.ndarray, center: np.ndarray | None, cache: FrameCache) -> tuple[
-    np.ndarray, tuple[int, int]
-]:
+def _crop(
+    image: np.ndarray, center: np.ndarray | None, cache: FrameCache
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Cut the cache crop around ``center`` (original px) at the cache scale."""
     s, n = cache.scale, cache.size
     c = center if center is not None else np.array([image.shape[1], image.shape[0]]) / 2
@@ -216,8 +215,12 @@ def _crop(image: np.ndarray, center: np.ndarray | None, cache: FrameCache) -> tu
     # Affine from the sub-image to the crop: crop = (p + (xa, ya)) * s - (ox, oy).
     m = np.array([[s, 0, xa * s - ox], [0, s, ya * s - oy]], dtype=np.float64)
     out = cv2.warpAffine(
-        gray, m, (n, n), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        gray,
+        m,
+        (n, n),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
     return out, (ox, oy)
 

@@ -66,7 +66,8 @@ def write_session(
         session.midline.to_csv(tmp / "midline.csv", index=False, float_format="%.3f")
         session.rest.to_csv(tmp / "rest.csv", index=False, float_format="%.3f")
         (tmp / "session.json").write_text(
-            json.dumps(_clean(session_record(session)), indent=2, default=_json_default), encoding="utf-8"
+            json.dumps(_clean(session_record(session)), indent=2, default=_json_default),
+            encoding="utf-8",
         )
         arrays = {}
         for i, c in enumerate(session.clips):

@@ -21,10 +21,10 @@ import pandas as pd
 from movement import __version__
 from movement.activation import StepResult, measure_all
 from movement.asymmetry import resting_asymmetry, tables
+from movement.imagetrack import track_window
 from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
 from movement.protocol import Protocol
 from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
-from movement.imagetrack import track_window
 from movement.steps import ImageTrack, StepWindow, find_steps, neutral_frame, steps_from_cues
 from movement.video import VideoInfo, probe
 
@@ -204,7 +204,9 @@ def analyze(
     for c in clips:
         yaw = yaw_degrees(c.traj.yaw_index)
         if np.nanmax(np.abs(yaw), initial=0) > 20:
-            warnings.append(f"{Path(c.info.path).name}: head turned up to {np.nanmax(np.abs(yaw)):.0f} degrees")
+            warnings.append(
+                f"{Path(c.info.path).name}: head turned up to {np.nanmax(np.abs(yaw)):.0f} degrees"
+            )
     session = Session(
         options=opts,
         clips=clips,
@@ -226,12 +228,23 @@ def session_record(session: Session) -> dict:
         i = c.info
         clips.append(
             dict(
-                path=i.path, sha256=c.sha256, width=i.width, height=i.height, fps=i.fps,
-                frames=len(c.track), duration_s=float(c.track.t[-1]) if len(c.track) else 0.0,
-                rotation=i.rotation, codec=i.codec, mirrored=i.mirrored,
-                scale=dict(mm_per_px=c.scale.mm_per_px, iris_px=c.scale.iris_px,
-                           iris_spread=c.scale.spread, ipd_mm=c.scale.ipd_mm,
-                           frames_used=c.scale.frames_used),
+                path=i.path,
+                sha256=c.sha256,
+                width=i.width,
+                height=i.height,
+                fps=i.fps,
+                frames=len(c.track),
+                duration_s=float(c.track.t[-1]) if len(c.track) else 0.0,
+                rotation=i.rotation,
+                codec=i.codec,
+                mirrored=i.mirrored,
+                scale=dict(
+                    mm_per_px=c.scale.mm_per_px,
+                    iris_px=c.scale.iris_px,
+                    iris_spread=c.scale.spread,
+                    ipd_mm=c.scale.ipd_mm,
+                    frames_used=c.scale.frames_used,
+                ),
                 tracking=dict(
                     face_tracked_fraction=float(c.track.valid.mean()),
                     multiple_faces_fraction=float((c.track.n_faces > 1).mean()),
@@ -240,12 +253,17 @@ def session_record(session: Session) -> dict:
                 ),
                 steps=[
                     dict(
-                        name=r.window.name, found=r.window.found, source=r.window.source,
-                        start_s=_t(c.track.t, r.window.start), peak_s=_nan(r.peak_t),
+                        name=r.window.name,
+                        found=r.window.found,
+                        source=r.window.source,
+                        start_s=_t(c.track.t, r.window.start),
+                        peak_s=_nan(r.peak_t),
                         end_s=_t(c.track.t, r.window.end),
-                        rest_frames=list(r.window.rest), keyframe=r.window.keyframe,
+                        rest_frames=list(r.window.rest),
+                        keyframe=r.window.keyframe,
                         peak_frames=list(r.peak_frames),
-                        head_fit_inliers=r.head_inliers, points_lost_fraction=r.lost_fraction,
+                        head_fit_inliers=r.head_inliers,
+                        points_lost_fraction=r.lost_fraction,
                         midline_drift_mm={k: _nan(v) for k, v in r.drift_mm.items()},
                     )
                     for r in c.results
@@ -256,21 +274,31 @@ def session_record(session: Session) -> dict:
     return dict(
         software=dict(name="movement", version=__version__),
         created=session.created,
-        patient=o.patient, label=o.label, date=o.date,
-        protocol=dict(name=p.name, version=p.version, path=p.path,
-                      thresholds=dict(min_diff_mm=p.thresholds.min_diff_mm,
-                                      min_ratio=p.thresholds.min_ratio)),
+        patient=o.patient,
+        label=o.label,
+        date=o.date,
+        protocol=dict(
+            name=p.name,
+            version=p.version,
+            path=p.path,
+            thresholds=dict(min_diff_mm=p.thresholds.min_diff_mm, min_ratio=p.thresholds.min_ratio),
+        ),
         options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues),
         clips=clips,
         steps=[s for c in clips for s in c["steps"]],
         warnings=session.warnings,
         stages=[
-            dict(stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"),
+            dict(
+                stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"
+            ),
             dict(stage="scale", method="median visible iris diameter = 11.7 mm"),
             dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),
             dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
-            dict(stage="imagetrack", method="pyramidal LK from each step's rest keyframe, "
-                 "forward-backward check, RANSAC similarity on the step's anchor regions"),
+            dict(
+                stage="imagetrack",
+                method="pyramidal LK from each step's rest keyframe, "
+                "forward-backward check, RANSAC similarity on the step's anchor regions",
+            ),
             dict(stage="activation", method="peak (>=90% window) minus mean rest, per side"),
         ],
     )

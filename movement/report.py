@@ -98,7 +98,9 @@ def findings(session: Session) -> list[str]:
             )
     for _, r in session.asymmetry.iterrows():
         if r["quality"] == "missing" and r["primary"]:
-            out.append(f"The {r['step']} step was not found in the video; nothing is reported for it.")
+            out.append(
+                f"The {r['step']} step was not found in the video; nothing is reported for it."
+            )
         elif r["quality"] == "unusable" and r["primary"]:
             out.append(f"The {r['step']} value is not usable: {r['reason']}.")
     return out
@@ -108,6 +110,7 @@ def _table(df: pd.DataFrame) -> str:
     rows = []
     for _, r in df.iterrows():
         q = r["quality"]
+        reason = ": " + html.escape(r["reason"]) if r["reason"] else ""
         rows.append(
             "<tr>"
             f"<td>{html.escape(r['step'])}</td><td>{html.escape(_nice(r['muscle_group']))}"
@@ -116,7 +119,7 @@ def _table(df: pd.DataFrame) -> str:
             f"<td>{_fmt(r['right_mm'])}</td><td>{_fmt(r['left_mm'])}</td>"
             f"<td>{_fmt(r['diff_mm'])}</td><td>{_fmt(r['asymmetry_index'])}</td>"
             f"<td>{_dom(r['dominant_side'])}</td>"
-            f"<td class='q-{q}'>{html.escape(q)}{': ' + html.escape(r['reason']) if r['reason'] else ''}</td>"
+            f"<td class='q-{q}'>{html.escape(q)}{reason}</td>"
             "</tr>"
         )
     return (
@@ -130,12 +133,21 @@ def _table(df: pd.DataFrame) -> str:
 def _face_diagram(session: Session) -> str:
     """The patient's own neutral face (landmarks) with measured regions coloured."""
     clip = session.clips[0]
-    rest = sorted({f for w in clip.windows for f in w.rest}) or list(np.flatnonzero(clip.traj.valid))
+    rest = sorted({f for w in clip.windows for f in w.rest}) or list(
+        np.flatnonzero(clip.traj.valid)
+    )
     face = np.nanmean(clip.traj.mm[rest], axis=0)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=-face[:468, 0], y=face[:468, 1], mode="markers",
-                             marker=dict(size=3, color="#b8c2cc"), hoverinfo="skip",
-                             showlegend=False))
+    fig.add_trace(
+        go.Scatter(
+            x=-face[:468, 0],
+            y=face[:468, 1],
+            mode="markers",
+            marker=dict(size=3, color="#b8c2cc"),
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
     a = session.asymmetry
     for r in session.results:
         step = session.options.protocol.step(r.window.name)
@@ -150,17 +162,25 @@ def _face_diagram(session: Session) -> str:
                 dom = row["dominant_side"]
                 colour = SIDE_COLOUR[side] if dom == side else "#9aa5b1"
                 size = 8 + 3 * min(abs(val), 6) if np.isfinite(val) else 6
-                fig.add_trace(go.Scatter(
-                    x=-pts[:, 0], y=pts[:, 1], mode="markers",
-                    marker=dict(size=size, color=colour, opacity=0.75,
-                                line=dict(width=1, color="#fff")),
-                    name=f"{step.name}: {_nice(g.name)} {side}",
-                    hovertemplate=f"{step.name} · {_nice(g.name)} · {side}: {_fmt(val)} mm"
-                    f" ({dom})<extra></extra>",
-                    showlegend=False,
-                ))
+                fig.add_trace(
+                    go.Scatter(
+                        x=-pts[:, 0],
+                        y=pts[:, 1],
+                        mode="markers",
+                        marker=dict(
+                            size=size, color=colour, opacity=0.75, line=dict(width=1, color="#fff")
+                        ),
+                        name=f"{step.name}: {_nice(g.name)} {side}",
+                        hovertemplate=f"{step.name} · {_nice(g.name)} · {side}: {_fmt(val)} mm"
+                        f" ({dom})<extra></extra>",
+                        showlegend=False,
+                    )
+                )
     fig.update_layout(
-        height=430, width=380, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="#fff",
+        height=430,
+        width=380,
+        margin=dict(l=10, r=10, t=30, b=10),
+        plot_bgcolor="#fff",
         title=dict(text="Patient's right ◀ ▶ patient's left", font=dict(size=12), x=0.5),
     )
     fig.update_xaxes(visible=False)
@@ -175,35 +195,63 @@ def _trace_figure(r: StepResult, session: Session) -> str:
     for g in step.groups:
         for side in ("right", "left"):
             y = r.series[(g.name, side)]
-            fig.add_trace(go.Scatter(
-                x=r.t, y=y, mode="lines", line=dict(color=SIDE_COLOUR[side], dash=dash[g.primary]),
-                name=f"{_nice(g.name)} {side}",
-                customdata=r.frames,
-                hovertemplate="t %{x:.2f} s · frame %{customdata} · %{y:.2f} mm<extra>%{fullData.name}</extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=r.t,
+                    y=y,
+                    mode="lines",
+                    line=dict(color=SIDE_COLOUR[side], dash=dash[g.primary]),
+                    name=f"{_nice(g.name)} {side}",
+                    customdata=r.frames,
+                    hovertemplate="t %{x:.2f} s · frame %{customdata} · %{y:.2f} mm"
+                    "<extra>%{fullData.name}</extra>",
+                )
+            )
     t = r.t
     pos = {int(f): i for i, f in enumerate(r.frames)}
     s0, s1 = t[pos[r.window.start]], t[pos[r.window.end]]
-    fig.add_vrect(x0=s0, x1=s1, fillcolor="#16324f", opacity=0.07, line_width=0,
-                  annotation_text=r.window.name, annotation_position="top left")
+    fig.add_vrect(
+        x0=s0,
+        x1=s1,
+        fillcolor="#16324f",
+        opacity=0.07,
+        line_width=0,
+        annotation_text=r.window.name,
+        annotation_position="top left",
+    )
     rest_t = [t[pos[f]] for f in r.window.rest if f in pos]
     if rest_t:
-        fig.add_vrect(x0=min(rest_t), x1=max(rest_t), fillcolor="#4d8f4d", opacity=0.10,
-                      line_width=0, annotation_text="rest", annotation_position="bottom left")
+        fig.add_vrect(
+            x0=min(rest_t),
+            x1=max(rest_t),
+            fillcolor="#4d8f4d",
+            opacity=0.10,
+            line_width=0,
+            annotation_text="rest",
+            annotation_position="bottom left",
+        )
     if np.isfinite(r.peak_t):
         fig.add_vline(x=r.peak_t, line=dict(color="#333", dash="dash", width=1))
     fig.update_layout(
-        height=280, margin=dict(l=50, r=10, t=20, b=40), plot_bgcolor="#fff",
-        xaxis_title="time (s)", yaxis_title="mm (peak minus rest)",
-        legend=dict(orientation="h", y=-0.3), hovermode="x unified",
+        height=280,
+        margin=dict(l=50, r=10, t=20, b=40),
+        plot_bgcolor="#fff",
+        xaxis_title="time (s)",
+        yaxis_title="mm (peak minus rest)",
+        legend=dict(orientation="h", y=-0.3),
+        hovermode="x unified",
     )
     fig.update_xaxes(gridcolor="#eee")
     fig.update_yaxes(gridcolor="#eee", zeroline=True, zerolinecolor="#bbb")
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
 
-def _frame_img(cache: FrameCache, frame: int, points: dict[str, np.ndarray],
-               arrows_to: dict[str, np.ndarray] | None) -> str:
+def _frame_img(
+    cache: FrameCache,
+    frame: int,
+    points: dict[str, np.ndarray],
+    arrows_to: dict[str, np.ndarray] | None,
+) -> str:
     img = cv2.cvtColor(cache.image(frame), cv2.COLOR_GRAY2BGR)
     for key, pts in points.items():
         side = key.split(":")[1]
@@ -217,8 +265,15 @@ def _frame_img(cache: FrameCache, frame: int, points: dict[str, np.ndarray],
                 q = cache.to_crop(arrows_to[key], frame)[j]
                 if np.isfinite(q).all():
                     end = p + ARROW_GAIN * (q - p)
-                    cv2.arrowedLine(img, (int(p[0]), int(p[1])), (int(end[0]), int(end[1])),
-                                    bgr, 1, cv2.LINE_AA, tipLength=0.3)
+                    cv2.arrowedLine(
+                        img,
+                        (int(p[0]), int(p[1])),
+                        (int(end[0]), int(end[1])),
+                        bgr,
+                        1,
+                        cv2.LINE_AA,
+                        tipLength=0.3,
+                    )
     h = img.shape[0]
     if h > 360:
         img = cv2.resize(img, None, fx=360 / h, fy=360 / h, interpolation=cv2.INTER_AREA)
@@ -226,19 +281,28 @@ def _frame_img(cache: FrameCache, frame: int, points: dict[str, np.ndarray],
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
 
 
-def _step_section(r: StepResult, clip: ClipResult, cache: FrameCache | None,
-                  session: Session) -> str:
+def _step_section(
+    r: StepResult, clip: ClipResult, cache: FrameCache | None, session: Session
+) -> str:
     step = session.options.protocol.step(r.window.name)
     head = f"<h3>{html.escape(step.name)} — {html.escape(step.instruction)}</h3>"
     if not r.window.found:
-        return head + '<p class="q-missing">Not found in the video: the patient may have skipped ' \
+        return (
+            head + '<p class="q-missing">Not found in the video: the patient may have skipped '
             "this step, or it was too small to tell from rest. Use --cues to give its times.</p>"
+        )
     a = session.asymmetry
     parts = [head, _table(a[a["step"] == step.name]), _trace_figure(r, session)]
     if r.drift_mm:
-        parts.append("<p>Midline drift at the peak: " + ", ".join(
-            f"{html.escape(k)} {abs(v):.1f} mm toward the patient's {'left' if v > 0 else 'right'}"
-            for k, v in r.drift_mm.items()) + ".</p>")
+        parts.append(
+            "<p>Midline drift at the peak: "
+            + ", ".join(
+                f"{html.escape(k)} {abs(v):.1f} mm toward the patient's "
+                f"{'left' if v > 0 else 'right'}"
+                for k, v in r.drift_mm.items()
+            )
+            + ".</p>"
+        )
     if cache is not None and r.peak_frames:
         pk = r.peak_frames[len(r.peak_frames) // 2]
         rest_src = _frame_img(cache, r.window.keyframe, r.keyframe_points_px, None)
@@ -272,7 +336,8 @@ def _quality(session: Session) -> str:
     return (
         "<table><tr><th>video</th><th>size</th><th>fps</th><th>frames</th><th>face tracked</th>"
         "<th>mm/px</th><th>iris px (IQR)</th><th>roll °</th><th>yaw °</th></tr>"
-        + "".join(rows) + "</table>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
@@ -292,7 +357,9 @@ def _rest_table(df: pd.DataFrame) -> str:
 
 
 def render_report(
-    session: Session, path: str | Path, caches: list[FrameCache] | None = None,
+    session: Session,
+    path: str | Path,
+    caches: list[FrameCache] | None = None,
     images: bool = True,
 ) -> None:
     """Write the report of ``session`` to ``path`` (one self-contained HTML file)."""
@@ -316,13 +383,13 @@ def render_report(
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}{' — ' + html.escape(who) if who else ''}</title>
+<title>{title}{" — " + html.escape(who) if who else ""}</title>
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
 <header><h1>{title}</h1>
-<div class="meta">{html.escape(who) or 'no patient given'} · protocol {html.escape(o.protocol.name)}
- · {html.escape(', '.join(Path(c.info.path).name for c in session.clips))}
+<div class="meta">{html.escape(who) or "no patient given"} · protocol {html.escape(o.protocol.name)}
+ · {html.escape(", ".join(Path(c.info.path).name for c in session.clips))}
  · movement {__version__} · {html.escape(session.created)}</div></header>
 <main>
 <section id="summary"><h2>Summary</h2>
@@ -336,12 +403,14 @@ def render_report(
 at least {o.protocol.thresholds.min_diff_mm:g} mm more than the other and the difference is at
 least {o.protocol.thresholds.min_ratio:.0%} of the larger side. Index = (R−L)/(R+L).</p>
 {warns}</div></div></section>
-<section id="movement"><h2>Movement asymmetry (peak minus rest)</h2>{_table(session.asymmetry)}</section>
+<section id="movement"><h2>Movement asymmetry (peak minus rest)</h2>
+{_table(session.asymmetry)}</section>
 <section id="rest"><h2>Resting asymmetry</h2>{_rest_table(session.rest)}</section>
 <section id="midline"><h2>Side-to-side pull: midline drift at each step's peak</h2>
-<table><tr><th>step</th><th>points</th><th>drift mm</th><th>toward patient's</th></tr>{mid_rows}</table>
+<table><tr><th>step</th><th>points</th><th>drift mm</th><th>toward patient's</th></tr>
+{mid_rows}</table>
 </section>
-<section id="steps"><h2>Steps</h2>{''.join(steps_html)}</section>
+<section id="steps"><h2>Steps</h2>{"".join(steps_html)}</section>
 <section id="quality"><h2>Tracking quality</h2>{_quality(session)}
 <p class="note">The eee step's platysma value is the pull on the mouth corners; the neck bands
 themselves lie outside the face mesh and are not measured.</p></section>

@@ -200,7 +200,7 @@ def choose_rest(
     lo = max(after, 0)
     hi = max(before - gap, lo)
     ok = valid.copy()
-    ok[: lo] = False
+    ok[:lo] = False
     ok[hi:] = False
     for limit in (0.3 * MIN_SIGNAL_MM, 0.6 * MIN_SIGNAL_MM, MIN_SIGNAL_MM):
         cand = np.flatnonzero(ok & (neutral < limit) & (motion < 0.1))
@@ -232,7 +232,9 @@ def find_steps(
     """Find each protocol step in one continuous video."""
     signals = detection_signals(traj, protocol, image)
     chosen = _assign(_candidates(signals, protocol, fps), len(protocol.steps))
-    return _windows(protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s)
+    return _windows(
+        protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s
+    )
 
 
 def _windows(
@@ -251,7 +253,11 @@ def _windows(
             out.append(StepWindow(step.name, False, source=source))
             continue
         rest, key = choose_rest(signals, valid, c.start, prev_end, fps, window_s)
-        notes = () if rest and min(rest) >= prev_end else ("rest frames taken from earlier in the video",)
+        notes = (
+            ()
+            if rest and min(rest) >= prev_end
+            else ("rest frames taken from earlier in the video",)
+        )
         out.append(
             StepWindow(step.name, True, c.start, c.peak, c.end, rest, key, source, c.score, notes)
         )

@@ -462,8 +462,11 @@ def check_no_fold(fld: DisplacementField, step_px: float = 1.0, min_det: float =
         det = (1 - a * dfx_dx) * (1 - a * dfy_dy) - (a * dfx_dy) * (a * dfy_dx)
         worst = min(worst, float(det.min()))
     if worst < min_det:
+        # Below min_det the skin is stretched more than 1/min_det times: a fold in the
+        # making, and texture no tracker could follow.
         raise ValueError(
-            f"displacement too large: the warp folds (min det {worst:.2f} < {min_det})"
+            f"displacement too large: the warp folds or nearly folds "
+            f"(min det(I - a df/dx) = {worst:.2f} < {min_det})"
         )
     return worst
 
@@ -721,7 +724,11 @@ def calibrate_step(
     else:
         raise RuntimeError(f"{step}: calibration did not converge ({truth} vs {req})")
     fld = combined(gains)
-    return CalibratedStep(step, req, gains, fld, truth, check_no_fold(fld))
+    try:
+        min_det = check_no_fold(fld)
+    except ValueError as exc:
+        raise ValueError(f"{step} {req} mm: {exc}") from None
+    return CalibratedStep(step, req, gains, fld, truth, min_det)
 
 
 # --------------------------------------------------------------------------- spec
@@ -772,6 +779,9 @@ class SynthSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # Accept lists from callers but keep the spec immutable (and hashable).
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "frame_size", (int(self.frame_size[0]), int(self.frame_size[1])))
         if self.fps <= 0 or self.duration_s <= 0:
             raise ValueError("fps and duration_s must be positive")
         w, h = self.frame_size

@@ -66,7 +66,9 @@ def probe(path: str | Path, mirrored: bool = False) -> VideoInfo:
     try:
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise VideoError(f"{p}: no frame could be decoded (empty, truncated or unsupported codec)")
+            raise VideoError(
+                f"{p}: no frame could be decoded (empty, truncated or unsupported codec)"
+            )
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
         codec = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
         fps = float(cap.get(cv2.CAP_PROP_FPS))

@@ -17,7 +17,7 @@ TH = Thresholds(min_diff_mm=1.0, min_ratio=0.20)
         (9.0, 7.9, "balanced"),  # 1.1 mm but only 12 %
         (1.0, 0.0, "right"),  # exactly the thresholds
         (0.0, 0.0, "balanced"),
-        (float("nan"), 1.0, "n/a"),
+        (float("nan"), 1.0, "undetermined"),
     ],
 )
 def test_dominant_side_needs_mm_and_relative_difference(right, left, expected):

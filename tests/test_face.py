@@ -10,7 +10,10 @@ def _face(angle_deg=0.0):
     lm[263] = (300, 200)
     a = np.radians(angle_deg)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    for c, ring in (((130, 200), (468, 469, 470, 471, 472)), ((270, 200), (473, 474, 475, 476, 477))):
+    for c, ring in (
+        ((130, 200), (468, 469, 470, 471, 472)),
+        ((270, 200), (473, 474, 475, 476, 477)),
+    ):
         lm[ring[0]] = c
         lm[ring[1]] = (c[0] + 10, c[1])
         lm[ring[2]] = (c[0], c[1] - 10)
