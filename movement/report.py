@@ -140,7 +140,7 @@ def _face_diagram(session: Session) -> str:
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=-face[:468, 0],
+            x=face[:468, 0],
             y=face[:468, 1],
             mode="markers",
             marker=dict(size=3, color="#b8c2cc"),
@@ -164,7 +164,7 @@ def _face_diagram(session: Session) -> str:
                 size = 8 + 3 * min(abs(val), 6) if np.isfinite(val) else 6
                 fig.add_trace(
                     go.Scatter(
-                        x=-pts[:, 0],
+                        x=pts[:, 0],
                         y=pts[:, 1],
                         mode="markers",
                         marker=dict(
