@@ -82,10 +82,21 @@ def dominant_side(right: float, left: float, th: Thresholds) -> str:
     return "balanced"
 
 
+_RANK = {"ok": 0, "low": 1, "unusable": 2}
+
+
 def tables(
-    results: list[StepResult], protocol: Protocol
+    results: list[StepResult],
+    protocol: Protocol,
+    recording: dict[str, tuple[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """asymmetry, metrics and midline tables from the step results."""
+    """asymmetry, metrics and midline tables from the step results.
+
+    ``recording`` maps a step to the recording-quality verdict and reason
+    (:mod:`movement.quality`); a row's quality is the worse of the recording's
+    and the measurement's own.
+    """
+    recording = recording or {}
     asym, metr, mid = [], [], []
     for r in results:
         w = r.window
@@ -146,6 +157,11 @@ def tables(
                 quality, reason = "unusable", "; ".join(implausible or ["head motion fit failed"])
             elif flags:
                 quality, reason = "low", "; ".join(dict.fromkeys(flags))
+            rec_q, rec_reason = recording.get(w.name, ("ok", ""))
+            if _RANK.get(rec_q, 0) > _RANK[quality]:
+                quality = rec_q
+            if rec_reason and rec_q != "ok":
+                reason = "; ".join(x for x in (rec_reason, reason) if x)
             dom = (
                 dominant_side(right, left, protocol.thresholds)
                 if quality != "unusable"

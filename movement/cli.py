@@ -9,6 +9,7 @@ session; 130 interrupted; 1 anything unexpected.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 import time
 import warnings
@@ -101,7 +102,7 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     default=None,
     help="Session folder to write (default: reports/<video name>).",
 )
@@ -197,6 +198,12 @@ def analyze(
         raise Failure(str(exc), 6) from None
     except KeyboardInterrupt:
         raise Failure("interrupted; nothing was written", 130) from None
+    except Exception as exc:
+        # Never a traceback for the clinician; MOVEMENT_DEBUG=1 shows it.
+        if os.environ.get("MOVEMENT_DEBUG"):
+            raise
+        msg = f"internal error ({type(exc).__name__}: {exc}); nothing was written"
+        raise Failure(msg, 1) from None
     _summary(session, out_dir, quiet)
 
 

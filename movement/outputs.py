@@ -104,6 +104,8 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def _json_default(o: object) -> object:
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):

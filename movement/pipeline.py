@@ -24,6 +24,7 @@ from movement.asymmetry import resting_asymmetry, tables
 from movement.imagetrack import track_window
 from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
 from movement.protocol import Protocol
+from movement.quality import StepQuality, assess
 from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.steps import ImageTrack, StepWindow, find_steps, neutral_frame, steps_from_cues
 from movement.video import VideoInfo, probe
@@ -52,6 +53,7 @@ class ClipResult:
     windows: list[StepWindow]
     results: list[StepResult]
     rest_table: pd.DataFrame
+    quality: list[StepQuality] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -104,6 +106,7 @@ def analyze_clip(
         results = measure_all(protocol, windows, track, cache, scale, fps)
         neutral = _neutral_frames(windows, traj)
         rest_table = resting_asymmetry(traj, protocol, neutral)
+        quality = assess(results, track, traj, scale, cache)
     except BaseException:
         cache.close()
         raise
@@ -111,8 +114,10 @@ def analyze_clip(
         if not w.found:
             warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
         warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
+    warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))
     clip = ClipResult(
-        info, file_sha256(path), track, scale, traj, windows, results, rest_table, warnings
+        info, file_sha256(path), track, scale, traj, windows, results, rest_table, quality,
+        warnings,
     )
     if keep_cache:
         return clip, cache
@@ -198,7 +203,8 @@ def analyze(
             c.close()
         raise
     results = [r for c in clips for r in c.results]
-    asym, metr, mid = tables(results, protocol)
+    recording = {q.step: (q.verdict, q.reason) for c in clips for q in c.quality}
+    asym, metr, mid = tables(results, protocol, recording)
     rest = clips[0].rest_table
     warnings = [w for c in clips for w in c.warnings]
     for c in clips:
@@ -265,8 +271,9 @@ def session_record(session: Session) -> dict:
                         head_fit_inliers=r.head_inliers,
                         points_lost_fraction=r.lost_fraction,
                         midline_drift_mm={k: _nan(v) for k, v in r.drift_mm.items()},
+                        quality=_quality_record(q),
                     )
-                    for r in c.results
+                    for r, q in zip(c.results, c.quality, strict=True)
                 ],
             )
         )
@@ -301,6 +308,15 @@ def session_record(session: Session) -> dict:
             ),
             dict(stage="activation", method="peak (>=90% window) minus mean rest, per side"),
         ],
+    )
+
+
+def _quality_record(q: StepQuality) -> dict:
+    return dict(
+        verdict=q.verdict, reasons=list(q.reasons), instruction=q.instruction,
+        face_tracked_fraction=q.face_tracked, yaw_deg=list(q.yaw_deg), roll_deg=list(q.roll_deg),
+        px_per_mm=q.px_per_mm, brightness=q.brightness, peak_sharpness_ratio=q.sharpness_ratio,
+        rest_before=q.rest_before,
     )
 
 

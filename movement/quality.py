@@ -1,0 +1,145 @@
+"""Recording quality per step: can this step's numbers be trusted?
+
+For each found step, over its rest and step frames: the share of frames with a
+tracked face, the head's yaw and roll (and their change), the face size in
+pixels per mm, exposure and sharpness of the face crops at rest and at the
+peak, and whether proper rest frames preceded the step. The verdict is
+``ok``, ``low`` (reported, with the reason) or ``unusable`` (not reported as a
+finding), with a plain instruction for the clinician.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from movement.activation import StepResult
+from movement.landmarks import FrameCache, LandmarkTrack
+from movement.stabilise import Scale, Trajectories, yaw_degrees
+
+# Thresholds: (low, unusable). Chosen from what a frontal 2D measurement
+# tolerates: at 20 degrees of yaw a lateral movement on the far side is
+# foreshortened by 6 %, at 30 degrees by 13 % and the far cheek starts to hide.
+TRACKED = (0.9, 0.6)
+YAW_DEG = (20.0, 30.0)
+YAW_CHANGE_DEG = (8.0, 15.0)
+ROLL_DEG = (15.0, 25.0)
+PX_PER_MM = (1.2, 0.6)
+DARK, BRIGHT = 40.0, 225.0
+BLUR_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class StepQuality:
+    step: str
+    verdict: str  # ok | low | unusable | missing
+    reasons: tuple[str, ...]
+    instruction: str
+    face_tracked: float
+    yaw_deg: tuple[float, float]
+    roll_deg: tuple[float, float]
+    px_per_mm: float
+    brightness: float
+    sharpness_ratio: float
+    rest_before: bool
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def _range(a: np.ndarray) -> tuple[float, float]:
+    a = a[np.isfinite(a)]
+    return (float(a.min()), float(a.max())) if len(a) else (float("nan"), float("nan"))
+
+
+def _sharpness(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(img, cv2.CV_32F).var())
+
+
+def assess_step(
+    r: StepResult,
+    track: LandmarkTrack,
+    traj: Trajectories,
+    scale: Scale,
+    cache: FrameCache | None,
+) -> StepQuality:
+    """Quality of one step's recording (see module docstring)."""
+    w = r.window
+    if not w.found:
+        return StepQuality(w.name, "missing", ("step not found in the video",),
+                           f"record '{w.name}' (it was not found)", 0.0, (np.nan, np.nan),
+                           (np.nan, np.nan), np.nan, np.nan, np.nan, False)
+    first = min(min(w.rest), w.start)
+    span = np.arange(first, w.end + 1)
+    tracked = float(track.valid[span].mean())
+    yaw = yaw_degrees(traj.yaw_index[span])
+    yaw_r = _range(yaw)
+    roll_r = _range(traj.roll_deg[span])
+    px_per_mm = 1.0 / scale.mm_per_px
+    bright = sharp_ratio = float("nan")
+    if cache is not None and r.peak_frames:
+        key = cache.image(w.keyframe)
+        peak = cache.image(r.peak_frames[len(r.peak_frames) // 2])
+        # Centre of the crop: the face, not the background.
+        n = key.shape[0]
+        c = slice(n // 4, 3 * n // 4)
+        bright = float(np.mean(key[c, c]))
+        s_rest = _sharpness(key[c, c])
+        sharp_ratio = _sharpness(peak[c, c]) / s_rest if s_rest > 0 else float("nan")
+    rest_before = not w.notes and bool(w.rest) and max(w.rest) < w.start
+    low: list[str] = []
+    bad: list[str] = []
+    fix: list[str] = []
+
+    def grade(value: float, th: tuple[float, float], text: str, hint: str, below: bool) -> None:
+        if not np.isfinite(value):
+            return
+        worse_bad = value < th[1] if below else value > th[1]
+        worse_low = value < th[0] if below else value > th[0]
+        if worse_bad:
+            bad.append(text)
+            fix.append(hint)
+        elif worse_low:
+            low.append(text)
+            fix.append(hint)
+
+    grade(tracked, TRACKED, f"face tracked in {tracked:.0%} of the step",
+          "keep the whole face in view", below=True)
+    big_yaw = max(abs(yaw_r[0]), abs(yaw_r[1])) if np.isfinite(yaw_r[0]) else np.nan
+    side = "left" if abs(yaw_r[1]) >= abs(yaw_r[0]) else "right"
+    grade(big_yaw, YAW_DEG, f"head turned {big_yaw:.0f}° to the patient's {side}",
+          "face the camera", below=False)
+    grade(yaw_r[1] - yaw_r[0], YAW_CHANGE_DEG, f"head turned by {yaw_r[1] - yaw_r[0]:.0f}° "
+          "during the step", "keep the head still", below=False)
+    big_roll = max(abs(roll_r[0]), abs(roll_r[1])) if np.isfinite(roll_r[0]) else np.nan
+    grade(big_roll, ROLL_DEG, f"head tilted {big_roll:.0f}°", "hold the head level", below=False)
+    grade(px_per_mm, PX_PER_MM, f"face small in the frame ({px_per_mm:.1f} px per mm)",
+          "move the camera closer", below=True)
+    if np.isfinite(bright) and not DARK <= bright <= BRIGHT:
+        low.append(f"face {'dark' if bright < DARK else 'over-exposed'} "
+                   f"(mean grey {bright:.0f})")
+        fix.append("light the face evenly")
+    if np.isfinite(sharp_ratio) and sharp_ratio < BLUR_RATIO:
+        low.append(f"peak frames blurred ({sharp_ratio:.0%} of rest sharpness)")
+        fix.append("hold the expression still and use more light")
+    if not rest_before:
+        low.append("no rest frames just before the step")
+        fix.append("rest for two seconds before each step")
+    verdict = "unusable" if bad else "low" if low else "ok"
+    reasons = tuple(bad + low)
+    instruction = f"re-record '{w.name}': {reasons[0]}; {fix[0]}" if reasons else ""
+    return StepQuality(w.name, verdict, reasons, instruction, tracked, yaw_r, roll_r,
+                       px_per_mm, bright, sharp_ratio, rest_before)
+
+
+def assess(
+    results: list[StepResult],
+    track: LandmarkTrack,
+    traj: Trajectories,
+    scale: Scale,
+    cache: FrameCache | None,
+) -> list[StepQuality]:
+    return [assess_step(r, track, traj, scale, cache) for r in results]

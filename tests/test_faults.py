@@ -1,0 +1,164 @@
+"""Bad and messy input: each case asserts the exact behaviour, not just "no crash"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from movement import synth
+from movement.cli import main
+
+FPS = 30.0
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["analyze", *args, "-q"])
+
+
+def _one_line(res, code: int, text: str) -> None:
+    assert res.exit_code == code, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("movement: error:"), res.output
+    assert text in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def short_consult(tmp_path_factory) -> tuple[Path, dict]:
+    """Raise then smile, 11 s at 640x360."""
+    d = tmp_path_factory.mktemp("faults")
+    steps = (
+        synth.StepMotion("raise", 1.5, 3.0, 4.5, 4.0, 2.0),
+        synth.StepMotion("smile", 6.5, 8.0, 9.5, 3.0, 5.0),
+    )
+    spec = synth.SynthSpec(steps=steps, duration_s=11.0, frame_size=(640, 360), noise_sigma=1.0)
+    truth = synth.make_video(spec, d / "short.mp4")
+    return d / "short.mp4", truth
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:  # noqa: ANN001 - a frame callback
+    cap = cv2.VideoCapture(str(src))
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
+    i = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.write(edit(i, img))
+        i += 1
+    out.release()
+
+
+def test_no_face_anywhere(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wall.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (320, 240))
+    for _ in range(40):
+        out.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    out.release()
+    _one_line(_run(str(path), "--out", str(tmp_path / "o")), 4, "no face")
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_file(tmp_path, short_consult):
+    data = short_consult[0].read_bytes()
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(data[: len(data) // 3])
+    _one_line(_run(str(bad), "--out", str(tmp_path / "o")), 3, "cut.mp4")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_folder_with_another_session_is_kept(tmp_path, short_consult):
+    out = tmp_path / "session"
+    out.mkdir()
+    (out / "session.json").write_text(json.dumps({"clips": [{"sha256": "another video"}]}))
+    _one_line(_run(str(short_consult[0]), "--out", str(out)), 6, "different video")
+    assert json.loads((out / "session.json").read_text())["clips"][0]["sha256"] == "another video"
+
+
+def test_output_folder_that_is_a_file(tmp_path, short_consult):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    _one_line(_run(str(short_consult[0]), "--out", str(f)), 6, "not a folder")
+    assert f.read_text() == "x"
+
+
+def test_reanalysing_the_same_video_replaces_its_session(tmp_path, short_consult):
+    out = tmp_path / "s"
+    assert _run(str(short_consult[0]), "--out", str(out)).exit_code == 0
+    first = (out / "asymmetry.csv").read_text()
+    assert _run(str(short_consult[0]), "--out", str(out)).exit_code == 0
+    assert (out / "asymmetry.csv").read_text() == first
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "s"]
+    assert leftovers == []  # no temporary or backup folders left behind
+
+
+def test_face_lost_for_two_seconds_mid_step(tmp_path, short_consult):
+    video, truth = short_consult
+    # Cover the face from 2.0 to 4.0 s (the raise holds at 2.85-3.15 s).
+    lost = tmp_path / "lost.mp4"
+    _rewrite(video, lost, lambda i, img: img * 0 + 90 if 2.0 * FPS <= i < 4.0 * FPS else img)
+    res = _run(str(lost), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    # The raise cannot be trusted; it must not be reported as a finding.
+    assert a.loc["raise", "quality"] in ("unusable", "missing")
+    assert a.loc["raise", "dominant_side"] not in ("right", "left")
+    # The smile, recorded cleanly, is still measured.
+    g = next(s for s in truth["steps"] if s["name"] == "smile")["groups"][0]
+    assert a.loc["smile", "quality"] == "ok"
+    assert a.loc["smile", "left_mm"] == pytest.approx(g["left_mm"], abs=0.6)
+    s = json.loads((tmp_path / "o" / "session.json").read_text())
+    assert s["clips"][0]["tracking"]["face_tracked_fraction"] < 0.9
+
+
+def test_second_face_entering(tmp_path, short_consult):
+    video, truth = short_consult
+    # From 5 s on, a smaller second person stands beside the patient.
+    cap = cv2.VideoCapture(str(video))
+    ok, first = cap.read()
+    other = cv2.resize(first[:, 160:480], None, fx=0.7, fy=0.7)
+    oh, ow = other.shape[:2]
+    path = tmp_path / "two.mp4"
+    h, w = first.shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w + 320, h))
+    cap = cv2.VideoCapture(str(video))
+    i = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        panel = np.full((h, 320, 3), 128, np.uint8)
+        if i >= 5.0 * FPS:
+            panel[40 : 40 + oh, 40 : 40 + ow] = other
+        out.write(np.hstack([img, panel]))
+        i += 1
+    out.release()
+    res = _run(str(path), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "session.json").read_text())
+    assert s["clips"][0]["tracking"]["multiple_faces_fraction"] > 0.3
+    assert any("more than one face" in w for w in s["warnings"])
+    # The largest face (the patient) is the one measured.
+    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    g = next(x for x in truth["steps"] if x["name"] == "smile")["groups"][0]
+    assert a.loc["smile", "right_mm"] == pytest.approx(g["right_mm"], abs=0.6)
+    assert a.loc["smile", "left_mm"] == pytest.approx(g["left_mm"], abs=0.6)
+
+
+def test_no_network_during_analysis(tmp_path, short_consult, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    res = _run(str(short_consult[0]), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
