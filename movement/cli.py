@@ -198,6 +198,8 @@ def analyze(
         raise Failure(str(exc), 6) from None
     except KeyboardInterrupt:
         raise Failure("interrupted; nothing was written", 130) from None
+    except click.ClickException:
+        raise
     except Exception as exc:
         # Never a traceback for the clinician; MOVEMENT_DEBUG=1 shows it.
         if os.environ.get("MOVEMENT_DEBUG"):
