@@ -14,11 +14,15 @@ points that move anyway do not eat the signal.
 
 from __future__ import annotations
 
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from movement.face import IRIS_DIAMETER_MM, iris_diameter_px
 from movement.landmarks import FrameCache, LandmarkTrack
 from movement.stabilise import Scale, iris_centres
 
@@ -145,6 +149,161 @@ def _fuse(disp: np.ndarray, tensors: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Tracker:
+    """Lucas-Kanade of one point set against one keyframe (no head-motion removal)."""
+
+    cache: FrameCache
+    keyframe: int
+    idx: np.ndarray
+    seed: np.ndarray  # (P, 2) keyframe positions, image px
+    seed_sub: np.ndarray  # (P, R, 2)
+    use: np.ndarray  # (P, R) sub-points in use
+    need: np.ndarray  # (P,) sub-points that must pass for a point to count
+    key_crop: np.ndarray
+    key_img: np.ndarray
+    win: int
+    tensors: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        cache: FrameCache,
+        key_xy: np.ndarray,
+        keyframe: int,
+        points: tuple[int, ...],
+        anchors: tuple[int, ...],
+        ring: bool,
+        mm_per_px: float,
+    ) -> _Tracker:
+        all_pts = tuple(dict.fromkeys(points + anchors))
+        idx = np.array(all_pts)
+        seed = key_xy[idx]
+        seed_sub = seed[:, None, :] + RING[None] * (RING_MM / mm_per_px)
+        use = np.zeros((len(idx), RING.shape[0]), bool)
+        use[:, 0] = True
+        if ring:
+            use[[all_pts.index(p) for p in points], :] = True
+        key_crop = cache.to_crop(seed_sub[use], keyframe).reshape(-1, 1, 2)
+        key_img = cache.image(keyframe)
+        # Window in crop pixels, odd, for LK_WIN_MM of skin.
+        win = int(np.clip(2 * round(LK_WIN_MM / (mm_per_px / cache.scale) / 2) + 1, 7, 21))
+        tensors = np.zeros(use.shape + (2, 2))
+        tensors[use] = _structure_tensors(key_img, key_crop.reshape(-1, 2), win)
+        return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
+                   key_crop, key_img, win, tensors)
+
+    def track(self, t: int, guess_img: np.ndarray) -> np.ndarray:
+        """Positions (P, 2) in frame ``t`` (image px; NaN where lost)."""
+        guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
+        guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
+        p1, ok1 = _lk(self.key_img, self.cache.image(t), self.key_crop, guess, self.win)
+        disp = np.full(self.use.shape + (2,), np.nan)
+        disp[self.use] = self.cache.to_image(p1, t) - self.seed_sub[self.use]
+        ok = np.zeros(self.use.shape, bool)
+        ok[self.use] = ok1
+        disp[~ok] = np.nan
+        good = ok.sum(axis=1) >= self.need
+        return np.where(good[:, None], self.seed + _fuse(disp, self.tensors, ok), np.nan)
+
+    def run(self, frames: list[int], xy: np.ndarray, start: np.ndarray | None) -> np.ndarray:
+        """Track consecutive ``frames`` in order, each seeded by the previous result.
+
+        ``start`` seeds the first frame (the keyframe's own positions next to
+        it); otherwise, and wherever the previous frame lost a point, the
+        landmark model's position is the guess.
+        """
+        out = np.full((len(frames), len(self.idx), 2), np.nan)
+        prev = start if start is not None else np.full_like(self.seed, np.nan)
+        for j, t in enumerate(frames):
+            guess = np.where(np.isfinite(prev), prev, xy[t, self.idx])
+            if not np.isfinite(guess).all():
+                continue
+            cur = self.track(t, guess)
+            out[j] = cur
+            prev = np.where(np.isfinite(cur), cur, prev)
+        return out
+
+
+CHUNK = 120
+"""Frames per work item when tracking in parallel; each chunk restarts from the
+landmark model's guess, which LK corrects within a frame."""
+
+
+def _parallel_run(tracker: _Tracker, order: list[int], xy: np.ndarray) -> np.ndarray:
+    """``tracker.run`` over ``order`` split in chunks on two threads (OpenCV drops the GIL)."""
+    chunks = [order[i : i + CHUNK] for i in range(0, len(order), CHUNK)]
+    if not chunks:
+        return np.zeros((0, len(tracker.idx), 2))
+    starts = [tracker.seed] + [None] * (len(chunks) - 1)
+    if len(chunks) == 1:
+        return tracker.run(chunks[0], xy, starts[0])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        work = zip(chunks, starts, strict=True)
+        parts = list(pool.map(lambda a: tracker.run(a[0], xy, a[1]), work))
+    return np.concatenate(parts)
+
+
+class StreamTracker:
+    """Follows points from the first face frame while the landmark pass runs.
+
+    Called with each frame as soon as it is cached; the Lucas-Kanade work
+    runs in a background thread, on the core the single-threaded face mesh
+    leaves free, so finding steps costs almost no extra time.
+    """
+
+    def __init__(self, points: tuple[int, ...], anchors: tuple[int, ...]) -> None:
+        self.points, self.anchors = points, anchors
+        self.rows: dict[int, np.ndarray] = {}
+        self.keyframe = -1
+        self.error: BaseException | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def __call__(self, t: int, pts: np.ndarray, cache: FrameCache) -> None:
+        self._q.put((t, pts, cache))
+
+    def _work(self) -> None:
+        tracker: _Tracker | None = None
+        prev: np.ndarray | None = None
+        try:
+            while (item := self._q.get()) is not None:
+                t, pts, cache = item
+                if tracker is None:
+                    if not np.isfinite(pts).all():
+                        continue
+                    mm_per_px = IRIS_DIAMETER_MM / float(iris_diameter_px(pts))
+                    tracker = _Tracker.build(cache, pts, t, self.points, self.anchors, False,
+                                             mm_per_px)
+                    self.keyframe = t
+                    prev = tracker.seed
+                    self.rows[t] = tracker.seed
+                    continue
+                guess = np.where(np.isfinite(prev), prev, pts[tracker.idx])
+                if not np.isfinite(guess).all():
+                    continue
+                cur = tracker.track(t, guess)
+                self.rows[t] = cur
+                prev = np.where(np.isfinite(cur), cur, prev)
+        except BaseException as exc:  # re-raised in the caller's thread by finish()
+            self.error = exc
+            while self._q.get() is not None:
+                pass
+
+    def finish(self, n_frames: int) -> tuple[np.ndarray, int]:
+        """Positions (T, P, 2) of every frame (NaN where not tracked), and the keyframe."""
+        self._q.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        n_pts = len(dict.fromkeys(self.points + self.anchors))
+        out = np.full((n_frames, n_pts, 2), np.nan)
+        for t, row in self.rows.items():
+            out[t] = row
+        return out, self.keyframe
+
+
 def track_window(
     cache: FrameCache,
     track: LandmarkTrack,
@@ -155,66 +314,40 @@ def track_window(
     points: tuple[int, ...],
     anchors: tuple[int, ...],
     ring: bool = True,
+    tracked: np.ndarray | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
     Returns the points with head motion removed, in mm in the keyframe's face
     frame (x toward the patient's left, y up). With ``ring`` the measured
     points (not the anchors, which RANSAC already makes robust) are followed
-    by a ring of sub-points each.
+    by a ring of sub-points each. ``tracked`` passes image positions already
+    tracked (e.g. during the landmark pass) so only the alignment remains.
     """
     all_pts = tuple(dict.fromkeys(points + anchors))
-    n_pts = len(all_pts)
     idx = np.array(all_pts)
     anchor_cols = np.array([all_pts.index(a) for a in anchors])
     key_r, key_l = iris_centres(track.xy[keyframe])
     ipd_k = float(np.linalg.norm(key_l - key_r))
     mm_per_px = scale.mm_per_px * scale.ipd_px / ipd_k
-
     seed = track.xy[keyframe, idx]
-    seed_sub = seed[:, None, :] + RING[None] * (RING_MM / mm_per_px)  # (P, R, 2)
-    n_ring = RING.shape[0]
-    use = np.zeros((n_pts, n_ring), bool)
-    use[:, 0] = True
-    if ring:
-        use[[all_pts.index(p) for p in points], :] = True
-    need = np.minimum(use.sum(axis=1), 3)
-    key_crop = cache.to_crop(seed_sub[use], keyframe).reshape(-1, 1, 2)
-    key_img = cache.image(keyframe)
-    # Window in crop pixels, odd, for LK_WIN_MM of skin.
-    win = int(np.clip(2 * round(LK_WIN_MM / (mm_per_px / cache.scale) / 2) + 1, 7, 21))
-
-    tensors = np.zeros((n_pts, n_ring, 2, 2))
-    tensors[use] = _structure_tensors(key_img, key_crop.reshape(-1, 2), win)
-
     frames = np.arange(first, last + 1)
     n = len(frames)
-    img_px = np.full((n, n_pts, 2), np.nan)
-    kpos = keyframe - first
-    img_px[kpos] = seed
-
-    # Outward from the keyframe in both directions, each frame seeded by its
-    # neighbour's result (or the landmark model where the neighbour lost it).
-    for order in (range(kpos + 1, n), range(kpos - 1, -1, -1)):
-        prev = seed.copy()
-        for j in order:
-            t = int(frames[j])
-            lm = track.xy[t, idx]
-            guess_img = np.where(np.isfinite(prev), prev, lm)
-            if not np.isfinite(guess_img).all():
-                continue
-            guess_sub = (seed_sub + (guess_img - seed)[:, None, :])[use]
-            guess = cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
-            p1, ok1 = _lk(key_img, cache.image(t), key_crop, guess, win)
-            disp = np.full((n_pts, n_ring, 2), np.nan)
-            disp[use] = cache.to_image(p1, t) - seed_sub[use]
-            ok = np.zeros((n_pts, n_ring), bool)
-            ok[use] = ok1
-            disp[~ok] = np.nan
-            good = ok.sum(axis=1) >= need
-            cur = np.where(good[:, None], seed + _fuse(disp, tensors, ok), np.nan)
-            img_px[j] = cur
-            prev = np.where(good[:, None], cur, prev)
+    if tracked is not None:
+        img_px = tracked
+    else:
+        tracker = _Tracker.build(cache, track.xy[keyframe], keyframe, points, anchors, ring,
+                                 mm_per_px)
+        img_px = np.full((n, len(idx), 2), np.nan)
+        kpos = keyframe - first
+        img_px[kpos] = seed
+        # Outward from the keyframe in both directions.
+        fwd = list(range(keyframe + 1, last + 1))
+        bwd = list(range(keyframe - 1, first - 1, -1))
+        if fwd:
+            img_px[kpos + 1 :] = _parallel_run(tracker, fwd, track.xy)
+        if bwd:
+            img_px[:kpos] = _parallel_run(tracker, bwd, track.xy)[::-1]
 
     # Head motion: similarity from each frame's anchors onto the keyframe's.
     thresh_px = RANSAC_MM / mm_per_px

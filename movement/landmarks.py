@@ -115,6 +115,7 @@ def track_landmarks(
     face: str = "largest",
     cache_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    on_frame: Callable[[int, np.ndarray, FrameCache], None] | None = None,
 ) -> tuple[LandmarkTrack, FrameCache]:
     """Run FaceMesh (tracking mode, refined iris) over every frame.
 
@@ -123,6 +124,8 @@ def track_landmarks(
     face : "largest" | "left" | "right"
         Which face to follow when several are in view. "left"/"right" mean the
         image side, for a clinician pointing at the screen.
+    on_frame : called with (frame index, landmarks, cache) once a frame is
+        cached, so later stages can start on it while this pass goes on.
 
     Notes
     -----
@@ -186,6 +189,8 @@ def track_landmarks(
                 if np.isfinite(pts[0, 0]):
                     last_center = np.nanmean(pts[:468], axis=0)
                 cache.append(*_crop(fr.image, last_center, cache))
+                if on_frame is not None:
+                    on_frame(fr.index, pts, cache)
             ts.append(fr.t)
             xys.append(pts)
             nf.append(max(len(faces), counted))

@@ -21,12 +21,12 @@ import pandas as pd
 from movement import __version__
 from movement.activation import StepResult, measure_all
 from movement.asymmetry import resting_asymmetry, tables
-from movement.imagetrack import track_window
+from movement.imagetrack import StreamTracker, track_window
 from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
 from movement.protocol import Protocol
 from movement.quality import StepQuality, assess
 from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
-from movement.steps import ImageTrack, StepWindow, find_steps, neutral_frame, steps_from_cues
+from movement.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
 from movement.video import VideoInfo, probe
 
 
@@ -92,13 +92,20 @@ def analyze_clip(
 ) -> tuple[ClipResult, FrameCache | None]:
     """Analyse one video file for the steps of ``protocol``."""
     info = probe(path, mirrored=opts.mirrored)
-    track, cache = track_landmarks(info, face=opts.face, progress=progress)
+    points, anchors = detection_points(protocol)
+    streamer = StreamTracker(points, anchors)
+    try:
+        track, cache = track_landmarks(info, face=opts.face, progress=progress, on_frame=streamer)
+    except BaseException:
+        streamer.finish(0)
+        raise
     try:
         warnings = _tracking_warnings(track)
         scale = estimate_scale(track)
         traj = stabilise(track, scale)
         fps = _effective_fps(track.t, info.fps)
-        image = whole_video_track(track, cache, scale, traj, protocol)
+        tracked, key = streamer.finish(len(track))
+        image = whole_video_track(track, cache, scale, protocol, tracked, key)
         if opts.cues:
             windows = steps_from_cues(traj, protocol, fps, opts.cues, image)
         else:
@@ -125,19 +132,32 @@ def analyze_clip(
     return clip, None
 
 
-def whole_video_track(
-    track: LandmarkTrack, cache: FrameCache, scale: Scale, traj: Trajectories, protocol: Protocol
-) -> ImageTrack:
-    """Image-track every step's primary points over the whole video, for finding steps.
-
-    One neutral keyframe for the whole video is enough here: the values only
-    need to rise clearly during each step; the measurement itself re-anchors
-    at each step's own rest.
-    """
-    key = neutral_frame(traj, protocol)
+def detection_points(protocol: Protocol) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Every step's primary points, and every anchor region, for finding steps."""
     points = tuple(dict.fromkeys(p for s in protocol.steps for p in s.primary.all_points))
     anchors = tuple(dict.fromkeys(p for v in protocol.anchors.values() for p in v))
-    wt = track_window(cache, track, scale, 0, len(track) - 1, key, points, anchors, ring=False)
+    return points, anchors
+
+
+def whole_video_track(
+    track: LandmarkTrack,
+    cache: FrameCache,
+    scale: Scale,
+    protocol: Protocol,
+    tracked: np.ndarray,
+    keyframe: int,
+) -> ImageTrack | None:
+    """Head motion removed from the points tracked during the landmark pass.
+
+    One keyframe (the first face) for the whole video is enough here: the
+    values only need to rise clearly during each step; the measurement itself
+    re-anchors at each step's own rest.
+    """
+    if keyframe < 0:
+        return None
+    points, anchors = detection_points(protocol)
+    wt = track_window(cache, track, scale, 0, len(track) - 1, keyframe, points, anchors,
+                      ring=False, tracked=tracked)
     return ImageTrack(wt.image_mm, wt.points)
 
 

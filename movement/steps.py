@@ -196,7 +196,7 @@ def choose_rest(
     neutral = np.max(np.clip(stack, 0, None), axis=0)
     motion = np.r_[0.0, np.abs(np.diff(neutral))]
     want = max(int(round(window_s * fps)), 1)
-    gap = int(round(0.1 * fps))
+    gap = int(round(0.25 * fps))  # the detected start lags the true onset
     lo = max(after, 0)
     hi = max(before - gap, lo)
     ok = valid.copy()
