@@ -12,7 +12,6 @@ import datetime as _dt
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
@@ -70,21 +69,25 @@ class _Progress:
             click.echo("", err=True)
 
 
-def _clip_list(videos: tuple[str, ...], steps: str | None) -> tuple[list[Path], list[str] | None]:
+def _clip_list(
+    videos: tuple[str, ...], steps: str | None, batch: bool
+) -> tuple[list[Path], list[str] | None]:
     paths = [Path(v) for v in videos]
     if len(paths) == 1 and paths[0].is_dir():
         folder = paths[0]
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         if not paths:
             raise Failure(f"{folder}: no video files in the folder", 3)
-        if steps is None:
+        if steps is None and not batch:
             # One clip per step, named after the step (frown.mp4, raise.mp4, ...).
             return paths, [p.stem for p in paths]
+    if batch:
+        return paths, None
     names = [s.strip() for s in steps.split(",")] if steps else None
     if names is not None and len(names) != len(paths):
         raise Failure(f"--steps names {len(names)} steps for {len(paths)} videos", 2)
     if names is None and len(paths) > 1:
-        raise Failure("several videos need --steps (one step name per clip)", 2)
+        raise Failure("several videos need --steps (one step per clip) or --batch", 2)
     return paths, names
 
 
@@ -134,6 +137,11 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--date", callback=_valid_date, default=None, help="Session date YYYY-MM-DD.")
 @click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
 @click.option("--force", is_flag=True, help="Replace an output folder holding another session.")
+@click.option("--batch", is_flag=True,
+              help="Each video (or each video in the folder) is its own consult, "
+              "written to OUT/<video name>.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Videos analysed at once with --batch (one process each).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def analyze(
     videos: tuple[str, ...],
@@ -148,65 +156,75 @@ def analyze(
     date: str,
     no_images: bool,
     force: bool,
+    batch: bool,
+    jobs: int,
     quiet: bool,
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
-    from movement.landmarks import NoFaceError
-    from movement.outputs import OutputError, check_out_dir, write_session
-    from movement.pipeline import Options, file_sha256
-    from movement.pipeline import analyze as run
-    from movement.protocol import ProtocolError, load_protocol
-    from movement.report import render_report
-    from movement.steps import CuesError, read_cues
-    from movement.video import VideoError, probe
+    from movement import consult
+    from movement.pipeline import Options
+    from movement.protocol import load_protocol
+    from movement.steps import read_cues
 
-    # Empty slices (a point lost for a whole window) are expected and handled.
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
     try:
         proto = load_protocol(protocol)
-        paths, names = _clip_list(videos, steps)
+        paths, names = _clip_list(videos, steps, batch)
         if names:
             unknown = [n for n in names if n not in {s.name for s in proto.steps}]
             if unknown:
                 raise Failure(f"protocol '{proto.name}' has no step(s) {', '.join(unknown)}", 5)
         cue_times = read_cues(cues, proto) if cues else None
-        infos = [probe(p, mirrored) for p in paths]
-        out_dir = Path(out) if out else Path("reports") / paths[0].stem
-        check_out_dir(out_dir, [file_sha256(p) for p in paths], force)
         opts = Options(proto, mirrored, cue_times, face, patient, label, date)
-        total = sum(i.frame_count for i in infos)
+        if batch:
+            _batch(paths, Path(out) if out else Path("reports"), opts, not no_images, force,
+                   jobs, quiet)
+            return
+        out_dir = Path(out) if out else Path("reports") / paths[0].stem
+        total = sum(_frame_count(p) for p in paths)
         prog = _Progress(total, quiet or not sys.stderr.isatty())
-        session, caches = run(list(paths), opts, names, progress=prog, keep_caches=not no_images)
+        session = consult.analyze_to_folder(
+            paths, names, out_dir, opts, not no_images, force, progress=prog
+        )
         prog.close()
-        try:
-            write_session(
-                session,
-                out_dir,
-                lambda s, p: render_report(s, p, caches=caches, images=not no_images),
-                force=True,
-            )
-        finally:
-            for c in caches:
-                c.close()
-    except VideoError as exc:
-        raise Failure(str(exc), 3) from None
-    except NoFaceError as exc:
-        raise Failure(str(exc), 4) from None
-    except (ProtocolError, CuesError) as exc:
-        raise Failure(str(exc), 5) from None
-    except OutputError as exc:
-        raise Failure(str(exc), 6) from None
-    except KeyboardInterrupt:
-        raise Failure("interrupted; nothing was written", 130) from None
     except click.ClickException:
         raise
+    except KeyboardInterrupt:
+        raise Failure("interrupted; nothing was written", 130) from None
     except Exception as exc:
+        code = consult.exit_code(exc)
+        if code is not None:
+            raise Failure(str(exc), code) from None
         # Never a traceback for the clinician; MOVEMENT_DEBUG=1 shows it.
         if os.environ.get("MOVEMENT_DEBUG"):
             raise
         msg = f"internal error ({type(exc).__name__}: {exc}); nothing was written"
         raise Failure(msg, 1) from None
     _summary(session, out_dir, quiet)
+
+
+def _frame_count(path: Path) -> int:
+    from movement.video import probe
+
+    return probe(path).frame_count
+
+
+def _batch(
+    paths: list[Path], root: Path, opts, images: bool, force: bool, jobs: int,  # noqa: ANN001
+    quiet: bool,
+) -> None:
+    from movement.consult import analyze_batch
+
+    results = analyze_batch(paths, root, opts, images, force, jobs)
+    for r in results:
+        if r.ok:
+            click.echo(f"ok      {r.video.name} -> {r.out}/ ({r.message})")
+        else:
+            click.echo(f"movement: error: {r.video.name}: {r.message}", err=True)
+    failed = [r for r in results if not r.ok]
+    if not quiet:
+        click.echo(f"{len(results) - len(failed)} of {len(results)} videos analysed")
+    if failed:
+        raise SystemExit(max(r.code for r in failed))
 
 
 def _summary(session, out_dir: Path, quiet: bool) -> None:  # noqa: ANN001

@@ -162,3 +162,18 @@ def test_no_network_during_analysis(tmp_path, short_consult, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     res = _run(str(short_consult[0]), "--out", str(tmp_path / "o"))
     assert res.exit_code == 0, res.output
+
+
+def test_batch_keeps_going_past_a_bad_file(tmp_path, short_consult):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    (folder / "a_good.mp4").write_bytes(short_consult[0].read_bytes())
+    (folder / "b_broken.mp4").write_text("not a video")
+    res = CliRunner().invoke(
+        main, ["analyze", str(folder), "--batch", "--jobs", "2", "--out", str(tmp_path / "out")]
+    )
+    assert res.exit_code == 3, res.output
+    assert "ok      a_good.mp4" in res.output
+    assert "movement: error: b_broken.mp4" in res.output
+    assert (tmp_path / "out" / "a_good" / "asymmetry.csv").exists()
+    assert not (tmp_path / "out" / "b_broken").exists()

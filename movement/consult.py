@@ -1,0 +1,118 @@
+"""One consult from video(s) to a finished session folder, and batches of them.
+
+This is what `movement analyze` runs: the pure analysis
+(:func:`movement.pipeline.analyze`), then the atomic session folder with its
+report (:mod:`movement.outputs`, :mod:`movement.report`). Every function here
+takes plain, picklable arguments, so a batch can run in a process pool here or
+on a cluster (Dask, Ray) with the same function.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from movement.landmarks import NoFaceError
+from movement.outputs import OutputError, check_out_dir, write_session
+from movement.pipeline import Options, Session, analyze, file_sha256
+from movement.protocol import ProtocolError
+from movement.report import render_report
+from movement.steps import CuesError
+from movement.video import VideoError, probe
+
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (VideoError, 3),
+    (NoFaceError, 4),
+    (ProtocolError, 5),
+    (CuesError, 5),
+    (OutputError, 6),
+)
+"""Documented exit codes of `movement analyze` per kind of user error."""
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of a known user error; None for anything unexpected."""
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+def analyze_to_folder(
+    videos: list[Path],
+    steps: list[str] | None,
+    out: Path,
+    opts: Options,
+    images: bool = True,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Session:
+    """Analyse one consult and write its session folder (atomically)."""
+    # Empty slices (a point lost for a whole window) are expected and handled.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    for v in videos:
+        probe(v, opts.mirrored)
+    check_out_dir(out, [file_sha256(v) for v in videos], force)
+    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
+    try:
+        write_session(
+            session, out, lambda s, p: render_report(s, p, caches=caches, images=images),
+            force=True,
+        )
+    finally:
+        for c in caches:
+            c.close()
+    return session
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    video: Path
+    out: Path
+    ok: bool
+    message: str  # summary line, or the error line
+    code: int = 0
+
+
+def _one(video: Path, out: Path, opts: Options, images: bool, force: bool) -> BatchResult:
+    try:
+        s = analyze_to_folder([video], None, out, opts, images, force)
+    except Exception as exc:  # one video's failure must not stop the batch
+        code = exit_code(exc)
+        msg = str(exc) if code else f"internal error ({type(exc).__name__}: {exc})"
+        return BatchResult(video, out, False, msg, code or 1)
+    a = s.asymmetry
+    found = int((a["primary"] & (a["quality"] != "missing")).sum())
+    return BatchResult(video, out, True, f"{found}/{int(a['primary'].sum())} steps measured")
+
+
+def analyze_batch(
+    videos: list[Path], out_root: Path, opts: Options, images: bool = True, force: bool = False,
+    jobs: int = 2,
+) -> list[BatchResult]:
+    """Analyse each video as its own consult into ``out_root/<video name>``.
+
+    Notes
+    -----
+    Each job is one process (the face mesh holds the GIL for its inference);
+    the default of two matches a two-core laptop. Results come back as they
+    finish; the order of the returned list follows ``videos``.
+    """
+    outs = [out_root / v.stem for v in videos]
+    if jobs <= 1 or len(videos) == 1:
+        return [_one(v, o, opts, images, force) for v, o in zip(videos, outs, strict=True)]
+    results: dict[Path, BatchResult] = {}
+    # "spawn": forking a process that already runs OpenCV/MediaPipe threads
+    # can deadlock or crash the child.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(_one, v, o, opts, images, force) for v, o in zip(videos, outs,
+                                                                               strict=True)]
+        for f in as_completed(futures):
+            r = f.result()
+            results[r.video] = r
+    return [results[v] for v in videos]
