@@ -177,3 +177,53 @@ def test_batch_keeps_going_past_a_bad_file(tmp_path, short_consult):
     assert "movement: error: b_broken.mp4" in res.output
     assert (tmp_path / "out" / "a_good" / "asymmetry.csv").exists()
     assert not (tmp_path / "out" / "b_broken").exists()
+
+
+def _ffmpeg() -> str:
+    ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="needs imageio-ffmpeg (test extra)")
+    return ffmpeg.get_ffmpeg_exe()
+
+
+def _sh(*args: str) -> None:
+    import subprocess
+
+    res = subprocess.run(args, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-500:]
+
+
+def test_phone_portrait_video_with_rotation_metadata(tmp_path):
+    ffmpeg = _ffmpeg()
+    steps = (synth.StepMotion("smile", 1.5, 3.0, 4.5, 5.0, 2.5),)
+    spec = synth.SynthSpec(steps=steps, duration_s=5.5, frame_size=(360, 640), noise_sigma=1.0)
+    truth = synth.make_video(spec, tmp_path / "portrait.mp4")
+    # Store the frames landscape with a 90-degree display rotation, as phones do.
+    _sh(ffmpeg, "-y", "-loglevel", "error", "-i", str(tmp_path / "portrait.mp4"),
+        "-vf", "transpose=1", "-c:v", "libx264", "-crf", "16", str(tmp_path / "land.mp4"))
+    _sh(ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90",
+        "-i", str(tmp_path / "land.mp4"), "-c", "copy", str(tmp_path / "phone.mp4"))
+    res = _run(str(tmp_path / "phone.mp4"), "--out", str(tmp_path / "o"), "--steps", "smile")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "session.json").read_text())
+    clip = s["clips"][0]
+    assert (clip["width"], clip["height"]) == (360, 640)  # upright, as filmed
+    assert clip["rotation"] in (90, 270)
+    g = truth["steps"][0]["groups"][0]
+    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    assert a.loc["smile", "right_mm"] == pytest.approx(g["right_mm"], abs=0.6)
+    assert a.loc["smile", "left_mm"] == pytest.approx(g["left_mm"], abs=0.6)
+
+
+def test_variable_frame_rate_keeps_true_time(tmp_path, short_consult):
+    ffmpeg = _ffmpeg()
+    video, truth = short_consult
+    # Drop every other frame after 5 s, keeping the timestamps: 30 then 15 fps.
+    _sh(ffmpeg, "-y", "-loglevel", "error", "-i", str(video), "-vf",
+        "select='lt(t,5)+not(mod(n,2))'", "-fps_mode", "vfr", "-c:v", "libx264", "-crf", "16",
+        str(tmp_path / "vfr.mp4"))
+    res = _run(str(tmp_path / "vfr.mp4"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "session.json").read_text())
+    peaks = {x["name"]: x["peak_s"] for x in s["steps"]}
+    for st in truth["steps"]:
+        # Frame counting at a fixed rate would put the smile peak near 6.5 s.
+        assert abs(peaks[st["name"]] - st["peak_s"]) <= 0.25, st["name"]
