@@ -1,9 +1,10 @@
 """The ``movement`` command line. Commands are thin: parse, call the library, print.
 
-Exit codes: 0 success; 2 usage error; 3 unreadable video (missing, not a
-video, empty, truncated, unsupported codec); 4 no face in the video; 5
-protocol or cues file invalid; 6 output folder unwritable or holding another
-session; 130 interrupted; 1 anything unexpected.
+Exit codes: 0 success; 2 usage error (including an invalid patient ID); 3
+unreadable video (missing, not a video, empty, truncated, unsupported codec); 4
+no face in the video; 5 protocol or cues file invalid; 6 output folder
+unwritable or holding another session; 7 clinic store error; 130 interrupted;
+1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
               "written to OUT/<video name>.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Videos analysed at once with --batch (one process each).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Clinic store folder for --patient (default: $MOVEMENT_STORE or ./reports).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def analyze(
     videos: tuple[str, ...],
@@ -158,6 +161,7 @@ def analyze(
     force: bool,
     batch: bool,
     jobs: int,
+    store_dir: str | None,
     quiet: bool,
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
@@ -167,6 +171,10 @@ def analyze(
     from movement.steps import read_cues
 
     try:
+        if patient:
+            from movement.store import check_patient
+
+            check_patient(patient)
         proto = load_protocol(protocol)
         paths, names = _clip_list(videos, steps, batch)
         if names:
@@ -177,13 +185,14 @@ def analyze(
         opts = Options(proto, mirrored, cue_times, face, patient, label, date)
         if batch:
             _batch(paths, Path(out) if out else Path("reports"), opts, not no_images, force,
-                   jobs, quiet)
+                   jobs, quiet, Path(store_dir) if store_dir else None)
             return
         out_dir = Path(out) if out else Path("reports") / paths[0].stem
         total = sum(_frame_count(p) for p in paths)
         prog = _Progress(total, quiet or not sys.stderr.isatty())
         session = consult.analyze_to_folder(
-            paths, names, out_dir, opts, not no_images, force, progress=prog
+            paths, names, out_dir, opts, not no_images, force, progress=prog,
+            store_dir=Path(store_dir) if store_dir else None,
         )
         prog.close()
     except click.ClickException:
@@ -210,11 +219,11 @@ def _frame_count(path: Path) -> int:
 
 def _batch(
     paths: list[Path], root: Path, opts, images: bool, force: bool, jobs: int,  # noqa: ANN001
-    quiet: bool,
+    quiet: bool, store_dir: Path | None,
 ) -> None:
     from movement.consult import analyze_batch
 
-    results = analyze_batch(paths, root, opts, images, force, jobs)
+    results = analyze_batch(paths, root, opts, images, force, jobs, store_dir)
     for r in results:
         if r.ok:
             click.echo(f"ok      {r.video.name} -> {r.out}/ ({r.message})")
@@ -346,6 +355,15 @@ def synth(
     sy.make_video(spec, Path(out))
     click.echo(f"{out} (+ truth json)")
 
+
+def _register_clinic_commands() -> None:
+    from movement.clinic_cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_clinic_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,12 +10,14 @@ on a cluster (Dask, Ray) with the same function.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from movement import store
 from movement.landmarks import NoFaceError
 from movement.outputs import OutputError, check_out_dir, write_session
 from movement.pipeline import Options, Session, analyze, file_sha256
@@ -36,6 +38,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 def exit_code(exc: BaseException) -> int | None:
     """The exit code of a known user error; None for anything unexpected."""
+    if isinstance(exc, store.StoreError):
+        return exc.exit_code
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code
@@ -50,22 +54,44 @@ def analyze_to_folder(
     images: bool = True,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    store_dir: Path | None = None,
 ) -> Session:
-    """Analyse one consult and write its session folder (atomically)."""
+    """Analyse one consult and write its session folder (atomically).
+
+    With a patient ID in ``opts``, the session is then recorded in the clinic
+    store (``store_dir``, default ``$MOVEMENT_STORE`` or ``./reports``) and the
+    patient's comparison across sessions is refreshed. The store row is
+    committed last, after the folder is complete, so a crash never leaves a
+    recorded session without its files.
+    """
     # Empty slices (a point lost for a whole window) are expected and handled.
     warnings.filterwarnings("ignore", category=RuntimeWarning)
+    if opts.patient:
+        # Fail in seconds, not after the analysis, on a bad ID or store.
+        store.check_patient(opts.patient)
+        store.open_store(store_dir)
     for v in videos:
         probe(v, opts.mirrored)
-    check_out_dir(out, [file_sha256(v) for v in videos], force)
+    hashes = [file_sha256(v) for v in videos]
+    check_out_dir(out, hashes, force)
     session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
+    href = None
+    if opts.patient:
+        link = store.session_link(store_dir, opts.patient, hashes)
+        href = os.path.relpath(link, out.absolute()) if link else None
     try:
         write_session(
-            session, out, lambda s, p: render_report(s, p, caches=caches, images=images),
+            session,
+            out,
+            lambda s, p: render_report(s, p, caches=caches, images=images, comparison_href=href),
             force=True,
         )
     finally:
         for c in caches:
             c.close()
+    if opts.patient:
+        store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
+        store.update_comparison(store_dir, opts.patient)
     return session
 
 
@@ -78,9 +104,11 @@ class BatchResult:
     code: int = 0
 
 
-def _one(video: Path, out: Path, opts: Options, images: bool, force: bool) -> BatchResult:
+def _one(
+    video: Path, out: Path, opts: Options, images: bool, force: bool, store_dir: Path | None
+) -> BatchResult:
     try:
-        s = analyze_to_folder([video], None, out, opts, images, force)
+        s = analyze_to_folder([video], None, out, opts, images, force, store_dir=store_dir)
     except Exception as exc:  # one video's failure must not stop the batch
         code = exit_code(exc)
         msg = str(exc) if code else f"internal error ({type(exc).__name__}: {exc})"
@@ -92,7 +120,7 @@ def _one(video: Path, out: Path, opts: Options, images: bool, force: bool) -> Ba
 
 def analyze_batch(
     videos: list[Path], out_root: Path, opts: Options, images: bool = True, force: bool = False,
-    jobs: int = 2,
+    jobs: int = 2, store_dir: Path | None = None,
 ) -> list[BatchResult]:
     """Analyse each video as its own consult into ``out_root/<video name>``.
 
@@ -104,14 +132,18 @@ def analyze_batch(
     """
     outs = [out_root / v.stem for v in videos]
     if jobs <= 1 or len(videos) == 1:
-        return [_one(v, o, opts, images, force) for v, o in zip(videos, outs, strict=True)]
+        return [
+            _one(v, o, opts, images, force, store_dir) for v, o in zip(videos, outs, strict=True)
+        ]
     results: dict[Path, BatchResult] = {}
     # "spawn": forking a process that already runs OpenCV/MediaPipe threads
     # can deadlock or crash the child.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(_one, v, o, opts, images, force) for v, o in zip(videos, outs,
-                                                                               strict=True)]
+        futures = [
+            pool.submit(_one, v, o, opts, images, force, store_dir)
+            for v, o in zip(videos, outs, strict=True)
+        ]
         for f in as_completed(futures):
             r = f.result()
             results[r.video] = r

@@ -11,8 +11,10 @@ One pass over the video produces
 
 from __future__ import annotations
 
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +154,25 @@ def track_landmarks(
     )
     tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
     cache: FrameCache | None = None
+    # Cropping and caching run in a writer thread (OpenCV releases the GIL), so
+    # the face mesh, which holds one core, is not kept waiting for them.
+    writer_q: queue.Queue = queue.Queue(maxsize=16)
+    writer_error: list[BaseException] = []
+
+    def write() -> None:
+        while (item := writer_q.get()) is not None:
+            if writer_error:
+                continue
+            index, image, center, pts = item
+            try:
+                cache.append(*_crop(image, center, cache))
+                if on_frame is not None:
+                    on_frame(index, pts, cache)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                writer_error.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
     ts: list[float] = []
     xys: list[np.ndarray] = []
     nf: list[int] = []
@@ -159,8 +180,8 @@ def track_landmarks(
     last_center: np.ndarray | None = None
     wh = np.array([info.width, info.height], dtype=np.float64)
     try:
-        for fr in frames(info):
-            rgb = cv2.cvtColor(fr.image, cv2.COLOR_BGR2RGB)
+        for fr in frames(info, rgb=True):
+            rgb = fr.rgb
             res = mesh.process(rgb)
             faces = res.multi_face_landmarks or []
             if fr.index % count_every == 0:
@@ -188,17 +209,19 @@ def track_landmarks(
             if cache is not None:
                 if np.isfinite(pts[0, 0]):
                     last_center = np.nanmean(pts[:468], axis=0)
-                cache.append(*_crop(fr.image, last_center, cache))
-                if on_frame is not None:
-                    on_frame(fr.index, pts, cache)
+                writer_q.put((fr.index, fr.image, last_center, pts))
             ts.append(fr.t)
             xys.append(pts)
             nf.append(max(len(faces), counted))
             if progress is not None:
                 progress(1)
     finally:
+        writer_q.put(None)
+        writer.join()
         mesh.close()
         counter.close()
+    if writer_error:
+        raise writer_error[0]
     if cache is None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise NoFaceError(f"{info.path}: no face found in any of {len(ts)} frames")

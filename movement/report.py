@@ -1206,8 +1206,12 @@ def render_report(
     path: str | Path,
     caches: list[FrameCache] | None = None,
     images: bool = True,
+    comparison_href: str | None = None,
 ) -> None:
     """Write the report of ``session`` to ``path`` (one self-contained HTML file).
+
+    ``comparison_href`` (relative to the report) links the patient's comparison
+    across sessions when there is more than one.
 
     ``images=False`` leaves every face image out (rest/peak frames and the
     frame viewer), for sharing; the face map is drawn from landmarks only.
@@ -1250,6 +1254,11 @@ def render_report(
             field("Analysed", f"{session.created} · movement {__version__}"),
         ]
     )
+    if comparison_href:
+        pbar += (
+            f'<div><b>History</b><span><a class="cmp-link" href="{_esc(comparison_href)}">'
+            "compare with this patient's other sessions</a></span></div>"
+        )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

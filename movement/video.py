@@ -42,6 +42,7 @@ class Frame:
     index: int
     t: float  # seconds, from the container's timestamps (variable frame rate safe)
     image: np.ndarray  # BGR, upright, flipped when the video is mirrored
+    rgb: np.ndarray | None = None  # the same in RGB, when asked for
 
 
 def _open(path: Path) -> cv2.VideoCapture:
@@ -91,12 +92,13 @@ def probe(path: str | Path, mirrored: bool = False) -> VideoInfo:
 _END = object()
 
 
-def frames(info: VideoInfo, prefetch: int = 8) -> Iterator[Frame]:
+def frames(info: VideoInfo, prefetch: int = 8, rgb: bool = False) -> Iterator[Frame]:
     """Stream the frames of a probed video, decoded in a background thread.
 
     Timestamps come from the container (``CAP_PROP_POS_MSEC``) so variable
     frame-rate phone videos keep their true timing; where the container gives
-    none, the nominal frame rate is used.
+    none, the nominal frame rate is used. With ``rgb`` the decoder thread also
+    converts each frame to RGB (what the face mesh wants), off the main thread.
     """
     cap = _open(Path(info.path))
     q: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -116,7 +118,7 @@ def frames(info: VideoInfo, prefetch: int = 8) -> Iterator[Frame]:
                 last_t = t
                 if info.mirrored:
                     img = cv2.flip(img, 1)
-                q.put(Frame(i, t, img))
+                q.put(Frame(i, t, img, cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if rgb else None))
                 i += 1
         finally:
             cap.release()

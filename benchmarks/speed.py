@@ -1,0 +1,149 @@
+"""Throughput of `movement analyze` against the tracker's own limit.
+
+Run by hand (figures are ratios measured in one run, since machines are noisy):
+
+    .venv/bin/python benchmarks/speed.py            # 1080p30 and 720p30 consults
+    .venv/bin/python benchmarks/speed.py --memory   # + memory: 1-minute vs 5-minute video
+
+For each generated video it times, in one run:
+  (a) decoding only,
+  (b) decoding + MediaPipe face mesh (tracking mode, refined iris),
+  (c) the full `movement analyze` including the report (a fresh process),
+and prints frames/s for each, the ratios c/b and c/a, the real-time factor
+(video duration / analysis time) and the analysis's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from movement import synth
+
+RUNNER = """
+import resource, sys
+from movement.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def make(folder: Path, name: str, size: tuple[int, int], repeats: int = 1) -> Path:
+    """A standard consult (the sample's amplitudes), repeated to lengthen it."""
+    steps: list[synth.StepMotion] = []
+    base = synth.standard_steps(synth.SAMPLE_AMPLITUDES)
+    period = max(s.end_s for s in base) + 2.0
+    for k in range(repeats):
+        steps += [
+            synth.StepMotion(s.name, s.start_s + k * period, s.peak_s + k * period,
+                             s.end_s + k * period, s.right_mm, s.left_mm)
+            for s in base
+        ]
+    spec = synth.SynthSpec(steps=tuple(steps), duration_s=period * repeats, frame_size=size,
+                           roll_deg=2.0, shift_px=8.0, zoom=0.02, noise_sigma=1.0)
+    path = folder / f"{name}.mp4"
+    synth.make_video(spec, path)
+    return path
+
+
+def decode_only(path: Path) -> tuple[int, float]:
+    cap = cv2.VideoCapture(str(path))
+    t0 = time.perf_counter()
+    n = 0
+    while cap.grab() and cap.retrieve()[0]:
+        n += 1
+    return n, time.perf_counter() - t0
+
+
+def decode_and_mesh(path: Path) -> tuple[int, float]:
+    import mediapipe as mp
+
+    mesh = mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=False, max_num_faces=2, refine_landmarks=True
+    )
+    cap = cv2.VideoCapture(str(path))
+    t0 = time.perf_counter()
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        mesh.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        n += 1
+    mesh.close()
+    return n, time.perf_counter() - t0
+
+
+def full_analysis(path: Path, out: Path) -> tuple[float, float]:
+    """Wall time of the whole command and its peak resident memory (MB)."""
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER, "analyze", str(path), "--out", str(out), "-q", "--force"],
+        capture_output=True, text=True,
+    )
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"analyze failed: {res.stderr.strip().splitlines()[-1]}")
+    kb = next(int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("MAXRSS_KB"))
+    return wall, kb / 1024
+
+
+def measure(path: Path, folder: Path) -> dict:
+    n, ta = decode_only(path)
+    _, tb = decode_and_mesh(path)
+    tc, mem = full_analysis(path, folder / f"{path.stem}-session")
+    fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS)
+    return dict(video=path.name, frames=n, duration_s=n / fps, a_fps=n / ta, b_fps=n / tb,
+                c_fps=n / tc, c_over_b=tc / tb, c_over_a=tc / ta, realtime=(n / fps) / tc,
+                peak_mb=mem)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--memory", action="store_true", help="also compare 1- and 5-minute videos")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the videos in this folder")
+    args = ap.parse_args()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="movement-speed-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, size in (("consult-1080p30", (1920, 1080)), ("consult-720p30", (1280, 720))):
+        path = folder / f"{name}.mp4"
+        if not path.exists():
+            make(folder, name, size)
+        rows.append(measure(path, folder))
+    head = (f"{'video':<18} {'frames':>6} {'(a) decode':>11} {'(b) +mesh':>10} {'(c) full':>9} "
+            f"{'c/b':>5} {'c/a':>6} {'x real time':>11} {'peak MB':>8}")
+    print(head)
+    for r in rows:
+        print(f"{r['video'][:-4]:<18} {r['frames']:>6} {r['a_fps']:>9.0f}/s {r['b_fps']:>8.1f}/s "
+              f"{r['c_fps']:>7.1f}/s {r['c_over_b']:>5.2f} {r['c_over_a']:>6.1f} "
+              f"{r['realtime']:>10.2f}x {r['peak_mb']:>8.0f}")
+    if args.memory:
+        mem = []
+        for name, reps in (("memory-1min", 2), ("memory-5min", 10)):
+            path = folder / f"{name}.mp4"
+            if not path.exists():
+                make(folder, name, (960, 540), repeats=reps)
+            mem.append(full_analysis(path, folder / f"{name}-session") + (reps * 28.5,))
+        print(f"memory: {mem[0][2]:.0f} s video {mem[0][1]:.0f} MB, {mem[1][2]:.0f} s video "
+              f"{mem[1][1]:.0f} MB, ratio {mem[1][1] / mem[0][1]:.2f}")
+    r = rows[0]
+    print(f"SPEED 1080p30: full {r['c_fps']:.1f} frames/s = {r['realtime']:.2f}x real time, "
+          f"c/b {r['c_over_b']:.2f}, c/a {r['c_over_a']:.1f}")
+    (folder / "speed.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

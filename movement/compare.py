@@ -1,0 +1,822 @@
+"""Compare a patient's sessions across treatment cycles: ``comparison.html`` and ``comparison.csv``.
+
+The question an injector asks at the two-week review is "did the units I put
+in do what I wanted, per side?". This module answers it from the store: for
+every measured muscle group, the right and left movement (mm) in each session,
+the change from a chosen baseline (mm and %), the treatments placed on the same
+time axis (days since treatment), and one plain sentence per group, e.g.
+"right frontalis: 4.1 → 1.2 mm (−71 %) ... 14 days after 6 U right / 4 U left
+(Botox, 2026-01-05); now balanced".
+
+The HTML is self-contained like the session report: plotly.js is inlined once
+and every figure is a ``to_html(full_html=False, include_plotlyjs=False)``
+fragment, so it opens offline and makes no network request. The folder is
+written atomically (temporary sibling, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import io
+import os
+import shutil
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from movement import __version__
+from movement.store import (
+    COMPARISON_FILE,
+    History,
+    InputError,
+    OutputFolderError,
+    SessionSummary,
+    StoreError,
+    Treatment,
+    check_patient,
+    csv_safe_text,
+    days_between,
+    history,
+    patient_dir,
+)
+
+CSV_FILE = "comparison.csv"
+OUR_FILES = {COMPARISON_FILE, CSV_FILE}
+# Same colours as the session report: blue = patient's right, orange = left.
+RIGHT_COLOUR = "#1f6fb4"
+LEFT_COLOUR = "#d9541e"
+TREAT_COLOUR = "#6a3d9a"
+# Below this baseline movement a percentage is noise divided by noise; the
+# change is then given in mm only.
+MIN_BASE_FOR_PCT_MM = 0.2
+# A treatment cycle: toxin given longer before the first compared session than
+# this is not drawn on the time axis (it is still listed).
+CYCLE_DAYS = 120
+
+COMPARISON_COLUMNS = [
+    "patient", "session_id", "date", "label", "baseline_session_id", "days_since_treatment",
+    "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
+    "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
+    "left_change_pct", "asymmetry_index_change", "group_last_treated", "units_right",
+    "units_left", "units_midline", "products", "statement",
+]  # fmt: skip
+
+
+@dataclass
+class GroupView:
+    """One measured muscle group (step, group, measure) across the chosen sessions."""
+
+    step: str
+    muscle_group: str
+    measure: str
+    primary: bool
+    title: str
+    rows: list[dict[str, Any] | None]  # per session (same order), the asymmetry row or None
+    statement: str = ""
+
+
+@dataclass
+class Comparison:
+    patient: str
+    sessions: list[SessionSummary]  # chosen, by date
+    baseline: SessionSummary
+    treatments: list[Treatment]  # all of the patient's treatments
+    groups: list[GroupView] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latest(self) -> SessionSummary:
+        """The session the headline statements describe: the last one that is not the baseline."""
+        others = [s for s in self.sessions if s.id != self.baseline.id]
+        return others[-1] if others else self.baseline
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _pick(token: str, sessions: list[SessionSummary], patient: str) -> SessionSummary:
+    """A session by id, else by its unique label or date (what the clinician remembers)."""
+    t = token.strip()
+    for s in sessions:
+        if str(s.id) == t:
+            return s
+    for attr in ("label", "date"):
+        found = [s for s in sessions if str(getattr(s, attr)).casefold() == t.casefold()]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            ids = ", ".join(str(s.id) for s in found)
+            raise InputError(f"'{t}' matches sessions {ids} of '{patient}'; use a session id")
+    ids = ", ".join(str(s.id) for s in sessions) or "none"
+    raise InputError(f"patient '{patient}' has no session '{t}' (session ids: {ids})")
+
+
+def build(
+    hist: History, sessions: Sequence[str] | None = None, baseline: str | None = None
+) -> Comparison:
+    """Choose the sessions and the baseline, line the groups up and write the statements.
+
+    Defaults: every session of the patient, the earliest as baseline. The
+    baseline is added to an explicit ``sessions`` list if missing.
+    """
+    chosen = list(hist.sessions)
+    if sessions:
+        picked = [_pick(t, hist.sessions, hist.patient) for t in sessions if t.strip()]
+        chosen = list({s.id: s for s in picked}.values())
+    if baseline:
+        base = _pick(baseline, hist.sessions, hist.patient)
+        if base.id not in {s.id for s in chosen}:
+            chosen.append(base)
+    chosen.sort(key=lambda s: (s.date, s.id))
+    if len(chosen) < 2:
+        raise StoreError(
+            f"patient '{hist.patient}' has {len(chosen)} session(s) to compare; need at least 2"
+        )
+    base = _pick(baseline, hist.sessions, hist.patient) if baseline else chosen[0]
+    cmp = Comparison(hist.patient, chosen, base, list(hist.treatments))
+    keys: dict[tuple[str, str, str], bool] = {}
+    for s in chosen:
+        for r in hist.asymmetry.get(s.id, []):
+            k = (r["step"], r["muscle_group"], r["measure"])
+            keys[k] = keys.get(k, False) or bool(r["primary"])
+    names = [k[1] for k in keys]
+    for k, primary in keys.items():
+        step, group, measure = k
+        title = _group_name(group) + (f" ({step})" if names.count(group) > 1 else "")
+        rows = []
+        for s in chosen:
+            match = [
+                r for r in hist.asymmetry.get(s.id, [])
+                if (r["step"], r["muscle_group"], r["measure"]) == k
+            ]  # fmt: skip
+            rows.append(match[0] if match else None)
+        cmp.groups.append(GroupView(step, group, measure, primary, title, rows))
+    # Primary measurements first: they are what each step is for.
+    cmp.groups.sort(key=lambda g: not g.primary)
+    bi = _index(cmp, cmp.baseline)
+    li = _index(cmp, cmp.latest)
+    for g in cmp.groups:
+        g.statement = statement(
+            g, g.rows[bi], g.rows[li], cmp.baseline, cmp.latest, cmp.treatments
+        )
+    protos = sorted({s.protocol for s in chosen})
+    if len(protos) > 1:
+        cmp.notes.append(
+            f"The sessions use different protocols ({', '.join(protos)}); only muscle groups "
+            "measured the same way are comparable."
+        )
+    ths = {(s.min_diff_mm, s.min_ratio) for s in chosen}
+    if len(ths) > 1:
+        cmp.notes.append(
+            "The sessions use different dominant-side thresholds; each session's dominant "
+            "side follows its own protocol."
+        )
+    return cmp
+
+
+def _index(cmp: Comparison, s: SessionSummary) -> int:
+    return [x.id for x in cmp.sessions].index(s.id)
+
+
+def _group_name(group: str) -> str:
+    return group.replace("_", " ")
+
+
+def _value(row: dict[str, Any] | None, side: str) -> float | None:
+    if row is None or row["quality"] in ("missing", "unusable"):
+        return None
+    return row.get(f"{side}_mm")
+
+
+def change(base: float | None, now: float | None) -> tuple[float | None, float | None]:
+    """(mm, %) change from the baseline; % only when the baseline moved enough to divide by."""
+    if base is None or now is None:
+        return None, None
+    mm = now - base
+    pct = mm / base * 100.0 if base >= MIN_BASE_FOR_PCT_MM else None
+    return mm, pct
+
+
+def _signed(x: float, digits: int) -> str:
+    # A real minus sign: "−71 %" reads as a change, "-71 %" as a hyphen.
+    text = f"{abs(x):.{digits}f}"
+    if float(text) == 0:
+        return f"±{text}"
+    return ("+" if x > 0 else "−") + text
+
+
+def _mm(x: float) -> str:
+    return f"{x:.1f}".replace("-", "−")
+
+
+def group_treatments(treatments: list[Treatment], group: str, before: str) -> list[Treatment]:
+    """The group's treatment rows of its last treatment date strictly before ``before``.
+
+    Only the last visit counts: the toxin of an earlier cycle (3-4 months
+    before) has largely worn off and summing cycles would overstate the dose.
+    """
+    dates = [t.date for t in treatments if t.muscle_group == group and t.date < before]
+    if not dates:
+        return []
+    last = max(dates)
+    return [t for t in treatments if t.muscle_group == group and t.date == last]
+
+
+def units_by_side(rows: list[Treatment]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in rows:
+        out[t.side] = out.get(t.side, 0.0) + t.units
+    return out
+
+
+def units_text(rows: list[Treatment]) -> str:
+    """``6 U right / 4 U left``, per product when several products were used."""
+    products = list(dict.fromkeys(t.product for t in rows))
+
+    def sides(sub: list[Treatment]) -> str:
+        u = units_by_side(sub)
+        return " / ".join(f"{u[s]:g} U {s}" for s in ("right", "left", "midline") if s in u)
+
+    if len(products) == 1:
+        return sides(rows)
+    return "; ".join(f"{p} {sides([t for t in rows if t.product == p])}" for p in products)
+
+
+def _treatment_phrase(
+    treatments: list[Treatment], group: str, base: SessionSummary, now: SessionSummary
+) -> str:
+    rows = group_treatments(treatments, group, now.date)
+    if not rows:
+        return f"with no {_group_name(group)} treatment recorded"
+    date = rows[0].date
+    products = list(dict.fromkeys(t.product for t in rows))
+    days = days_between(date, now.date)
+    what = units_text(rows)
+    where = f"{products[0]}, {date}" if len(products) == 1 else date
+    if date < base.date:
+        return f"{days} days after {what} ({where}, before the baseline)"
+    return f"{days} days after {what} ({where})"
+
+
+def _outcome(before: str, now: str) -> str:
+    sided = ("right", "left")
+    if now not in sided + ("balanced",):
+        return "dominant side undetermined now"
+    if now == "balanced":
+        return "now balanced" if before in sided else "still balanced"
+    if now == before:
+        return f"still {now}-dominant"
+    if before in sided:
+        return f"now {now}-dominant (was {before})"
+    return f"now {now}-dominant"
+
+
+def statement(
+    g: GroupView,
+    base_row: dict[str, Any] | None,
+    now_row: dict[str, Any] | None,
+    base: SessionSummary,
+    now: SessionSummary,
+    treatments: list[Treatment],
+) -> str:
+    """One sentence for a muscle group: baseline -> latest, per side, with the treatment.
+
+    It leads with the side that moved more at baseline (the one the clinician
+    was balancing), then the other side, then the last treatment of this
+    group and the resulting dominance.
+    """
+    name = g.title
+    if base.id == now.id:
+        return f"{name}: baseline only"
+    for row, s, when in ((base_row, base, "at baseline"), (now_row, now, "")):
+        if row is None or row["quality"] in ("missing", "unusable"):
+            reason = "not in this session" if row is None else (row["reason"] or row["quality"])
+            when = when or f"on {s.date}" + (f" ({s.label})" if s.label else "")
+            return f"{name}: not measured {when} ({reason})"
+    br, bl = _value(base_row, "right"), _value(base_row, "left")
+    nr, nl = _value(now_row, "right"), _value(now_row, "left")
+    assert base_row is not None and now_row is not None  # narrowed by the loop above
+    lead = "right" if (br or 0.0) >= (bl or 0.0) else "left"
+    parts = []
+    for side, b, n in (("right", br, nr), ("left", bl, nl)):
+        if b is None or n is None:
+            parts.append((side, f"{side} not measured"))
+            continue
+        mm, pct = change(b, n)
+        rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)} mm"
+        parts.append((side, f"{_mm(b)} → {_mm(n)} mm ({rel})"))
+    parts.sort(key=lambda p: p[0] != lead)
+    text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
+    text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
+    text += "; " + _outcome(base_row["dominant_side"], now_row["dominant_side"])
+    if now_row["quality"] == "low":
+        text += f" (low quality: {now_row['reason']})" if now_row["reason"] else " (low quality)"
+    return text
+
+
+# --------------------------------------------------------------------------- the CSV
+
+
+def _r(x: float | None, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
+    """One row per (session, step, muscle group, measure): values, changes and treatment."""
+    bi = _index(cmp, cmp.baseline)
+    out = []
+    for g in cmp.groups:
+        b = g.rows[bi]
+        for s, row in zip(cmp.sessions, g.rows, strict=True):
+            tx = group_treatments(cmp.treatments, g.muscle_group, s.date)
+            u = units_by_side(tx)
+            vals = {side: _value(row, side) for side in ("right", "left")}
+            chg = {side: change(_value(b, side), vals[side]) for side in ("right", "left")}
+            ai = row["asymmetry_index"] if row is not None else None
+            bai = b["asymmetry_index"] if b is not None else None
+            if row is not None and row["quality"] in ("missing", "unusable"):
+                ai = None
+            if s.id == cmp.baseline.id:
+                text = "baseline"
+            else:
+                text = statement(g, b, row, cmp.baseline, s, cmp.treatments)
+            out.append(
+                dict(
+                    patient=csv_safe_text(cmp.patient),
+                    session_id=str(s.id),
+                    date=s.date,
+                    label=csv_safe_text(s.label),
+                    baseline_session_id=str(cmp.baseline.id),
+                    days_since_treatment=""
+                    if s.days_since_treatment is None
+                    else str(s.days_since_treatment),
+                    step=g.step,
+                    muscle_group=g.muscle_group,
+                    measure=g.measure,
+                    primary=str(g.primary),
+                    right_mm=_r(vals["right"]),
+                    left_mm=_r(vals["left"]),
+                    asymmetry_index=_r(ai),
+                    dominant_side=row["dominant_side"] if row is not None else "",
+                    quality=row["quality"] if row is not None else "missing",
+                    right_change_mm=_r(chg["right"][0]),
+                    right_change_pct=_r(chg["right"][1], 1),
+                    left_change_mm=_r(chg["left"][0]),
+                    left_change_pct=_r(chg["left"][1], 1),
+                    asymmetry_index_change=_r(None if ai is None or bai is None else ai - bai),
+                    group_last_treated=tx[0].date if tx else "",
+                    units_right=_r(u.get("right"), 1),
+                    units_left=_r(u.get("left"), 1),
+                    units_midline=_r(u.get("midline"), 1),
+                    products=csv_safe_text("; ".join(dict.fromkeys(t.product for t in tx))),
+                    statement=csv_safe_text(text),
+                )
+            )
+    return out
+
+
+def comparison_csv(cmp: Comparison) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COMPARISON_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(comparison_rows(cmp))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the HTML
+
+CSS = """
+*{box-sizing:border-box}
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
+color:#1d2733;background:#eef1f4;font-size:14px;line-height:1.4}
+header{background:#16324f;color:#fff;padding:14px 32px 10px}
+header h1{margin:0;font-size:20px;font-weight:600}
+.pbar{display:flex;flex-wrap:wrap;gap:6px 28px;margin-top:8px;font-size:13px}
+.pbar div{display:flex;flex-direction:column}
+.pbar b{font-size:10px;text-transform:uppercase;letter-spacing:.6px;opacity:.7;font-weight:600}
+main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
+section{background:#fff;border:1px solid #dde3e8;border-radius:6px;padding:14px 20px;margin:14px 0}
+h2{font-size:17px;margin:0 0 10px;color:#16324f;border-bottom:2px solid #e3e8ee;padding-bottom:6px}
+h3{font-size:15px;margin:4px 0 6px;color:#16324f}
+table{border-collapse:collapse;font-size:13px;width:100%;margin:4px 0 8px}
+th,td{padding:4px 8px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:middle}
+th{background:#eef2f6;font-weight:600;font-size:12px;color:#334}
+td.l,th.l{text-align:left}td:first-child,td.ch{white-space:nowrap}
+tr.base td{background:#f3f7fb;font-weight:600}
+tr.tx td{background:#f6f1fa;color:#4a2a6a}
+tr.q-low td{background:#fff8e6}tr.q-unusable td,tr.q-missing td{background:#fdeeee;color:#7a2a2a}
+.badge{display:inline-block;border-radius:3px;padding:1px 7px;font-size:12px;font-weight:600}
+.dom-right{color:#fff;background:#1f6fb4}.dom-left{color:#fff;background:#d9541e}
+.dom-balanced{color:#2d5e2d;background:#dcefdc}.dom-undetermined{color:#555;background:#e6e6e6}
+.statements{margin:6px 0 4px;padding-left:20px}.statements li{margin:5px 0;font-size:15px}
+.statement{font-size:15px;margin:2px 0 6px}
+.down{color:#1d6b2f}.up{color:#8a2b0c}
+.alert{border-left:4px solid #e69a00;background:#fff6e3;padding:7px 12px;margin:5px 0}
+.note{font-size:12px;color:#566}
+"""
+
+
+def _esc(x: object) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _config() -> dict[str, Any]:
+    return {
+        "displaylogo": False,
+        "responsive": True,
+        "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
+    }
+
+
+def _plotted_treatments(cmp: Comparison) -> list[Treatment]:
+    """Treatments near the compared sessions: from one cycle (~4 months) before the first to
+    the last. An injection years earlier would squeeze the sessions into a corner of the axis.
+    """
+    first = _dt.date.fromisoformat(cmp.sessions[0].date) - _dt.timedelta(days=CYCLE_DAYS)
+    last = cmp.sessions[-1].date
+    return [t for t in cmp.treatments if first.isoformat() <= t.date <= last]
+
+
+def _date_range(cmp: Comparison) -> list[str]:
+    dates = [_dt.date.fromisoformat(s.date) for s in cmp.sessions]
+    dates += [_dt.date.fromisoformat(t.date) for t in _plotted_treatments(cmp)]
+    lo, hi = min(dates), max(dates)
+    pad = _dt.timedelta(days=max(4, (hi - lo).days * 0.06))
+    return [(lo - pad).isoformat(), (hi + pad).isoformat()]
+
+
+def _tick_text(s: SessionSummary) -> str:
+    days = "" if s.days_since_treatment is None else f"<br>day {s.days_since_treatment}"
+    label = _esc(s.label) if s.label else f"#{s.id}"
+    return f"{label}<br>{s.date}{days}"
+
+
+def _treatment_marks(fig: Any, cmp: Comparison, group: str | None) -> None:
+    """Vertical lines at treatment dates; labelled with this group's units when it was treated."""
+    shown = _plotted_treatments(cmp)
+    for d in sorted({t.date for t in shown}):
+        # Drawn at midday: a same-day session was filmed before injecting, and
+        # the marker must not hide that session's points.
+        x = f"{d} 12:00"
+        rows = [
+            t for t in shown if t.date == d and group in (None, t.muscle_group)
+        ]  # fmt: skip
+        mine = bool(rows)
+        fig.add_shape(
+            type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+            line=dict(color=TREAT_COLOUR, width=2 if mine else 1, dash="dot"),
+            opacity=0.9 if mine else 0.35,
+        )  # fmt: skip
+        if group is None:
+            text = f"treated {d}"
+        elif mine:
+            u = units_by_side(rows)
+            short = {"right": "R", "left": "L", "midline": "mid"}
+            text = " / ".join(f"{u[s]:g} U {short[s]}" for s in short if s in u)
+            text = f"{_esc(text)}<br>{_esc(', '.join(dict.fromkeys(t.product for t in rows)))}"
+        else:
+            text = "other groups"
+        fig.add_annotation(
+            x=x, y=1.0, xref="x", yref="paper", text=text, showarrow=False, yanchor="bottom",
+            font=dict(size=11, color=TREAT_COLOUR), opacity=1.0 if mine else 0.6,
+        )  # fmt: skip
+
+
+def _axis(fig: Any, cmp: Comparison, ytitle: str) -> None:
+    fig.update_layout(
+        # A tall top margin: the treatment labels sit above the plot, below the modebar.
+        height=350, margin=dict(l=60, r=20, t=72, b=70), plot_bgcolor="#fff",
+        legend=dict(orientation="h", x=0, y=-0.32), hovermode="closest",
+        yaxis=dict(title=ytitle, gridcolor="#e6eaee", zerolinecolor="#9aa5b1"),
+        xaxis=dict(
+            type="date", range=_date_range(cmp), gridcolor="#eef1f4",
+            tickvals=[s.date for s in cmp.sessions], ticktext=[_tick_text(s) for s in cmp.sessions],
+        ),
+    )  # fmt: skip
+
+
+def group_figure(cmp: Comparison, g: GroupView) -> Any:
+    """Right and left mm over the session dates, treatments as vertical markers."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for side, colour in (("right", RIGHT_COLOUR), ("left", LEFT_COLOUR)):
+        ys, symbols, hover = [], [], []
+        for s, row in zip(cmp.sessions, g.rows, strict=True):
+            v = _value(row, side)
+            ys.append(v)
+            q = row["quality"] if row is not None else "missing"
+            symbols.append("circle-open" if q == "low" else "circle")
+            days = (
+                "" if s.days_since_treatment is None
+                else f"<br>day {s.days_since_treatment} after treatment"
+            )  # fmt: skip
+            val = "not measured" if v is None else f"{v:.2f} mm"
+            hover.append(f"{_esc(s.label)} {s.date}{days}<br>{side}: {val} ({_esc(q)})")
+        fig.add_trace(
+            go.Scatter(
+                x=[s.date for s in cmp.sessions], y=ys, name=f"patient's {side}",
+                mode="lines+markers", line=dict(color=colour, width=2.5),
+                marker=dict(size=10, symbol=symbols, line=dict(width=2, color=colour)),
+                text=hover, hovertemplate="%{text}<extra></extra>", connectgaps=False,
+            )
+        )  # fmt: skip
+    _treatment_marks(fig, cmp, g.muscle_group)
+    _axis(fig, cmp, "movement (mm)")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def index_figure(cmp: Comparison) -> Any:
+    """Every primary group's asymmetry index over time: the whole face's balance at a glance."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for g in cmp.groups:
+        if not g.primary:
+            continue
+        ys = []
+        for row in g.rows:
+            ok = row is not None and row["quality"] not in ("missing", "unusable")
+            ys.append(row["asymmetry_index"] if ok else None)
+        fig.add_trace(
+            go.Scatter(
+                x=[s.date for s in cmp.sessions], y=ys, name=_esc(g.title), mode="lines+markers",
+                hovertemplate=f"{_esc(g.title)}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    _treatment_marks(fig, cmp, None)
+    _axis(fig, cmp, "asymmetry index (R−L)/(R+L)")
+    fig.update_yaxes(range=[-1, 1], zeroline=True, zerolinewidth=2)
+    return fig
+
+
+def _fig_html(fig: Any, div_id: str) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_config())
+
+
+def _link(path: str | None, out_dir: Path) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    try:
+        rel = Path(os.path.relpath(path, out_dir)).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
+        return f'<a href="{_esc(Path(path).as_uri())}">report</a>'
+    return f'<a href="{_esc(urllib.parse.quote(rel))}">report</a>'
+
+
+def _dom(d: str) -> str:
+    return f'<span class="badge dom-{_esc(d)}">{_esc(d)}</span>'
+
+
+def _timeline(cmp: Comparison, out_dir: Path) -> str:
+    """Sessions and treatment visits in date order; a treatment sorts after a same-day session."""
+    items: list[tuple[str, int, str]] = []
+    for s in cmp.sessions:
+        base = " (baseline)" if s.id == cmp.baseline.id else ""
+        days = "" if s.days_since_treatment is None else str(s.days_since_treatment)
+        cls = ' class="base"' if s.id == cmp.baseline.id else ""
+        items.append((s.date, 0, (
+            f"<tr{cls}><td class='l'>{s.date}</td><td class='l'>session #{s.id}{base}</td>"
+            f"<td class='l'>{_esc(s.label)}</td><td class='l'>{_esc(s.protocol)}</td>"
+            f"<td>{days}</td><td class='l'>{_link(s.report_path, out_dir)}</td></tr>"
+        )))  # fmt: skip
+    for d in sorted({t.date for t in cmp.treatments}):
+        rows = [t for t in cmp.treatments if t.date == d]
+        groups = list(dict.fromkeys(t.muscle_group for t in rows))
+        what = "; ".join(
+            f"{_group_name(gr)} {units_text([t for t in rows if t.muscle_group == gr])}"
+            for gr in groups
+        )
+        products = ", ".join(dict.fromkeys(t.product for t in rows))
+        items.append((d, 1, (
+            f"<tr class='tx'><td class='l'>{d}</td><td class='l'>treatment</td>"
+            f"<td class='l' colspan='4'>{_esc(products)}: {_esc(what)}</td></tr>"
+        )))  # fmt: skip
+    items.sort(key=lambda x: (x[0], x[1]))
+    head = (
+        "<tr><th class='l'>date</th><th class='l'>what</th><th class='l'>label</th>"
+        "<th class='l'>protocol</th><th>days since treatment</th><th class='l'></th></tr>"
+    )
+    return f"<table>{head}{''.join(i[2] for i in items)}</table>"
+
+
+def _pct_cell(mm: float | None, pct: float | None) -> str:
+    if mm is None:
+        return "<td>—</td>"
+    cls = "down" if mm < 0 else "up" if mm > 0 else ""
+    rel = f" ({_signed(pct, 0)} %)" if pct is not None else ""
+    return f"<td class='ch {cls}'>{_signed(mm, 2)} mm{rel}</td>"
+
+
+def _group_table(cmp: Comparison, g: GroupView) -> str:
+    bi = _index(cmp, cmp.baseline)
+    head = (
+        "<tr><th class='l'>date</th><th class='l'>label</th><th>days since treatment</th>"
+        "<th>right mm</th><th>left mm</th><th>asym. index</th><th>dominant</th>"
+        "<th class='l'>quality</th><th>right change</th><th>left change</th>"
+        f"<th class='l'>last {_esc(_group_name(g.muscle_group))} treatment</th></tr>"
+    )
+    body = []
+    for i, (s, row) in enumerate(zip(cmp.sessions, g.rows, strict=True)):
+        q = row["quality"] if row is not None else "missing"
+        cls = "base" if i == bi else f"q-{q}"
+        r, lft = _value(row, "right"), _value(row, "left")
+        ai = row["asymmetry_index"] if row is not None and r is not None else None
+        tx = group_treatments(cmp.treatments, g.muscle_group, s.date)
+        txt = f"{tx[0].date}: {units_text(tx)}" if tx else "—"
+        reason = f" — {row['reason']}" if row is not None and row["reason"] else ""
+        if i == bi:
+            changes = "<td>baseline</td><td>baseline</td>"
+        else:
+            changes = "".join(
+                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)))
+                for side in ("right", "left")
+            )
+        body.append(
+            f"<tr class='{cls}'><td class='l'>{s.date}</td><td class='l'>{_esc(s.label)}</td>"
+            f"<td>{'' if s.days_since_treatment is None else s.days_since_treatment}</td>"
+            f"<td>{'—' if r is None else f'{r:.2f}'}</td>"
+            f"<td>{'—' if lft is None else f'{lft:.2f}'}</td>"
+            f"<td>{'—' if ai is None else f'{ai:+.2f}'}</td>"
+            f"<td>{_dom(row['dominant_side'] if row is not None else 'undetermined')}</td>"
+            f"<td class='l'>{_esc(q + reason)}</td>{changes}<td class='l'>{_esc(txt)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def render_html(cmp: Comparison, out_dir: Path) -> str:
+    """The self-contained comparison page (plotly.js inlined once, no network)."""
+    from plotly.offline import get_plotlyjs
+
+    base, latest = cmp.baseline, cmp.latest
+
+    def fld(label: str, value: str) -> str:
+        return f"<div><b>{label}</b><span>{_esc(value) if value else '—'}</span></div>"
+
+    tx_dates = sorted({t.date for t in cmp.treatments})
+    last_tx = f", last {tx_dates[-1]}" if tx_dates else ""
+    made = _dt.datetime.now().isoformat(timespec="minutes")
+    pbar = "".join([
+        fld("Patient", cmp.patient),
+        fld("Sessions", f"{len(cmp.sessions)} ({cmp.sessions[0].date} – {cmp.sessions[-1].date})"),
+        fld("Baseline", f"{base.label or '#' + str(base.id)} {base.date}"),
+        fld("Compared", f"{latest.label or '#' + str(latest.id)} {latest.date}"),
+        fld("Treatments", f"{len(tx_dates)} visit(s){last_tx}"),
+        fld("Generated", f"{made} · movement {__version__}"),
+    ])  # fmt: skip
+    notes = "".join(f"<div class='alert'>{_esc(n)}</div>" for n in cmp.notes)
+    statements = "".join(f"<li>{_esc(g.statement)}</li>" for g in cmp.groups)
+    sections = []
+    for i, g in enumerate(cmp.groups):
+        sections.append(
+            f"<section id='g{i}'><h3>{_esc(g.title)} — {_esc(g.step)}, "
+            f"{_esc(g.measure.replace('_', ' '))}{'' if g.primary else ' (secondary)'}</h3>"
+            f"<p class='statement'>{_esc(g.statement)}</p>"
+            f"{_fig_html(group_figure(cmp, g), f'fig-g{i}')}{_group_table(cmp, g)}</section>"
+        )
+    title = "Treatment comparison"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — {_esc(cmp.patient)}</title>
+<style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body>
+<header><h1>{title}</h1><div class="pbar">{pbar}</div></header>
+<main>
+{notes}
+<section id="summary"><h2>Summary — baseline {_esc(base.date)} → {_esc(latest.date)}</h2>
+<ul class="statements">{statements}</ul>
+<p class="note">Left and right are the patient's own sides. Movement is peak minus rest per
+side (mm); the change is from the baseline session, in mm and % of the baseline. Each line
+names the last treatment of that muscle group before the compared session; a treatment on the
+same day as a session counts as given after filming. Dominance follows each session's protocol
+thresholds.</p></section>
+<section id="timeline"><h2>Sessions and treatments</h2>{_timeline(cmp, out_dir)}</section>
+<section id="balance"><h2>Asymmetry index over time</h2>
+<p class="note">Positive = the patient's right pulls harder, negative = left; 0 = balanced.
+Dotted purple lines are treatment visits.</p>
+{_fig_html(index_figure(cmp), "fig-index")}</section>
+{"".join(sections)}
+<p class="note">Written by movement {__version__}. Values marked missing or unusable are not
+plotted.</p>
+</main></body></html>
+"""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_comparison(cmp: Comparison, out_dir: str | Path, private: bool = False) -> Path:
+    """Write ``comparison.html`` and ``comparison.csv`` into ``out_dir`` atomically.
+
+    The folder is built next to its destination and renamed into place, so a
+    reader never sees half a report. An existing folder is replaced only when
+    it holds nothing but a previous comparison: ``--out`` pointing at a
+    session folder or the store must never delete it.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists():
+        if not out.is_dir():
+            raise OutputFolderError(f"{out}: exists and is not a folder")
+        others = sorted(n for n in os.listdir(out) if n not in OUR_FILES)
+        if others:
+            raise OutputFolderError(
+                f"{out}: holds other files ({others[0]}); choose a new or empty folder"
+            )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise OutputFolderError(f"{out.parent}: cannot write ({exc.strerror or exc})") from None
+    try:
+        (tmp / CSV_FILE).write_text(comparison_csv(cmp), encoding="utf-8", newline="")
+        (tmp / COMPARISON_FILE).write_text(render_html(cmp, out), encoding="utf-8")
+        os.chmod(tmp, 0o700 if private else 0o755)
+        _replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputFolderError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so two analyze runs do not interleave a comparison.
+
+    Without it, a run that read the store before another recorded a session
+    could write its (older) comparison last. POSIX only; elsewhere the
+    atomic rename still keeps each write whole.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def compare(
+    store_dir: str | Path | None,
+    patient: str,
+    out_dir: str | Path,
+    sessions: Sequence[str] | None = None,
+    baseline: str | None = None,
+) -> Comparison:
+    """Build and write a comparison of the patient's sessions into ``out_dir``."""
+    cmp = build(history(store_dir, check_patient(patient)), sessions, baseline)
+    write_comparison(cmp, out_dir)
+    return cmp
+
+
+def update_comparison(store_dir: str | Path | None, patient: str) -> Path | None:
+    """(Re)write ``<store>/patients/<slug>/comparison.html`` when the patient has >= 2 sessions.
+
+    Returns its path, or ``None`` when there is nothing to compare yet. All
+    sessions are compared against the earliest. Meant to run right after
+    :func:`movement.store.record_session`.
+    """
+    patient = check_patient(patient)
+    target = patient_dir(store_dir, patient)
+    hist = history(store_dir, patient)  # fails fast on an unknown patient or a missing store
+    if len(hist.sessions) < 2:
+        return None
+    try:
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"{target.parent}: cannot write ({exc.strerror or exc})") from None
+    with _lock(target.parent / ".lock"):
+        # Read again under the lock: the newest state wins.
+        cmp = build(history(store_dir, patient))
+        write_comparison(cmp, target, private=True)
+    return target / COMPARISON_FILE

@@ -1,0 +1,233 @@
+"""Comparisons across sessions and treatments: deltas, statements, the CSV and the offline HTML."""
+
+from __future__ import annotations
+
+import csv
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from plotly.offline import get_plotlyjs
+from test_store import BASE_VALUES, make_session, one_line_error, run
+
+from movement import compare, store
+
+BASE = {**BASE_VALUES, "raise": (4.1, 2.0)}
+TWO_WEEK = {"frown": (1.0, 0.9), "raise": (1.2, 1.0), "squint": (2.2, 1.1), "eee": (2.4, 1.1),
+            "smile": (5.9, 3.8)}  # fmt: skip
+
+
+@pytest.fixture
+def clinic(tmp_path: Path) -> Path:
+    """One patient: baseline, Botox the same day, review at two weeks."""
+    st = tmp_path / "st"
+    store.record_session(st, make_session(tmp_path, "w0", BASE), "p1", "baseline", "2026-01-05")
+    store.record_session(st, make_session(tmp_path, "w2", TWO_WEEK), "p1", "2-week", "2026-01-19")
+    store.record_treatment(st, "p1", "2026-01-05", [
+        store.TreatmentRow("Botox", "frontalis", "right", 6, "F1"),
+        store.TreatmentRow("Botox", "frontalis", "left", 4),
+        store.TreatmentRow("Botox", "corrugator_procerus", "midline", 10),
+        store.TreatmentRow("Botox", "corrugator_procerus", "right", 4),
+        store.TreatmentRow("Botox", "corrugator_procerus", "left", 4),
+    ])  # fmt: skip
+    return st
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_sessions_and_a_treatment(clinic, tmp_path):
+    out = tmp_path / "cmp"
+    cmp = compare.compare(clinic, "p1", out)
+    assert [s.label for s in cmp.sessions] == ["baseline", "2-week"]
+    assert cmp.baseline.label == "baseline" and cmp.latest.label == "2-week"
+    st = {g.muscle_group: g.statement for g in cmp.groups}
+    assert st["frontalis"] == (
+        "right frontalis: 4.1 → 1.2 mm (−71 %), left 2.0 → 1.0 mm (−50 %), "
+        "14 days after 6 U right / 4 U left (Botox, 2026-01-05); now balanced"
+    )
+    assert st["corrugator_procerus"] == (
+        "right corrugator procerus: 2.9 → 1.0 mm (−66 %), left 1.4 → 0.9 mm (−36 %), "
+        "14 days after 4 U right / 4 U left / 10 U midline (Botox, 2026-01-05); now balanced"
+    )
+    assert st["platysma"] == (
+        "left platysma: 3.2 → 1.1 mm (−66 %), right 1.7 → 2.4 mm (+41 %), "
+        "with no platysma treatment recorded; now right-dominant (was left)"
+    )
+    assert st["zygomaticus"].endswith("no zygomaticus treatment recorded; still right-dominant")
+    assert "(±0 %)" in st["zygomaticus"]
+
+    rows = _rows(out / "comparison.csv")
+    assert list(rows[0]) == compare.COMPARISON_COLUMNS
+    assert len(rows) == 2 * 5
+    f = {r["label"]: r for r in rows if r["muscle_group"] == "frontalis"}
+    assert f["baseline"]["statement"] == "baseline" and f["baseline"]["right_change_mm"] == "0.000"
+    two = f["2-week"]
+    assert (two["right_mm"], two["left_mm"]) == ("1.200", "1.000")
+    assert (two["right_change_mm"], two["right_change_pct"]) == ("-2.900", "-70.7")
+    assert (two["left_change_mm"], two["left_change_pct"]) == ("-1.000", "-50.0")
+    assert two["asymmetry_index_change"] == f"{(0.2 / 2.2) - (2.1 / 6.1):.3f}"
+    assert (two["days_since_treatment"], two["group_last_treated"]) == ("14", "2026-01-05")
+    assert (two["units_right"], two["units_left"], two["units_midline"]) == ("6.0", "4.0", "")
+    assert two["products"] == "Botox" and two["statement"] == st["frontalis"]
+    # Same-day treatment counts as after the baseline video.
+    assert f["baseline"]["days_since_treatment"] == "" and f["baseline"]["units_right"] == ""
+
+
+def test_comparison_html_is_self_contained(clinic, tmp_path):
+    out = tmp_path / "cmp"
+    compare.compare(clinic, "p1", out)
+    page = (out / "comparison.html").read_text(encoding="utf-8")
+    # plotly.js inlined exactly once; one figure per group plus the index overview.
+    assert page.count("<script") == 1 + 6
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1
+    assert page.count("Plotly.newPlot") == 6
+    assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=[\"']?(https?:)?//", page)
+    # Outside the plotly.js bundle (whose code mentions plotly.com), no URL at all.
+    ours = page.replace(get_plotlyjs(), "")
+    assert len(ours) < len(page) / 2
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*([a-z]+:)?//", ours, re.I)
+    assert not re.search(r"https?:", ours)
+    hrefs = re.findall(r"href=\"([^\"]*)\"", ours)
+    assert hrefs and all(not h.startswith(("http", "//", "/")) for h in hrefs)
+    assert (out / hrefs[0]).resolve() == (tmp_path / "w0" / "report.html").resolve()
+    assert "4.1 → 1.2 mm (−71 %)" in page
+    assert not list(tmp_path.glob(".cmp.*")), "temporary folder left behind"
+
+
+def test_free_text_is_escaped_everywhere(tmp_path):
+    st = tmp_path / "st"
+    pid = "<script>alert('p')</script>"
+    label = "<img src=//evil.example/x.png>"
+    store.record_session(st, make_session(tmp_path, "a"), pid, label, "2026-01-05")
+    store.record_session(st, make_session(tmp_path, "b"), pid, "</script>", "2026-01-19")
+    store.record_treatment(st, pid, "2026-01-05",
+                           [store.TreatmentRow("<b>Bo</b>", "frontalis", "left", 2)])  # fmt: skip
+    compare.compare(st, pid, tmp_path / "cmp")
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "<script>alert" not in page and "<img src=//evil" not in page and "<b>Bo</b>" not in page
+    assert page.count("</script>") == page.count("<script")
+
+
+def test_choose_sessions_and_baseline(clinic, tmp_path):
+    store.record_session(clinic, make_session(tmp_path, "m4", BASE), "p1", "4-month",
+                         "2026-05-04")  # fmt: skip
+    hist = store.history(clinic, "p1")
+    cmp = compare.build(hist)
+    assert [s.label for s in cmp.sessions] == ["baseline", "2-week", "4-month"]
+    assert cmp.latest.label == "4-month"
+    fr = [g for g in cmp.groups if g.muscle_group == "frontalis"][0]
+    # 4 months after the toxin: back to baseline, and the statement names the last treatment.
+    assert fr.statement == (
+        "right frontalis: 4.1 → 4.1 mm (±0 %), left 2.0 → 2.0 mm (±0 %), "
+        "119 days after 6 U right / 4 U left (Botox, 2026-01-05); still right-dominant"
+    )
+    cmp = compare.build(hist, ["2-week", "2026-05-04"], baseline="2-week")
+    assert [s.label for s in cmp.sessions] == ["2-week", "4-month"]
+    assert cmp.baseline.label == "2-week"
+    ids = [s.id for s in hist.sessions]
+    cmp = compare.build(hist, [str(ids[2])], baseline=str(ids[0]))
+    assert [s.id for s in cmp.sessions] == [ids[0], ids[2]]
+    with pytest.raises(store.InputError, match="no session 'nope'"):
+        compare.build(hist, ["nope"])
+    with pytest.raises(store.StoreError, match="need at least 2"):
+        compare.build(hist, ["2-week"])
+
+
+def test_ambiguous_label_asks_for_an_id(clinic, tmp_path):
+    store.record_session(clinic, make_session(tmp_path, "x", BASE), "p1", "2-week", "2026-05-18")
+    with pytest.raises(store.InputError, match="use a session id"):
+        compare.build(store.history(clinic, "p1"), baseline="2-week")
+
+
+def test_statement_cases(tmp_path):
+    st = tmp_path / "st"
+    base = {"raise": (4.0, 4.0), "smile": (0.1, 0.05), "eee": (3.0, 1.0), "frown": (2.0, 2.0)}
+    now = {"raise": None, "smile": (0.5, 0.4), "eee": (3.0, 1.0), "frown": (2.0, 2.1)}
+    store.record_session(st, make_session(tmp_path, "a", base), "p", "", "2026-01-05")
+    store.record_session(st, make_session(tmp_path, "b", now, quality={
+        "frown": ("low", "head turned 25 degrees")}), "p", "", "2026-02-05")  # fmt: skip
+    cmp = compare.build(store.history(st, "p"))
+    s = {g.muscle_group: g.statement for g in cmp.groups}
+    assert s["frontalis"] == "frontalis: not measured on 2026-02-05 (step not found in the video)"
+    # A baseline too small to divide by: the change is given in mm.
+    assert s["zygomaticus"].startswith("right zygomaticus: 0.1 → 0.5 mm (+0.4 mm), left 0.1")
+    assert s["platysma"].endswith("still right-dominant")
+    assert s["corrugator_procerus"].endswith(
+        "still balanced (low quality: head turned 25 degrees)"
+    )
+
+
+def test_update_comparison_follows_the_store(clinic, tmp_path):
+    link = store.update_comparison(clinic, "p1")
+    assert link == store.session_link(clinic, "p1") == compare.update_comparison(clinic, "p1")
+    assert stat.S_IMODE(link.parent.stat().st_mode) == 0o700
+    before = link.read_text()
+    assert "12 U right" not in before
+    store.record_treatment(clinic, "p1", "2026-01-12",
+                           [store.TreatmentRow("Dysport", "frontalis", "right", 12)])  # fmt: skip
+    store.update_comparison(clinic, "p1")
+    after = link.read_text()
+    assert "7 days after 12 U right (Dysport, 2026-01-12)" in after
+    assert sorted(p.name for p in link.parent.iterdir()) == ["comparison.csv", "comparison.html"]
+    assert sorted(p.name for p in link.parent.parent.iterdir()) == [".lock", link.parent.name]
+
+
+def test_compare_never_replaces_a_folder_with_other_files(clinic, tmp_path):
+    session = tmp_path / "w0"
+    with pytest.raises(store.OutputFolderError, match="holds other files"):
+        compare.compare(clinic, "p1", session)
+    assert (session / "session.json").exists()
+    with pytest.raises(store.OutputFolderError):
+        compare.compare(clinic, "p1", clinic)  # the store itself
+    assert (clinic / store.DB_NAME).exists()
+    out = tmp_path / "cmp"
+    compare.compare(clinic, "p1", out)
+    compare.compare(clinic, "p1", out)  # a previous comparison is replaced
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.html"]
+
+
+def test_cli_compare(clinic, tmp_path):
+    out = tmp_path / "cmp"
+    res = run("compare", "p1", "--out", str(out), "--store", str(clinic))
+    assert res.exit_code == 0, res.output
+    assert "right frontalis: 4.1 → 1.2 mm (−71 %)" in res.output
+    assert (out / "comparison.html").exists()
+    res = run("compare", "p1", "--sessions", "baseline,2-week", "--baseline", "2-week",
+              "--out", str(tmp_path / "c2"), "--store", str(clinic))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "baseline 2026-01-19" in res.output
+    one_line_error(run("compare", "p1", "--sessions", "1", "--out", str(tmp_path / "c3"),
+                       "--store", str(clinic)), 7, "need at least 2")  # fmt: skip
+    one_line_error(run("compare", "p1", "--baseline", "x", "--out", str(tmp_path / "c3"),
+                       "--store", str(clinic)), 2, "no session 'x'")  # fmt: skip
+    one_line_error(run("compare", "p1", "--out", str(tmp_path / "w0"), "--store", str(clinic)),
+                   6, "holds other files")  # fmt: skip
+    assert not (tmp_path / "c3").exists()
+
+
+def _record_and_compare(args: tuple[str, list[str], list[str]]) -> None:
+    st, folders, dates = args
+    for f, d in zip(folders, dates, strict=True):
+        store.record_session(st, Path(f), "p1", "", d)
+        store.update_comparison(st, "p1")  # what analyze does after each session
+
+
+def test_concurrent_analyses_leave_the_newest_comparison(tmp_path):
+    """Four analyze runs at once: the comparison written last includes every session."""
+    import multiprocessing
+
+    st = tmp_path / "st"
+    jobs = []
+    for w in range(4):
+        folders = [str(make_session(tmp_path, f"w{w}s{i}")) for i in range(2)]
+        jobs.append((str(st), folders, [f"2026-0{w + 1}-{10 + i}" for i in range(2)]))
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_record_and_compare, jobs)
+    link = store.session_link(st, "p1")
+    rows = _rows(link.parent / "comparison.csv")
+    assert len({r["session_id"] for r in rows}) == 8
+    assert not [p for p in link.parent.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
