@@ -315,6 +315,7 @@ def track_window(
     anchors: tuple[int, ...],
     ring: bool = True,
     tracked: np.ndarray | None = None,
+    with_landmarks: bool = True,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -323,6 +324,8 @@ def track_window(
     points (not the anchors, which RANSAC already makes robust) are followed
     by a ring of sub-points each. ``tracked`` passes image positions already
     tracked (e.g. during the landmark pass) so only the alignment remains.
+    ``with_landmarks=False`` skips aligning the 478 landmarks (``landmarks_mm``
+    is then empty), which the whole-video track for finding steps does not use.
     """
     all_pts = tuple(dict.fromkeys(points + anchors))
     idx = np.array(all_pts)
@@ -352,7 +355,9 @@ def track_window(
     # Head motion: similarity from each frame's anchors onto the keyframe's.
     thresh_px = RANSAC_MM / mm_per_px
     aligned = np.full_like(img_px, np.nan)
-    lm_aligned = np.full((n, 478, 2), np.nan)
+    # The whole-video track for finding steps does not need the 478 landmarks
+    # aligned (they would be the largest array of a long video).
+    lm_aligned = np.full((n, 478 if with_landmarks else 0, 2), np.nan)
     inliers = np.zeros(n, dtype=int)
     for j in range(n):
         src = img_px[j, anchor_cols]
@@ -373,7 +378,7 @@ def track_window(
             continue
         inliers[j] = int(inl.sum())
         aligned[j] = img_px[j] @ m[:, :2].T + m[:, 2]
-        if np.isfinite(track.xy[frames[j], 0, 0]):
+        if with_landmarks and np.isfinite(track.xy[frames[j], 0, 0]):
             lm_aligned[j] = track.xy[frames[j]] @ m[:, :2].T + m[:, 2]
 
     # Face frame of the keyframe: origin between the irises, x toward the

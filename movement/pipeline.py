@@ -157,7 +157,7 @@ def whole_video_track(
         return None
     points, anchors = detection_points(protocol)
     wt = track_window(cache, track, scale, 0, len(track) - 1, keyframe, points, anchors,
-                      ring=False, tracked=tracked)
+                      ring=False, tracked=tracked, with_landmarks=False)
     return ImageTrack(wt.image_mm, wt.points)
 
 
