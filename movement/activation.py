@@ -140,6 +140,32 @@ def _hybrid_choice(
     return "image"
 
 
+def _outward(step: Step, key_xy: np.ndarray) -> dict[int, np.ndarray]:
+    """Skin-side directions for the points of groups with ``half_ring`` set.
+
+    Eyelid margins and mouth corners border an opening whose contents (the
+    eyeball, the teeth) do not move with them; they are followed by the
+    half-ring of sub-points on the skin side. For an eyelid that is the
+    vertical away from the eye's centre; for a one-point-per-side group (a
+    mouth corner), away from the midpoint between the two sides.
+    """
+    out: dict[int, np.ndarray] = {}
+    for g in step.groups:
+        if not g.half_ring or g.sensor == "landmarks":
+            continue
+        for side in SIDES:
+            pts = list(g.points(side) + g.lower_points(side))
+            if g.kind == "aperture":
+                centre = key_xy[pts].mean(axis=0)
+                for p in pts:
+                    out[p] = np.array([0.0, np.sign(key_xy[p, 1] - centre[1]) or 1.0])
+            elif len(pts) == 1:
+                centre = key_xy[list(g.right + g.left)].mean(axis=0)
+                v = key_xy[pts[0]] - centre
+                out[pts[0]] = v / (np.linalg.norm(v) or 1.0)
+    return out
+
+
 def measure_step(
     step: Step,
     win: StepWindow,
@@ -166,6 +192,7 @@ def measure_step(
         win.keyframe,
         image_pts + midline,
         protocol.anchor_points(step),
+        outward=_outward(step, track.xy[win.keyframe]),
     )
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}

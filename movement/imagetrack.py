@@ -175,6 +175,7 @@ class _Tracker:
         anchors: tuple[int, ...],
         ring: bool,
         mm_per_px: float,
+        outward: dict[int, np.ndarray] | None = None,
     ) -> _Tracker:
         all_pts = tuple(dict.fromkeys(points + anchors))
         idx = np.array(all_pts)
@@ -184,6 +185,10 @@ class _Tracker:
         use[:, 0] = True
         if ring:
             use[[all_pts.index(p) for p in points], :] = True
+        for p, direction in (outward or {}).items():
+            # Only the half-ring on the skin side: sub-points over the eyeball
+            # would follow the iris, which does not move when the lid does.
+            use[all_pts.index(p)] &= RING @ direction >= -1e-9
         key_crop = cache.to_crop(seed_sub[use], keyframe).reshape(-1, 1, 2)
         key_img = cache.image(keyframe)
         # Window in crop pixels, odd, for LK_WIN_MM of skin.
@@ -316,6 +321,7 @@ def track_window(
     ring: bool = True,
     tracked: np.ndarray | None = None,
     with_landmarks: bool = True,
+    outward: dict[int, np.ndarray] | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -326,6 +332,8 @@ def track_window(
     tracked (e.g. during the landmark pass) so only the alignment remains.
     ``with_landmarks=False`` skips aligning the 478 landmarks (``landmarks_mm``
     is then empty), which the whole-video track for finding steps does not use.
+    ``outward`` maps a point (an eyelid margin) to the image direction of the
+    skin beside it; only sub-points on that side follow it.
     """
     all_pts = tuple(dict.fromkeys(points + anchors))
     idx = np.array(all_pts)
@@ -340,7 +348,7 @@ def track_window(
         img_px = tracked
     else:
         tracker = _Tracker.build(cache, track.xy[keyframe], keyframe, points, anchors, ring,
-                                 mm_per_px)
+                                 mm_per_px, outward)
         img_px = np.full((n, len(idx), 2), np.nan)
         kpos = keyframe - first
         img_px[kpos] = seed

@@ -40,6 +40,7 @@ class MuscleGroup:
     left_lower: tuple[int, ...] = ()
     primary: bool = False
     note: str = ""
+    half_ring: bool = False  # follow with the skin-side half of the sub-point ring
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -175,6 +176,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             left_lower=_ints(raw.get("left_lower", []), f"{where}.left_lower"),
             primary=bool(raw.get("primary", False)),
             note=str(raw.get("note", "")),
+            half_ring=bool(raw.get("half_ring", False)),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None
