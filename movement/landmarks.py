@@ -176,7 +176,9 @@ def track_landmarks(
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     ts: list[float] = []
-    xys: list[np.ndarray] = []
+    # Filled in place (a list of per-frame arrays plus the stacked copy would
+    # double the largest array of a long video).
+    xy = np.full((info.frame_count + 16, 478, 2), np.nan)
     nf: list[int] = []
     nan = np.full((478, 2), np.nan)
     last_center: np.ndarray | None = None
@@ -213,7 +215,9 @@ def track_landmarks(
                     last_center = np.nanmean(pts[:468], axis=0)
                 writer_q.put((fr.index, fr.image, last_center, pts))
             ts.append(fr.t)
-            xys.append(pts)
+            if len(ts) > len(xy):
+                xy = np.concatenate([xy, np.full_like(xy, np.nan)])
+            xy[len(ts) - 1] = pts
             nf.append(max(len(faces), counted))
             if progress is not None:
                 progress(1)
@@ -227,7 +231,7 @@ def track_landmarks(
     if cache is None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise NoFaceError(f"{info.path}: no face found in any of {len(ts)} frames")
-    return LandmarkTrack(np.array(ts), np.array(xys), np.array(nf)), cache
+    return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf)), cache
 
 
 def _crop(

@@ -119,10 +119,14 @@ def stabilise(track: LandmarkTrack, scale: Scale, smooth: int = 3) -> Trajectori
         ipd = np.linalg.norm(v, axis=-1)
     lateral = v / ipd[:, None]
     up = np.stack([lateral[:, 1], -lateral[:, 0]], axis=-1)
+    # One (T, 478, 2) temporary at a time: these are the largest arrays of a
+    # long video.
     rel = xy - origin[:, None, :]
     k = (scale.mm_per_px * scale.ipd_px / ipd)[:, None]
-    mm = np.stack([(rel * lateral[:, None, :]).sum(-1), (rel * up[:, None, :]).sum(-1)], -1)
-    mm = mm * k[:, :, None]
+    mm = np.empty_like(rel)
+    mm[..., 0] = np.einsum("tpk,tk->tp", rel, lateral) * k
+    mm[..., 1] = np.einsum("tpk,tk->tp", rel, up) * k
+    del rel
     roll = np.degrees(np.arctan2(-v[:, 1], v[:, 0]))
     # Nose tip (1) between the outer eye corners: 0 when frontal.
     nose_x = mm[:, 1, 0]

@@ -47,13 +47,21 @@ class StepWindow:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _side_signal(traj: Trajectories, baseline: np.ndarray, g: MuscleGroup, kind: str) -> np.ndarray:
+def _side_signal(
+    pos: np.ndarray, baseline: np.ndarray, g: MuscleGroup, kind: str, col: dict[int, int]
+) -> np.ndarray:
     vals = []
     for side in ("right", "left"):
-        cols = np.array(g.points(side))
-        lower = np.array(g.lower_points(side)) if kind == "aperture" else None
-        vals.append(measure_series(traj.mm, baseline, kind, cols, lower))
+        cols = np.array([col[p] for p in g.points(side)])
+        lower = np.array([col[p] for p in g.lower_points(side)]) if kind == "aperture" else None
+        vals.append(measure_series(pos, baseline, kind, cols, lower))
     return np.nanmax(np.stack(vals), axis=0)
+
+
+def _median_face(pos: np.ndarray, max_frames: int = 3000) -> np.ndarray:
+    """Median position of each point over the video (a subsample bounds the memory)."""
+    step = max(len(pos) // max_frames, 1)
+    return np.nanmedian(pos[::step], axis=0)
 
 
 @dataclass(frozen=True)
@@ -78,18 +86,17 @@ def detection_signals(
     its points are used (the landmark model under-reads skin movement, a frown
     by half); frames where it lost a point fall back to the landmarks.
     """
-    baseline = np.nanmedian(traj.mm, axis=0)
-    img = None
+    baseline = _median_face(traj.mm)
+    every = {i: i for i in range(traj.mm.shape[1])}
+    img_col: dict[int, int] = {}
     if image is not None:
-        full = np.full((len(traj.t), 478, 2), np.nan)
-        full[:, image.points] = image.positions
-        img = Trajectories(traj.t, full, traj.roll_deg, traj.yaw_index, traj.zoom)
-        img_base = np.nanmedian(full, axis=0)
+        img_col = {int(p): i for i, p in enumerate(image.points)}
+        img_base = _median_face(image.positions)
     out = {}
     for step in protocol.steps:
-        s = _side_signal(traj, baseline, step.primary, step.detect_kind)
-        if img is not None and all(p in image.points for p in step.primary.all_points):
-            si = _side_signal(img, img_base, step.primary, step.detect_kind)
+        s = _side_signal(traj.mm, baseline, step.primary, step.detect_kind, every)
+        if image is not None and all(p in img_col for p in step.primary.all_points):
+            si = _side_signal(image.positions, img_base, step.primary, step.detect_kind, img_col)
             s = np.where(np.isfinite(si), si, s)
         ok = np.isfinite(s)
         if ok.sum() > 5:

@@ -1,0 +1,57 @@
+"""A 10-minute video: frames are streamed, so memory stays flat in the video's length."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from movement import synth
+
+RUNNER = """
+import resource, sys
+from movement.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _peak_mb(video, out) -> float:
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER, "analyze", str(video), "--out", str(out), "-q"],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr[-800:]
+    kb = next(int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("MAXRSS_KB"))
+    return kb / 1024
+
+
+def test_ten_minute_video_memory_stays_flat(tmp_path):
+    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    steps = synth.standard_steps(synth.SAMPLE_AMPLITUDES)
+    spec = synth.SynthSpec(steps=steps, duration_s=30.0, frame_size=(480, 270), noise_sigma=1.0)
+    short = tmp_path / "short.mp4"
+    synth.make_video(spec, short)
+    long = tmp_path / "long.mp4"
+    # 20 repeats of the 30 s consult: a 10-minute video, 18,000 frames.
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-stream_loop", "19", "-i", str(short),
+                    "-c", "copy", str(long)], check=True)
+    # The issue's yardstick: a 1-minute video (two repeats) against a 10-minute one.
+    minute = tmp_path / "minute.mp4"
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-stream_loop", "1", "-i", str(short),
+                    "-c", "copy", str(minute)], check=True)
+    small = _peak_mb(minute, tmp_path / "s")
+    big = _peak_mb(long, tmp_path / "l")
+    frames = 20 * 900
+    # Allowed growth: the per-frame landmark arrays (image px and stabilised mm,
+    # 478 x 2 float64 each) and nothing else that scales with length.
+    per_frame_mb = 2 * 478 * 2 * 8 * frames / 2**20
+    print(f"peak memory: 1 min {small:.0f} MB, 10 min {big:.0f} MB "
+          f"(landmark arrays {per_frame_mb:.0f} MB)")
+    assert big <= 1.5 * small + per_frame_mb
