@@ -61,6 +61,10 @@ class StepResult:
     series: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     measures: list[GroupMeasure] = field(default_factory=list)
     drift_mm: dict[str, float] = field(default_factory=dict)  # + = toward patient's left
+    # Mean displacement at the peak of each "group:side" (and "group:side:lower"
+    # for the lower lid), in mm in the face frame (x toward the patient's left,
+    # y up), from the sensor the value was read with: the direction of pull.
+    displacement_mm: dict[str, np.ndarray] = field(default_factory=dict)
     keyframe_points_px: dict[str, np.ndarray] = field(default_factory=dict)
     peak_points_px: dict[str, np.ndarray] = field(default_factory=dict)
     head_inliers: float = 0.0
@@ -276,6 +280,20 @@ def measure_step(
                     flags=tuple(flags),
                 )
             )
+    for g in step.groups:
+        for side in SIDES:
+            sensor = used[(g.name, side)]
+            pos, rest, cols = (
+                (wt.image_mm, img_rest, img_cols)
+                if sensor == "image"
+                else (wt.landmarks_mm, lm_rest, lm_cols)
+            )
+            for key, pts in ((f"{g.name}:{side}", g.points(side)),
+                             (f"{g.name}:{side}:lower", g.lower_points(side))):
+                if pts:
+                    c = np.array([cols[p] for p in pts])
+                    d = np.nanmean(pos[peak][:, c], axis=(0, 1)) - np.nanmean(rest[c], axis=0)
+                    res.displacement_mm[key] = d
     for name, pts in protocol.midline.items():
         c = np.array([img_cols[p] for p in pts])
         d = np.nanmean(wt.image_mm[peak][:, c, 0]) - np.nanmean(img_rest[c, 0])

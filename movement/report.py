@@ -834,7 +834,8 @@ def _rest_peak_arrows(
     ``up``/``down`` values, and for eyelids the upper lid down and the lower lid
     up (the closing split between them as the landmark model sees it); for
     ``length`` values (a displacement in any direction) the mean movement of the
-    points in the stored head-stabilised landmark trajectories, rest to peak.
+    points as the value's sensor measured it (``StepResult.displacement_mm``;
+    the head-stabilised landmark trajectories where it is absent).
     Start: where the points would sit at rest in the peak frame's head pose.
     """
     step = session.options.protocol.step(r.window.name)
@@ -865,6 +866,12 @@ def _rest_peak_arrows(
                     - np.nanmean(traj.mm[rest][:, s], axis=(0, 1))
                     for s in sets
                 ]
+                # The direction of pull as the value's own sensor measured it
+                # (the image tracker for skin), where the step recorded it.
+                keys = [f"{g.name}:{side}", f"{g.name}:{side}:lower"][: len(sets)]
+                measured = [r.displacement_mm.get(k) for k in keys]
+                if all(m is not None and np.isfinite(m).all() for m in measured):
+                    disp = [np.asarray(m) for m in measured]
                 if g.kind == "aperture":
                     down_up = -disp[0][1], disp[1][1]  # upper lid down, lower lid up
                     total = down_up[0] + down_up[1]
