@@ -259,7 +259,7 @@ class StreamTracker:
 
     def __init__(self, points: tuple[int, ...], anchors: tuple[int, ...]) -> None:
         self.points, self.anchors = points, anchors
-        self.rows: dict[int, np.ndarray] = {}
+        self.rows = np.full((0, len(dict.fromkeys(points + anchors)), 2), np.nan)
         self.keyframe = -1
         self.error: BaseException | None = None
         self._q: queue.Queue = queue.Queue(maxsize=64)
@@ -283,18 +283,25 @@ class StreamTracker:
                                              mm_per_px)
                     self.keyframe = t
                     prev = tracker.seed
-                    self.rows[t] = tracker.seed
+                    self._put(t, tracker.seed)
                     continue
                 guess = np.where(np.isfinite(prev), prev, pts[tracker.idx])
                 if not np.isfinite(guess).all():
                     continue
                 cur = tracker.track(t, guess)
-                self.rows[t] = cur
+                self._put(t, cur)
                 prev = np.where(np.isfinite(cur), cur, prev)
         except BaseException as exc:  # re-raised in the caller's thread by finish()
             self.error = exc
             while self._q.get() is not None:
                 pass
+
+    def _put(self, t: int, row: np.ndarray) -> None:
+        if t >= len(self.rows):
+            grow = np.full((max(t + 1, 2 * len(self.rows), 256),) + self.rows.shape[1:], np.nan)
+            grow[: len(self.rows)] = self.rows
+            self.rows = grow
+        self.rows[t] = row
 
     def finish(self, n_frames: int) -> tuple[np.ndarray, int]:
         """Positions (T, P, 2) of every frame (NaN where not tracked), and the keyframe."""
@@ -302,10 +309,10 @@ class StreamTracker:
         self._thread.join()
         if self.error is not None:
             raise self.error
-        n_pts = len(dict.fromkeys(self.points + self.anchors))
-        out = np.full((n_frames, n_pts, 2), np.nan)
-        for t, row in self.rows.items():
-            out[t] = row
+        if len(self.rows) >= n_frames:
+            return self.rows[:n_frames], self.keyframe
+        out = np.full((n_frames,) + self.rows.shape[1:], np.nan)
+        out[: len(self.rows)] = self.rows
         return out, self.keyframe
 
 

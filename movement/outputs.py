@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,13 +70,7 @@ def write_session(
             json.dumps(_clean(session_record(session)), indent=2, default=_json_default),
             encoding="utf-8",
         )
-        arrays = {}
-        for i, c in enumerate(session.clips):
-            pre = "" if len(session.clips) == 1 else f"clip{i}_"
-            arrays[f"{pre}t"] = c.track.t
-            arrays[f"{pre}mm"] = c.traj.mm.astype(np.float32)
-            arrays[f"{pre}px"] = c.track.xy.astype(np.float32)
-        np.savez_compressed(tmp / "landmarks.npz", **arrays)
+        _write_landmarks(tmp / "landmarks.npz", session)
         if render_report is not None:
             render_report(session, tmp / "report.html")
         os.chmod(tmp, 0o755)
@@ -87,6 +82,24 @@ def write_session(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_landmarks(path: Path, session: Session) -> None:
+    """``landmarks.npz`` (readable with ``np.load``), one array converted at a time.
+
+    ``np.savez_compressed`` would need every float32 copy at once: on a long
+    video that is hundreds of MB on top of the arrays themselves.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i, c in enumerate(session.clips):
+            pre = "" if len(session.clips) == 1 else f"clip{i}_"
+            for name, get in (
+                ("t", lambda c=c: c.track.t),
+                ("mm", lambda c=c: c.traj.mm.astype(np.float32)),
+                ("px", lambda c=c: c.track.xy.astype(np.float32)),
+            ):
+                with zf.open(f"{pre}{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, get(), allow_pickle=False)
 
 
 def _replace(tmp: Path, out: Path) -> None:
