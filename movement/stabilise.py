@@ -119,14 +119,15 @@ def stabilise(track: LandmarkTrack, scale: Scale, smooth: int = 3) -> Trajectori
         ipd = np.linalg.norm(v, axis=-1)
     lateral = v / ipd[:, None]
     up = np.stack([lateral[:, 1], -lateral[:, 0]], axis=-1)
-    # One (T, 478, 2) temporary at a time: these are the largest arrays of a
-    # long video.
-    rel = xy - origin[:, None, :]
+    # In blocks of frames: (T, 478, 2) arrays are the largest of a long video,
+    # and whole-video temporaries would double or triple them.
     k = (scale.mm_per_px * scale.ipd_px / ipd)[:, None]
-    mm = np.empty_like(rel)
-    mm[..., 0] = np.einsum("tpk,tk->tp", rel, lateral) * k
-    mm[..., 1] = np.einsum("tpk,tk->tp", rel, up) * k
-    del rel
+    mm = np.empty_like(xy)
+    for a in range(0, len(xy), 1024):
+        b = a + 1024
+        rel = xy[a:b] - origin[a:b, None, :]
+        mm[a:b, :, 0] = (rel * lateral[a:b, None, :]).sum(-1) * k[a:b]
+        mm[a:b, :, 1] = (rel * up[a:b, None, :]).sum(-1) * k[a:b]
     roll = np.degrees(np.arctan2(-v[:, 1], v[:, 0]))
     # Nose tip (1) between the outer eye corners: 0 when frontal.
     nose_x = mm[:, 1, 0]
