@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from movement import __version__
+from movement.htmlkit import BASE_CSS, replace_folder
 from movement.store import (
     COMPARISON_FILE,
     History,
@@ -392,29 +392,12 @@ def comparison_csv(cmp: Comparison) -> str:
 
 # --------------------------------------------------------------------------- the HTML
 
-CSS = """
-*{box-sizing:border-box}
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
-color:#1d2733;background:#eef1f4;font-size:14px;line-height:1.4}
-header{background:#16324f;color:#fff;padding:14px 32px 10px}
-header h1{margin:0;font-size:20px;font-weight:600}
-.pbar{display:flex;flex-wrap:wrap;gap:6px 28px;margin-top:8px;font-size:13px}
-.pbar div{display:flex;flex-direction:column}
-.pbar b{font-size:10px;text-transform:uppercase;letter-spacing:.6px;opacity:.7;font-weight:600}
-main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
-section{background:#fff;border:1px solid #dde3e8;border-radius:6px;padding:14px 20px;margin:14px 0}
-h2{font-size:17px;margin:0 0 10px;color:#16324f;border-bottom:2px solid #e3e8ee;padding-bottom:6px}
-h3{font-size:15px;margin:4px 0 6px;color:#16324f}
-table{border-collapse:collapse;font-size:13px;width:100%;margin:4px 0 8px}
-th,td{padding:4px 8px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:middle}
-th{background:#eef2f6;font-weight:600;font-size:12px;color:#334}
+CSS = BASE_CSS + """
 td.l,th.l{text-align:left}td:first-child,td.ch{white-space:nowrap}
 tr.base td{background:#f3f7fb;font-weight:600}
 tr.tx td{background:#f6f1fa;color:#4a2a6a}
 tr.q-low td{background:#fff8e6}tr.q-unusable td,tr.q-missing td{background:#fdeeee;color:#7a2a2a}
 .badge{display:inline-block;border-radius:3px;padding:1px 7px;font-size:12px;font-weight:600}
-.dom-right{color:#fff;background:#1f6fb4}.dom-left{color:#fff;background:#d9541e}
-.dom-balanced{color:#2d5e2d;background:#dcefdc}.dom-undetermined{color:#555;background:#e6e6e6}
 .statements{margin:6px 0 4px;padding-left:20px}.statements li{margin:5px 0;font-size:15px}
 .statement{font-size:15px;margin:2px 0 6px}
 .down{color:#1d6b2f}.up{color:#8a2b0c}
@@ -741,7 +724,7 @@ def write_comparison(cmp: Comparison, out_dir: str | Path, private: bool = False
         (tmp / CSV_FILE).write_text(comparison_csv(cmp), encoding="utf-8", newline="")
         (tmp / COMPARISON_FILE).write_text(render_html(cmp, out), encoding="utf-8")
         os.chmod(tmp, 0o700 if private else 0o755)
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputFolderError(f"{out}: cannot write ({exc.strerror or exc})") from None
@@ -749,20 +732,6 @@ def write_comparison(cmp: Comparison, out_dir: str | Path, private: bool = False
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 @contextmanager

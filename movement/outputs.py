@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from movement.htmlkit import replace_folder
 from movement.pipeline import Session, session_record
 
 
@@ -74,7 +75,7 @@ def write_session(
         if render_report is not None:
             render_report(session, tmp / "report.html")
         os.chmod(tmp, 0o755)
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from None
@@ -100,20 +101,6 @@ def _write_landmarks(path: Path, session: Session) -> None:
             ):
                 with zf.open(f"{pre}{name}.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, get(), allow_pickle=False)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def _json_default(o: object) -> object:

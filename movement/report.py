@@ -33,6 +33,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from movement import __version__
 from movement.activation import StepResult
+from movement.htmlkit import BASE_CSS
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session
 
@@ -102,33 +103,16 @@ FACE_LINES: tuple[tuple[int, ...], ...] = (
     (474, 475, 476, 477, 474),
 )  # fmt: skip
 
-CSS = """
-*{box-sizing:border-box;-webkit-print-color-adjust:exact;print-color-adjust:exact}
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
-color:#1d2733;background:#eef1f4;font-size:14px;line-height:1.4}
-header{background:#16324f;color:#fff;padding:14px 32px 10px}
-header h1{margin:0;font-size:20px;font-weight:600;letter-spacing:.2px}
-.pbar{display:flex;flex-wrap:wrap;gap:6px 28px;margin-top:8px;font-size:13px}
-.pbar div{display:flex;flex-direction:column}
-.pbar b{font-size:10px;text-transform:uppercase;letter-spacing:.6px;opacity:.7;font-weight:600}
+CSS = BASE_CSS + """
 .pbar span{font-size:14px}
 nav{position:sticky;top:0;z-index:10;background:#fff;border-bottom:1px solid #d5dbe1;
 padding:6px 32px;font-size:13px}
 nav a{color:#16324f;text-decoration:none;margin-right:18px}nav a:hover{text-decoration:underline}
-main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
-section{background:#fff;border:1px solid #dde3e8;border-radius:6px;padding:14px 20px;margin:14px 0}
-h2{font-size:17px;margin:0 0 10px;color:#16324f;border-bottom:2px solid #e3e8ee;padding-bottom:6px}
-h3{font-size:15px;margin:4px 0 6px;color:#16324f}
-table{border-collapse:collapse;font-size:13px;width:100%;margin:4px 0 8px}
-th,td{padding:4px 8px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:middle}
-th{background:#eef2f6;font-weight:600;font-size:12px;color:#334}
 td.l,th.l{text-align:left}td.c,th.c{text-align:center}
 tr.row-low td{background:#fff8e6}
 tr.row-unusable td,tr.row-missing td{background:#fdeeee;color:#7a2a2a}
 .badge{display:inline-block;border-radius:3px;padding:1px 7px;font-size:12px;font-weight:600;
 white-space:nowrap}
-.dom-right{color:#fff;background:#1f6fb4}.dom-left{color:#fff;background:#d9541e}
-.dom-balanced{color:#2d5e2d;background:#dcefdc}.dom-undetermined{color:#555;background:#e6e6e6}
 .q{font-size:12px;white-space:nowrap}.q-ok{color:#2d6a2d}.q-low{color:#8a5a00;font-weight:600}
 .q-unusable,.q-missing{color:#a11;font-weight:600}
 .reason{display:block;font-size:11px;color:#7a4b00;white-space:normal;text-align:right}
