@@ -32,6 +32,7 @@ glabella, a smile drags the corner): a window averages the movement over its
 area, so a small window reads the point itself. Measured on generated steps:
 windows of 3-5 mm err 0.05-0.3 mm, 9 mm windows 0.3-1.9 mm."""
 LK_LEVELS = 3
+LK_WIN_MIN_PX = 7
 FB_MAX_PX = 0.5
 """Forward-backward error (crop pixels, ~0.2 mm) above which a sub-point is dropped."""
 RING_MM = 1.2
@@ -173,7 +174,7 @@ class _Tracker:
         keyframe: int,
         points: tuple[int, ...],
         anchors: tuple[int, ...],
-        ring: bool,
+        ring: bool | int,
         mm_per_px: float,
         outward: dict[int, np.ndarray] | None = None,
     ) -> _Tracker:
@@ -184,7 +185,9 @@ class _Tracker:
         use = np.zeros((len(idx), RING.shape[0]), bool)
         use[:, 0] = True
         if ring:
-            use[[all_pts.index(p) for p in points], :] = True
+            # ring=True: all sub-points; an int: the first n (centre + inner ring).
+            n_sub = RING.shape[0] if ring is True else int(ring)
+            use[[all_pts.index(p) for p in points], :n_sub] = True
         for p, direction in (outward or {}).items():
             # Only the half-ring on the skin side: sub-points over the eyeball
             # would follow the iris, which does not move when the lid does.
@@ -192,7 +195,8 @@ class _Tracker:
         key_crop = cache.to_crop(seed_sub[use], keyframe).reshape(-1, 1, 2)
         key_img = cache.image(keyframe)
         # Window in crop pixels, odd, for LK_WIN_MM of skin.
-        win = int(np.clip(2 * round(LK_WIN_MM / (mm_per_px / cache.scale) / 2) + 1, 7, 21))
+        half = round(LK_WIN_MM / (mm_per_px / cache.scale) / 2)
+        win = int(np.clip(2 * half + 1, LK_WIN_MIN_PX, 21))
         tensors = np.zeros(use.shape + (2, 2))
         tensors[use] = _structure_tensors(key_img, key_crop.reshape(-1, 2), win)
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
@@ -249,6 +253,12 @@ def _parallel_run(tracker: _Tracker, order: list[int], xy: np.ndarray) -> np.nda
     return np.concatenate(parts)
 
 
+STREAM_RING = 9
+"""Sub-points per point while finding steps: the centre and the inner ring. A
+lone point is lost too often in a frown's deformation (the step then went
+unfound); the outer ring would double the cost for little more."""
+
+
 class StreamTracker:
     """Follows points from the first face frame while the landmark pass runs.
 
@@ -279,8 +289,8 @@ class StreamTracker:
                     if not np.isfinite(pts).all():
                         continue
                     mm_per_px = IRIS_DIAMETER_MM / float(iris_diameter_px(pts))
-                    tracker = _Tracker.build(cache, pts, t, self.points, self.anchors, False,
-                                             mm_per_px)
+                    tracker = _Tracker.build(cache, pts, t, self.points, self.anchors,
+                                             STREAM_RING, mm_per_px)
                     self.keyframe = t
                     prev = tracker.seed
                     self._put(t, tracker.seed)
