@@ -227,3 +227,30 @@ def test_variable_frame_rate_keeps_true_time(tmp_path, short_consult):
     for st in truth["steps"]:
         # Frame counting at a fixed rate would put the smile peak near 6.5 s.
         assert abs(peaks[st["name"]] - st["peak_s"]) <= 0.25, st["name"]
+
+
+def test_killed_run_leaves_nothing_half_written(tmp_path, short_consult):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "session"
+    scratch = tmp_path / "scratch"  # where the frame cache goes (TMPDIR)
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movement.cli", "analyze", str(short_consult[0]), "--out",
+         str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    time.sleep(4.0)  # inside the analysis (imports take ~2 s, the video ~8 s)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [x for x in err.splitlines() if x.startswith("movement:")]
+    assert lines == ["movement: error: interrupted; nothing was written"], err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["scratch"]  # no temporary folder
+    assert list(scratch.iterdir()) == []  # and no frame cache left behind
