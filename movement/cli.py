@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -167,6 +168,10 @@ def analyze(
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
     from movement import consult
     from movement.pipeline import Options
+
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so temporary folders are removed and
+    # nothing half-written is left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     from movement.protocol import load_protocol
     from movement.steps import read_cues
 
@@ -209,6 +214,10 @@ def analyze(
         msg = f"internal error ({type(exc).__name__}: {exc}); nothing was written"
         raise Failure(msg, 1) from None
     _summary(session, out_dir, quiet)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _frame_count(path: Path) -> int:

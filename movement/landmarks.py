@@ -221,6 +221,12 @@ def track_landmarks(
             nf.append(max(len(faces), counted))
             if progress is not None:
                 progress(1)
+    except BaseException:
+        # Interrupted (Ctrl-C, kill) or failed: no frame cache may outlive us.
+        writer_q.put(None)
+        writer.join()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         writer_q.put(None)
         writer.join()

@@ -42,6 +42,9 @@ LEFT_COLOUR = "#d9541e"  # patient's left
 NEUTRAL_COLOUR = "#9aa5b1"  # not dominant / balanced
 SIDE_COLOUR = {"right": RIGHT_COLOUR, "left": LEFT_COLOUR, "balanced": "#4d8f4d"}
 ARROW_GAIN = 3.0
+DRIFT_GAIN = 10.0
+"""Midline drift arrows on the summary faces are drawn 10x: a few tenths of a
+millimetre of sideways pull would otherwise not show on a whole face."""
 """Displacement arrows are drawn this many times longer than the movement so
 that 1-2 mm is visible on a face a few hundred pixels tall."""
 FRAME_HEIGHT = 320
@@ -608,6 +611,21 @@ def _face_map(session: Session) -> str:
                     ),
                     row=row_i, col=col_i,
                 )  # fmt: skip
+        # Side-to-side pull: the midline's drift at the peak as arrows (x10).
+        for name, drift in res.drift_mm.items():
+            pts = [p for p in proto.midline.get(name, ()) if p < len(face)]
+            if not pts or not np.isfinite(drift):
+                continue
+            x0, y0 = np.nanmean(face[pts], axis=0)
+            fig.add_annotation(
+                x=x0 + DRIFT_GAIN * drift, y=y0, ax=x0, ay=y0, xref=xid, yref=yid,
+                axref=xid, ayref=yid, showarrow=True, arrowhead=2, arrowsize=1,
+                arrowwidth=2, arrowcolor=SIDE_COLOUR["left" if drift > 0 else "right"],
+                text="", hovertext=(
+                    f"{name} midline drift {abs(drift):.2f} mm toward the patient's "
+                    f"{'left' if drift > 0 else 'right'} (arrow x{DRIFT_GAIN:g})"
+                ),
+            )  # fmt: skip
         title = f"<b>{_esc(step.name.capitalize())}</b>"
         sub = _nice(step.primary.name)
         fig.add_annotation(
