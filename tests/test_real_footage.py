@@ -11,7 +11,7 @@ flips the decoded pixels back before anything else, so a *lossless* flipped copy
 must reproduce the original exactly; a copy re-encoded with a lossy codec (what
 a phone or an editor would write) differs by the codec's noise, and on this
 clip that noise is large (see docs/METHOD.md and ``benchmarks/accuracy.py
---real``: on the laughing part the per-side values move by up to ~4 mm). Those
+--real``: re-encoding alone moves the cued values by 1-4 mm). Those
 values are flagged ``unusable``; the safety property tested here is that any
 value reported as a finding (``ok``/``low``) reproduces.
 """
@@ -40,7 +40,8 @@ FINDING_MM = 1.0
 change the side called. Measured on this clip: no value of the cued windows is
 reported as a finding (all unusable: head turns of 30-40 degrees, points lost); the
 unusable smile values differed by 3.9 mm (right) and 1.2 mm (left) at commit
-9085e51, and are not produced at all at ab7626b (points not followed)."""
+9085e51; since ab7626b (measured at 26b08bb) the smile gives no value in either run
+(points not followed) and the re-encoded copy loses the frown as well."""
 
 pytestmark = pytest.mark.skipif(not CLIP.exists(), reason=f"real clip not found: {CLIP}")
 
