@@ -254,6 +254,8 @@ def measure_step(
                 flags.append("points lost at the peak")
             elif g.kind == "aperture" and act < pl.min_aperture_change_mm:
                 flags.append(f"implausible: eye opened {-act:.1f} mm wider instead of narrowing")
+            elif g.kind in ("up", "down") and act < pl.min_aperture_change_mm:
+                flags.append(f"implausible: moved {-act:.1f} mm the wrong way")
             elif abs(act) > pl.max_displacement_mm:
                 flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
             if (

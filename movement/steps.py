@@ -57,7 +57,9 @@ def _side_signal(
         cols = np.array([col[p] for p in g.points(side)])
         lower = np.array([col[p] for p in g.lower_points(side)]) if kind == "aperture" else None
         vals.append(measure_series(pos, baseline, kind, cols, lower))
-    return np.nanmax(np.stack(vals), axis=0)
+    # NaN where either side is lost (not the other side's value): a lost moving
+    # side must read as a gap to bridge, not as the still side's zero.
+    return np.max(np.stack(vals), axis=0)
 
 
 def _bridge(s: np.ndarray, max_gap: int) -> np.ndarray:
