@@ -21,8 +21,6 @@ import datetime as _dt
 import html
 import io
 import os
-import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from movement import __version__
-from movement.htmlkit import BASE_CSS, replace_folder
+from movement.htmlkit import BASE_CSS, staged_folder
 from movement.store import (
     COMPARISON_FILE,
     History,
@@ -717,20 +715,11 @@ def write_comparison(cmp: Comparison, out_dir: str | Path, private: bool = False
             )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise OutputFolderError(f"{out.parent}: cannot write ({exc.strerror or exc})") from None
-    try:
+    with staged_folder(out, OutputFolderError, 0o700 if private else 0o755) as tmp:
         (tmp / CSV_FILE).write_text(comparison_csv(cmp), encoding="utf-8", newline="")
         (tmp / COMPARISON_FILE).write_text(render_html(cmp, out), encoding="utf-8")
-        os.chmod(tmp, 0o700 if private else 0o755)
-        replace_folder(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputFolderError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

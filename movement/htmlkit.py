@@ -1,11 +1,14 @@
 """What the session report and the comparison report share: the house style and
-atomic folder replacement (standard library only, so the clinic commands stay fast)."""
+atomic folder writing (standard library only, so the clinic commands stay fast)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BASE_CSS = """
@@ -49,3 +52,26 @@ def replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
+
+
+@contextmanager
+def staged_folder(out: Path, error: type[Exception], mode: int = 0o755) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write into; renamed to ``out`` when the block ends.
+
+    On any failure, or an interruption, the temporary folder is removed and
+    ``out`` is untouched; OS errors become one ``error`` with the path.
+    """
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise error(f"{out.parent}: cannot write ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        replace_folder(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error(f"{out}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

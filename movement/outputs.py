@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from movement.htmlkit import replace_folder
+from movement.htmlkit import staged_folder
 from movement.pipeline import Session, session_record
 
 
@@ -58,11 +56,7 @@ def write_session(
     """Write the session folder; return its path."""
     out = Path(out)
     check_out_dir(out, [c.sha256 for c in session.clips], force)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent or "."))
-    except OSError as exc:
-        raise OutputError(f"{out.parent}: cannot write ({exc.strerror})") from None
-    try:
+    with staged_folder(out.absolute(), OutputError) as tmp:
         session.asymmetry.to_csv(tmp / "asymmetry.csv", index=False, float_format="%.3f")
         session.metrics.to_csv(tmp / "metrics.csv", index=False, float_format="%.3f")
         session.midline.to_csv(tmp / "midline.csv", index=False, float_format="%.3f")
@@ -74,14 +68,6 @@ def write_session(
         _write_landmarks(tmp / "landmarks.npz", session)
         if render_report is not None:
             render_report(session, tmp / "report.html")
-        os.chmod(tmp, 0o755)
-        replace_folder(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
