@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from movement import synth
 from movement.protocol import load_protocol
 
-RUNNER = """
-import resource, sys
-from movement.cli import main
-code = 0
-try:
-    main(sys.argv[1:])
-except SystemExit as e:
-    code = e.code
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
-"""
+# The benchmark's own measurement: a fresh `movement analyze` process and its peak RSS.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from speed import full_analysis  # noqa: E402
 
 
-def _peak_mb(video, out) -> float:
-    res = subprocess.run(
-        [sys.executable, "-c", RUNNER, "analyze", str(video), "--out", str(out), "-q"],
-        capture_output=True, text=True,
-    )
-    assert res.returncode == 0, res.stderr[-800:]
-    kb = next(int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("MAXRSS_KB"))
-    return kb / 1024
+def _peak_mb(video: Path, out: Path) -> float:
+    return full_analysis(video, out)[1]
 
 
 def test_ten_minute_video_memory_stays_flat(tmp_path):

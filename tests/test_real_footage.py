@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
-import cv2
 import pandas as pd
 import pytest
 from conftest import analyze
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from accuracy import write_flipped  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIP = DATA / "pexels_wolfganglanger_cry_laugh.mp4"
@@ -51,21 +54,8 @@ def _rows(out: Path) -> pd.DataFrame:
 
 
 def _copy(dst: Path, fourcc: str, flip: bool = True) -> Path:
-    cap = cv2.VideoCapture(str(CLIP))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    wr = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-    assert wr.isOpened(), f"OpenCV cannot write {fourcc}"
-    n = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        wr.write(cv2.flip(img, 1) if flip else img)
-        n += 1
-    cap.release()
-    wr.release()
-    assert n > 400
+    """The real clip re-written (flipped or not) with the benchmark's own writer."""
+    assert write_flipped(CLIP, dst, fourcc, flip) > 400
     return dst
 
 
