@@ -36,6 +36,7 @@ from movement.activation import StepResult
 from movement.htmlkit import BASE_CSS
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session
+from movement.stabilise import yaw_degrees
 
 RIGHT_COLOUR = "#1f6fb4"  # patient's right
 LEFT_COLOUR = "#d9541e"  # patient's left
@@ -1158,7 +1159,7 @@ def _recording_cell(q: object | None) -> str:
 def _quality(session: Session) -> str:
     rows = []
     for c in session.clips:
-        yaw = np.degrees(np.arcsin(np.clip(c.traj.yaw_index * 1.6, -1, 1)))
+        yaw = yaw_degrees(c.traj.yaw_index)
         rows.append(
             f'<tr><td class="l">{_esc(Path(c.info.path).name)}</td>'
             f"<td>{c.info.width}×{c.info.height}</td><td>{c.info.fps:.2f}</td>"
