@@ -54,6 +54,32 @@ class MuscleGroup:
 
 
 @dataclass(frozen=True)
+class CreaseRegion:
+    """A skin region where a step folds lines, per side, and how its lines run.
+
+    The region is the convex hull of the side's landmarks in the face frame,
+    moved ``shift_mm`` (outward from the midline, up) and grown by
+    ``margin_mm``. ``orientation_deg`` is the direction the lines run on the
+    patient's RIGHT side, in the face frame, counter-clockwise from the
+    "toward the patient's left" axis as seen by the camera (0 = horizontal
+    forehead lines, 90 = vertical glabellar lines); the left side is its
+    mirror image. ``width_mm`` is the typical width of one fold.
+    """
+
+    name: str
+    right: tuple[int, ...]
+    left: tuple[int, ...]
+    orientation_deg: float = 0.0
+    width_mm: float = 1.0
+    margin_mm: float = 0.0
+    shift_mm: tuple[float, float] = (0.0, 0.0)
+    note: str = ""
+
+    def points(self, side: str) -> tuple[int, ...]:
+        return self.right if side == "right" else self.left
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     instruction: str
@@ -61,6 +87,7 @@ class Step:
     anchors: tuple[str, ...]
     groups: tuple[MuscleGroup, ...]
     detect: str = ""  # measurement kind that finds the step; default: the primary's
+    creases: tuple[CreaseRegion, ...] = ()
 
     @property
     def detect_kind(self) -> str:
