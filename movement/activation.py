@@ -81,18 +81,21 @@ class StepResult:
 def _level(pos: np.ndarray, g: MuscleGroup, side: str, cols: dict[int, int]) -> np.ndarray:
     """The group's level (not relative to rest) over time."""
     up = np.array([cols[i] for i in g.points(side)])
-    if g.kind == "aperture":
+    if g.kind in ("aperture", "opening"):
         low = np.array([cols[i] for i in g.lower_points(side)])
         return pos[:, up, 1].mean(1) - pos[:, low, 1].mean(1)
     if g.kind in ("up", "down"):
         return pos[:, up, 1].mean(1)
+    if g.kind in ("medial", "lateral"):
+        # Distance from the midline between the irises (x = 0 in the face frame).
+        return np.abs(pos[:, up, 0].mean(1))
     return np.zeros(len(pos))
 
 
 def _series(pos: np.ndarray, rest: np.ndarray, g: MuscleGroup, side: str, cols: dict[int, int]):
     c = np.array([cols[i] for i in g.points(side)])
-    low = np.array([cols[i] for i in g.lower_points(side)]) if g.kind == "aperture" else None
-    return measure_series(pos, rest, g.kind, c, low)
+    low = np.array([cols[i] for i in g.lower_points(side)]) if g.lower_points(side) else None
+    return measure_series(pos, rest, g.kind, c, low, side)
 
 
 def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
@@ -163,11 +166,45 @@ def _outward(step: Step, key_xy: np.ndarray) -> dict[int, np.ndarray]:
                 centre = key_xy[pts].mean(axis=0)
                 for p in pts:
                     out[p] = np.array([0.0, np.sign(key_xy[p, 1] - centre[1]) or 1.0])
+            elif g.kind == "opening":
+                # A lip: its inner margin borders the mouth, the lip lies toward
+                # the outer border; the outer border has skin on both sides.
+                lower = key_xy[list(g.lower_points(side))].mean(axis=0)
+                for p in g.points(side):
+                    v = lower - key_xy[p]
+                    out[p] = v / (np.linalg.norm(v) or 1.0)
             elif len(pts) == 1:
                 centre = key_xy[list(g.right + g.left)].mean(axis=0)
                 v = key_xy[pts[0]] - centre
                 out[pts[0]] = v / (np.linalg.norm(v) or 1.0)
+            elif g.kind in ("medial", "lateral"):
+                # A face contour: the skin lies toward the midline, the
+                # background (which does not move with it) away from it.
+                centre = key_xy[list(g.right + g.left)].mean(axis=0)
+                for p in pts:
+                    v = centre - key_xy[p]
+                    out[p] = v / (np.linalg.norm(v) or 1.0)
     return out
+
+
+RANGE_PERCENTILE = 95
+"""A repeated movement (speech) is read as the 95th percentile of the side's
+displacement over the whole step: its dynamic range, robust to one spike."""
+
+
+def count_movements(x: np.ndarray, top: float, min_mm: float = 0.3) -> int:
+    """Distinct excursions in a repeated movement: rises above half of ``top``
+    after falling back below a quarter of it (hysteresis, so noise on a
+    plateau does not count twice). A side moving less than ``min_mm`` makes none."""
+    if not np.isfinite(top) or top < min_mm:
+        return 0
+    n, armed = 0, True
+    for v in x[np.isfinite(x)]:
+        if armed and v > 0.5 * top:
+            n, armed = n + 1, False
+        elif v < 0.25 * top:
+            armed = True
+    return n
 
 
 def measure_step(
@@ -237,16 +274,23 @@ def measure_step(
     if len(peak) == 0:
         return res
     pl = protocol.plausibility
+    seg = slice(win.start - first, win.end - first + 1)
     lost = np.isnan(wt.image_mm[peak]).any(axis=2).mean() if image_pts else 0.0
     res.lost_fraction = float(lost)
     for g in step.groups:
         for side in SIDES:
             sensor = used[(g.name, side)]
             other = "landmarks" if sensor == "image" else "image"
-            act = float(np.nanmean(series[(g.name, side)][peak]))
             check = float("nan")
-            if other == "landmarks" or all(p in img_cols for p in g.all_points):
-                check = float(np.nanmean(sensor_series(g, side, other)[peak]))
+            has_check = other == "landmarks" or all(p in img_cols for p in g.all_points)
+            if step.mode == "range":
+                act = _range(series[(g.name, side)][seg])
+                if has_check:
+                    check = _range(sensor_series(g, side, other)[seg])
+            else:
+                act = float(np.nanmean(series[(g.name, side)][peak]))
+                if has_check:
+                    check = float(np.nanmean(sensor_series(g, side, other)[peak]))
             pos, cols = (wt.image_mm, img_cols) if sensor == "image" else (wt.landmarks_mm, lm_cols)
             lvl = _level(pos, g, side, cols)
             flags = []
@@ -254,7 +298,7 @@ def measure_step(
                 flags.append("points lost at the peak")
             elif g.kind == "aperture" and act < pl.min_aperture_change_mm:
                 flags.append(f"implausible: eye opened {-act:.1f} mm wider instead of narrowing")
-            elif g.kind in ("up", "down") and act < pl.min_aperture_change_mm:
+            elif g.kind not in ("length", "aperture") and act < pl.min_aperture_change_mm:
                 flags.append(f"implausible: moved {-act:.1f} mm the wrong way")
             elif abs(act) > pl.max_displacement_mm:
                 flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
@@ -266,6 +310,8 @@ def measure_step(
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
             if res.head_inliers < 4:
                 flags.append("head motion could not be removed")
+            if g.reliability:
+                flags.append(f"reliability: {g.reliability}")
             res.measures.append(
                 GroupMeasure(
                     step=step.name,
@@ -282,6 +328,14 @@ def measure_step(
                     flags=tuple(flags),
                 )
             )
+            if step.mode == "range":
+                n = count_movements(_smooth(series[(g.name, side)][seg], fps), act)
+                res.measures.append(
+                    GroupMeasure(
+                        step.name, g.name, "movements", g.kind, res.measures[-1].sensor,
+                        False, side, float(n), 0.0, float(n), float("nan"), tuple(flags),
+                    )
+                )
     for g in step.groups:
         for side in SIDES:
             sensor = used[(g.name, side)]
@@ -309,6 +363,22 @@ def measure_step(
             res.keyframe_points_px[f"{g.name}:{side}"] = track.xy[kf, pts]
             res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
     return res
+
+
+def _smooth(x: np.ndarray, fps: float) -> np.ndarray:
+    """Tracking noise removed before counting movements (median of 3, then a
+    0.1 s mean): a syllable lasts about 0.3 s, jitter a frame."""
+    out = x.copy()
+    ok = np.isfinite(out)
+    if ok.sum() >= 3:
+        out[ok] = median_filter(out[ok], size=3, mode="nearest")
+        out[ok] = uniform_filter1d(out[ok], size=max(int(round(0.1 * fps)), 1), mode="nearest")
+    return out
+
+
+def _range(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, RANGE_PERCENTILE)) if len(x) else float("nan")
 
 
 def measure_all(

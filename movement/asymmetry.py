@@ -82,6 +82,25 @@ def dominant_side(right: float, left: float, th: Thresholds) -> str:
     return "balanced"
 
 
+def dominant_for(measure: str, right: float, left: float, th: Thresholds) -> str:
+    """The dominance rule of a measure: mm rules for millimetres, relative
+    rules for counts and crease strengths (which have no millimetres)."""
+    if not (np.isfinite(right) and np.isfinite(left)):
+        return "undetermined"
+    if measure == "movements":
+        diff = right - left
+        big = max(right, left)
+        if abs(diff) >= th.min_count_diff and abs(diff) / big >= th.min_ratio:
+            return "right" if diff > 0 else "left"
+        return "balanced"
+    if measure == "crease":
+        lo, hi = sorted((right, left))
+        if hi >= th.crease_min and hi >= th.crease_min_ratio * max(lo, 0.0):
+            return "right" if right > left else "left"
+        return "balanced"
+    return dominant_side(right, left, th)
+
+
 _RANK = {"ok": 0, "low": 1, "unusable": 2}
 
 
@@ -124,7 +143,7 @@ def tables(
                     )
                 )
             continue
-        by_group: dict[str, dict[str, object]] = {}
+        by_group: dict[tuple[str, str], dict[str, object]] = {}
         for m in r.measures:
             metr.append(
                 dict(
@@ -145,9 +164,10 @@ def tables(
                     flags="; ".join(m.flags),
                 )
             )
-            by_group.setdefault(m.muscle_group, {"measure": m.measure, "primary": m.primary})
-            by_group[m.muscle_group][m.side] = m
-        for name, d in by_group.items():
+            key = (m.muscle_group, m.measure)
+            by_group.setdefault(key, {"measure": m.measure, "primary": m.primary})
+            by_group[key][m.side] = m
+        for (name, _), d in by_group.items():
             rm, lm = d["right"], d["left"]
             right, left = rm.activation_mm, lm.activation_mm  # type: ignore[attr-defined]
             flags = rm.flags + lm.flags  # type: ignore[attr-defined]
@@ -163,7 +183,7 @@ def tables(
             if rec_reason and rec_q != "ok":
                 reason = "; ".join(x for x in (rec_reason, reason) if x)
             dom = (
-                dominant_side(right, left, protocol.thresholds)
+                dominant_for(str(d["measure"]), right, left, protocol.thresholds)
                 if quality != "unusable"
                 else "undetermined"
             )
@@ -206,9 +226,13 @@ def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray
         vals = {}
         for side in ("right", "left"):
             up = face[list(m.right if side == "right" else m.left), 1].mean()
+            pts = list(m.right if side == "right" else m.left)
             if m.kind == "aperture":
                 low = face[list(m.right_lower if side == "right" else m.left_lower), 1].mean()
                 vals[side] = float(up - low)
+            elif m.kind == "width":
+                # Distance from the facial midline (x = 0, midway between the irises).
+                vals[side] = float(np.abs(face[pts, 0].mean()))
             else:
                 vals[side] = float(up)
         diff = vals["right"] - vals["left"]
@@ -222,3 +246,38 @@ def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray
             )
         )
     return pd.DataFrame(rows, columns=["measure", "right_mm", "left_mm", "diff_mm", "larger_side"])
+
+
+REST_MEASURE_UNITS = {"height": "height_mm", "aperture": "aperture_mm", "width": "width_mm"}
+
+
+def rest_rows(rest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """The resting measures as ``asymmetry`` rows with step ``rest``.
+
+    ``dominant_side`` is the side that sits higher (heights), more open
+    (apertures) or further from the midline (widths) by at least
+    ``rest_min_diff_mm``; a resting difference is position, not pull.
+    """
+    kinds = {m.name: m.kind for m in protocol.rest_measures}
+    th = protocol.thresholds
+    rows = []
+    for _, r in rest.iterrows():
+        right, left = float(r["right_mm"]), float(r["left_mm"])
+        diff = right - left
+        if not np.isfinite(diff):
+            dom, quality, reason = "undetermined", "unusable", "no neutral face to measure"
+        else:
+            dom = ("right" if diff > 0 else "left") if abs(diff) >= th.rest_min_diff_mm else (
+                "balanced"
+            )
+            quality, reason = "ok", ""
+        rows.append(
+            dict(
+                step="rest", muscle_group=r["measure"],
+                measure=REST_MEASURE_UNITS.get(kinds.get(r["measure"], "height"), "height_mm"),
+                primary=False, right_mm=right, left_mm=left, diff_mm=diff,
+                asymmetry_index=np.nan, dominant_side=dom, quality=quality, reason=reason,
+                peak_s=np.nan,
+            )
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=ASYMMETRY_COLUMNS)

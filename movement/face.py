@@ -51,7 +51,12 @@ def to_face_frame(vectors: np.ndarray, lateral: np.ndarray, up: np.ndarray) -> n
 
 
 def measure_series(
-    pos: np.ndarray, rest: np.ndarray, kind: str, cols: np.ndarray, lower: np.ndarray | None = None
+    pos: np.ndarray,
+    rest: np.ndarray,
+    kind: str,
+    cols: np.ndarray,
+    lower: np.ndarray | None = None,
+    side: str = "right",
 ) -> np.ndarray:
     """One side's value of a measurement kind over time, relative to rest.
 
@@ -59,20 +64,22 @@ def measure_series(
     ----------
     pos : (T, P, 2) positions in mm in the face frame (x, up)
     rest : (P, 2) rest positions in the same frame
-    kind : "length" | "up" | "down" | "aperture" (see protocols/standard.toml)
+    kind : "length" | "up" | "down" | "medial" | "lateral" | "aperture" | "opening"
+        (see protocols/standard.toml)
     cols : columns of the points (the upper lid for "aperture")
-    lower : columns of the lower lid for "aperture"
+    lower : columns of the lower lid for "aperture" and "opening"
+    side : the patient's side the points are on ("medial" and "lateral" depend on it)
 
     Returns
     -------
-    (T,) mm; positive means the muscle pulls (displacement, lid closing).
+    (T,) mm; positive means the muscle pulls (displacement, lid closing, lip everting).
     """
-    if kind == "aperture":
+    if kind in ("aperture", "opening"):
         if lower is None:
-            raise ValueError("aperture needs the lower-lid points")
+            raise ValueError(f"{kind} needs the lower points")
         ap = _mean(pos[:, cols, 1]) - _mean(pos[:, lower, 1])
         ap_rest = rest[cols, 1].mean() - rest[lower, 1].mean()
-        return ap_rest - ap
+        return ap_rest - ap if kind == "aperture" else ap - ap_rest
     d = _mean(pos[:, cols] - rest[cols])
     if kind == "length":
         return np.linalg.norm(d, axis=-1)
@@ -80,6 +87,10 @@ def measure_series(
         return d[:, 1]
     if kind == "down":
         return -d[:, 1]
+    if kind in ("medial", "lateral"):
+        # x runs toward the patient's left: the right side's midline is at +x.
+        toward_midline = d[:, 0] if side == "right" else -d[:, 0]
+        return toward_midline if kind == "medial" else -toward_midline
     raise ValueError(f"unknown measurement kind {kind!r}")
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from movement import __version__
 from movement.activation import StepResult, measure_all
-from movement.asymmetry import resting_asymmetry, tables
+from movement.asymmetry import rest_rows, resting_asymmetry, tables
 from movement.imagetrack import StreamTracker, track_window
 from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
 from movement.protocol import Protocol
@@ -226,6 +226,8 @@ def analyze(
     recording = {q.step: (q.verdict, q.reason) for c in clips for q in c.quality}
     asym, metr, mid = tables(results, protocol, recording)
     rest = clips[0].rest_table
+    # Resting position first, then each step's movement; the step column tells them apart.
+    asym = pd.concat([rest_rows(rest, protocol), asym], ignore_index=True)
     warnings = [w for c in clips for w in c.warnings]
     for c in clips:
         yaw = yaw_degrees(c.traj.yaw_index)

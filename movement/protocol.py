@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 N_LANDMARKS = 478
-MEASURES = {"displacement_mm", "aperture_mm"}
-KINDS = {"length", "up", "down", "aperture"}
+MEASURES = {"displacement_mm", "aperture_mm", "range_mm"}
+KINDS = {"length", "up", "down", "medial", "lateral", "aperture", "opening"}
+MODES = {"peak", "range"}
+REST_KINDS = {"height", "aperture", "width"}
 SENSORS = {"image", "landmarks", "hybrid"}
 
 
@@ -41,6 +43,7 @@ class MuscleGroup:
     primary: bool = False
     note: str = ""
     half_ring: bool = False  # follow with the skin-side half of the sub-point ring
+    reliability: str = ""  # why a value may mislead (shown beside every reading)
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -88,6 +91,8 @@ class Step:
     groups: tuple[MuscleGroup, ...]
     detect: str = ""  # measurement kind that finds the step; default: the primary's
     creases: tuple[CreaseRegion, ...] = ()
+    mode: str = "peak"  # peak: one held expression; range: repeated movement (speech)
+    merge_gap_s: float | None = None  # longer pauses than the protocol's still one bout
 
     @property
     def detect_kind(self) -> str:
@@ -106,12 +111,29 @@ class RestMeasure:
     left: tuple[int, ...]
     right_lower: tuple[int, ...] = ()
     left_lower: tuple[int, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MusclePair:
+    """Neighbouring muscles balanced together: quieting one can reveal the other."""
+
+    name: str
+    first: tuple[str, str]  # (step, muscle_group)
+    second: tuple[str, str]
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class Thresholds:
     min_diff_mm: float = 1.0
     min_ratio: float = 0.20
+    # Resting asymmetry: a side differs when it is this far from the other.
+    rest_min_diff_mm: float = 1.0
+    # Counts (movements during speech) and creases have no mm: relative rules.
+    min_count_diff: int = 2
+    crease_min_ratio: float = 1.3
+    crease_min: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -138,6 +160,7 @@ class Protocol:
     anchors: dict[str, tuple[int, ...]]
     midline: dict[str, tuple[int, ...]]
     rest_measures: tuple[RestMeasure, ...]
+    pairs: tuple[MusclePair, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     detection: Detection = field(default_factory=Detection)
     plausibility: Plausibility = field(default_factory=Plausibility)
@@ -204,6 +227,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             primary=bool(raw.get("primary", False)),
             note=str(raw.get("note", "")),
             half_ring=bool(raw.get("half_ring", False)),
+            reliability=str(raw.get("reliability", "")),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None
@@ -215,9 +239,58 @@ def _group(raw: dict, where: str) -> MuscleGroup:
         raise ProtocolError(f"{where}: sensor must be one of {sorted(SENSORS)}")
     if not g.right or not g.left:
         raise ProtocolError(f"{where}: both sides need points")
-    if g.kind == "aperture" and (not g.right_lower or not g.left_lower):
-        raise ProtocolError(f"{where}: aperture needs right_lower and left_lower")
+    if g.kind in ("aperture", "opening") and (not g.right_lower or not g.left_lower):
+        raise ProtocolError(f"{where}: {g.kind} needs right_lower and left_lower")
     return g
+
+
+def _crease(raw: dict, where: str) -> CreaseRegion:
+    try:
+        shift = raw.get("shift_mm", [0.0, 0.0])
+        if not isinstance(shift, list) or len(shift) != 2:
+            raise ProtocolError(f"{where}: shift_mm must be [outward, up]")
+        return CreaseRegion(
+            name=str(raw["name"]),
+            right=_ints(raw["right"], f"{where}.right"),
+            left=_ints(raw["left"], f"{where}.left"),
+            orientation_deg=float(raw.get("orientation_deg", 0.0)),
+            width_mm=float(raw.get("width_mm", 1.0)),
+            margin_mm=float(raw.get("margin_mm", 0.0)),
+            shift_mm=(float(shift[0]), float(shift[1])),
+            note=str(raw.get("note", "")),
+        )
+    except KeyError as exc:
+        raise ProtocolError(f"{where}: missing field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+
+
+def _pair(raw: dict, where: str, steps: dict[str, Step]) -> MusclePair:
+    def ref(key: str) -> tuple[str, str]:
+        value = raw.get(key)
+        if not isinstance(value, str) or value.count(":") != 1:
+            raise ProtocolError(f"{where}: {key} must be 'step:muscle_group'")
+        step, group = value.split(":")
+        if step not in steps or group not in {g.name for g in steps[step].groups}:
+            raise ProtocolError(f"{where}: {key} '{value}' names no step's muscle group")
+        return step, group
+
+    return MusclePair(str(raw.get("name", "")), ref("first"), ref("second"),
+                      str(raw.get("note", "")))
+
+
+def _merge(base: dict, data: dict) -> dict:
+    """``data`` on top of ``base``: its steps, rest measures and pairs are added
+    (replacing those of the same name), its tables update the base's."""
+    out = {**base, **{k: v for k, v in data.items() if k != "extends"}}
+    for key in ("anchors", "midline", "thresholds", "detection", "plausibility"):
+        out[key] = {**base.get(key, {}), **data.get(key, {})}
+    for key in ("steps", "rest_measures", "pairs"):
+        names = {r.get("name") for r in data.get(key, [])}
+        out[key] = [r for r in base.get(key, []) if r.get("name") not in names] + list(
+            data.get(key, [])
+        )
+    return out
 
 
 def parse_protocol(data: dict, path: str = "") -> Protocol:
@@ -240,6 +313,11 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             raise ProtocolError(f"{sw} ({rs['name']}): exactly one group must be primary")
         if rs.get("detect", "") not in ("", *KINDS):
             raise ProtocolError(f"{sw}: detect must be one of {sorted(KINDS)}")
+        if rs.get("mode", "peak") not in MODES:
+            raise ProtocolError(f"{sw}: mode must be one of {sorted(MODES)}")
+        creases = tuple(
+            _crease(c, f"{sw}.creases[{j}]") for j, c in enumerate(rs.get("creases", []))
+        )
         regions = tuple(rs.get("anchors", list(anchors)))
         unknown = [r for r in regions if r not in anchors]
         if unknown or not regions:
@@ -252,21 +330,39 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
                 anchors=regions,
                 groups=groups,
                 detect=str(rs.get("detect", "")),
+                creases=creases,
+                mode=str(rs.get("mode", "peak")),
+                merge_gap_s=(
+                    float(rs["merge_gap_s"]) if rs.get("merge_gap_s") is not None else None
+                ),
             )
         )
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise ProtocolError(f"{where}: step names repeat")
-    rest = tuple(
-        RestMeasure(
-            name=str(r["name"]),
-            kind=str(r["kind"]),
-            right=_ints(r["right"], f"{where}: rest_measures.right"),
-            left=_ints(r["left"], f"{where}: rest_measures.left"),
-            right_lower=_ints(r.get("right_lower", []), f"{where}: rest_measures.right_lower"),
-            left_lower=_ints(r.get("left_lower", []), f"{where}: rest_measures.left_lower"),
-        )
-        for r in data.get("rest_measures", [])
+    rest = []
+    for r in data.get("rest_measures", []):
+        rw = f"{where}: rest_measures.{r.get('name', '?')}"
+        try:
+            m = RestMeasure(
+                name=str(r["name"]),
+                kind=str(r["kind"]),
+                right=_ints(r["right"], f"{rw}.right"),
+                left=_ints(r["left"], f"{rw}.left"),
+                right_lower=_ints(r.get("right_lower", []), f"{rw}.right_lower"),
+                left_lower=_ints(r.get("left_lower", []), f"{rw}.left_lower"),
+                note=str(r.get("note", "")),
+            )
+        except KeyError as exc:
+            raise ProtocolError(f"{rw}: missing field {exc}") from None
+        if m.kind not in REST_KINDS:
+            raise ProtocolError(f"{rw}: kind must be one of {sorted(REST_KINDS)}")
+        if m.kind == "aperture" and (not m.right_lower or not m.left_lower):
+            raise ProtocolError(f"{rw}: aperture needs right_lower and left_lower")
+        rest.append(m)
+    by_name = {s.name: s for s in steps}
+    pairs = tuple(
+        _pair(p, f"{where}: pairs[{i}]", by_name) for i, p in enumerate(data.get("pairs", []))
     )
     try:
         return Protocol(
@@ -277,7 +373,8 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             steps=tuple(steps),
             anchors=anchors,
             midline=midline,
-            rest_measures=rest,
+            rest_measures=tuple(rest),
+            pairs=pairs,
             thresholds=Thresholds(**data.get("thresholds", {})),
             detection=Detection(**data.get("detection", {})),
             plausibility=Plausibility(**data.get("plausibility", {})),
@@ -297,8 +394,24 @@ def load_protocol(name_or_path: str | os.PathLike[str]) -> Protocol:
                 f"protocol '{name_or_path}' not found (available: {', '.join(found) or 'none'})"
             )
         p = found[str(name_or_path)]
+    return parse_protocol(_read(p, ()), str(p))
+
+
+def _read(p: Path, seen: tuple[Path, ...]) -> dict:
+    """A protocol file's TOML, with the protocol it ``extends`` merged underneath."""
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ProtocolError(f"protocol {p}: {exc}") from None
-    return parse_protocol(data, str(p))
+    base = data.get("extends")
+    if not base:
+        return data
+    if p.resolve() in seen:
+        raise ProtocolError(f"protocol {p}: 'extends' loops back to itself")
+    found = available_protocols()
+    bp = p.parent / f"{base}.toml"
+    if not bp.exists():
+        if str(base) not in found:
+            raise ProtocolError(f"protocol {p}: extends unknown protocol '{base}'")
+        bp = found[str(base)]
+    return _merge(_read(bp, (*seen, p.resolve())), data)

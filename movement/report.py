@@ -82,7 +82,23 @@ QUALITY_TEXT = {
     "unusable": "unusable",
     "missing": "missing",
 }
-MEASURE_TEXT = {"displacement_mm": "displacement", "aperture_mm": "eye closure (aperture)"}
+MEASURE_TEXT = {
+    "displacement_mm": "displacement",
+    "aperture_mm": "eye closure (aperture)",
+    "range_mm": "dynamic range (95th percentile)",
+    "movements": "movements (count, not mm)",
+    "crease": "line depth (crease index, not mm)",
+}
+
+
+def _moving(session: Session) -> pd.DataFrame:
+    """The movement rows of the asymmetry table (resting position has its own section)."""
+    a = session.asymmetry
+    return a[a["step"] != "rest"]
+
+
+def _is_mm(measure: str) -> bool:
+    return str(measure).endswith("_mm")
 
 # Outline of the face for the face map: MediaPipe FaceMesh contour loops.
 FACE_LINES: tuple[tuple[int, ...], ...] = (
@@ -311,7 +327,7 @@ def _bars(right: float, left: float, scale: float, muted: bool = False) -> str:
 
 def _bar_scale(df: pd.DataFrame) -> float:
     """Common bar scale: the largest usable value (unusable values would squash the rest)."""
-    df = df[df["quality"].isin(["ok", "low"])]
+    df = df[df["quality"].isin(["ok", "low"]) & df["measure"].map(_is_mm)]
     vals = pd.concat([df["right_mm"], df["left_mm"]]).astype(float)
     vals = vals[np.isfinite(vals)]
     return max(3.0, float(vals.max()) if len(vals) else 3.0)
@@ -328,12 +344,18 @@ def findings(session: Session) -> list[str]:
     unusable and missing values are never findings, only said to be missing.
     """
     out = []
-    for _, r in session.asymmetry.iterrows():
+    a = _moving(session)
+    for _, r in a.iterrows():
         if r["quality"] in ("unusable", "missing"):
             continue
         grp, step = _nice(r["muscle_group"]), r["step"]
         diff = abs(r["right_mm"] - r["left_mm"])
         caveat = f" Low confidence: {_reason(r['reason'])}." if r["quality"] == "low" else ""
+        if not _is_mm(r["measure"]):
+            text = _relative_finding(r)
+            if text:
+                out.append(text + caveat)
+            continue
         if r["dominant_side"] in ("right", "left"):
             side = r["dominant_side"]
             other = "left" if side == "right" else "right"
@@ -347,7 +369,7 @@ def findings(session: Session) -> list[str]:
                 f"{grp.capitalize()} is balanced in the {step} (right {r['right_mm']:.1f} mm, "
                 f"left {r['left_mm']:.1f} mm).{caveat}"
             )
-    for _, r in session.asymmetry.iterrows():
+    for _, r in a.iterrows():
         if r["quality"] == "missing" and r["primary"]:
             out.append(
                 f"The {r['step']} step was not found in the video; nothing is reported for it."
@@ -357,9 +379,31 @@ def findings(session: Session) -> list[str]:
     return out
 
 
+def _relative_finding(r: pd.Series) -> str:
+    """A finding for a value without millimetres (a count, a crease depth)."""
+    grp, step, side = _nice(r["muscle_group"]), r["step"], r["dominant_side"]
+    right, left = r["right_mm"], r["left_mm"]
+    if r["measure"] == "movements":
+        if side not in ("right", "left"):
+            return ""
+        return (
+            f"In the {step}, the {side} {grp} moved more often ({right:.0f} movements on the "
+            f"right, {left:.0f} on the left)."
+        )
+    if r["measure"] == "crease" and side in ("right", "left"):
+        big, small = (right, left) if side == "right" else (left, right)
+        times = f"{big / small:.1f}× deeper" if small > 0.05 else "deeper"
+        other = "left" if side == "right" else "right"
+        return (
+            f"{side.capitalize()} {grp} lines fold {times} than the {other} in the {step} "
+            f"(crease index right {right:.2f}, left {left:.2f})."
+        )
+    return ""
+
+
 def _checks(session: Session) -> str:
     """Warnings and every value that is not ``ok``, with the reason."""
-    a = session.asymmetry
+    a = _moving(session)
     missing = set(a.loc[a["quality"] == "missing", "step"])
     # "step 'x' not found" warnings are said below, with what to do about it.
     items = [
@@ -413,7 +457,12 @@ def _table(df: pd.DataFrame, scale: float, with_step: bool = True) -> str:
             f'<td class="l">{_esc(_nice(r["muscle_group"]))}{sec}</td>'
             f'<td class="l">{_esc(MEASURE_TEXT.get(r["measure"], _nice(r["measure"])))}</td>'
             f"<td><b>{_fmt(r['right_mm'])}</b></td>"
-            f'<td class="c">{_bars(r["right_mm"], r["left_mm"], scale, q == "unusable")}</td>'
+            + (
+                f'<td class="c">{_bars(r["right_mm"], r["left_mm"], scale, q == "unusable")}</td>'
+                if _is_mm(r["measure"])
+                else '<td class="c note">not mm</td>'
+            )
+            +
             f"<td class=l><b>{_fmt(r['left_mm'])}</b></td>"
             f"<td>{_fmt(r['diff_mm'])}</td><td>{_fmt(r['asymmetry_index'])}</td>"
             f'<td class="c">{_dom(r["dominant_side"])}</td>'
@@ -430,24 +479,34 @@ def _table(df: pd.DataFrame, scale: float, with_step: bool = True) -> str:
     )
 
 
+REST_WORDS = {
+    "height": ("higher", "height above the iris line"),
+    "aperture": ("more open", "aperture, upper − lower lid"),
+    "width": ("further from the midline", "distance from the midline"),
+}
+
+
 def _rest_section(session: Session) -> str:
-    kinds = {m.name: m.kind for m in session.options.protocol.rest_measures}
-    th = session.options.protocol.thresholds
+    proto = session.options.protocol
+    kinds = {m.name: m.kind for m in proto.rest_measures}
+    notes = {m.name: m.note for m in proto.rest_measures}
+    th = proto.thresholds
     rows = []
     for _, r in session.rest.iterrows():
-        kind = kinds.get(r["measure"], "height")
+        word, level = REST_WORDS.get(kinds.get(r["measure"], "height"), REST_WORDS["height"])
         d = r["diff_mm"]
         if not np.isfinite(d):
             meaning = "not measured"
         else:
             side = "right" if d > 0 else "left"
-            word = "more open" if kind == "aperture" else "higher"
             meaning = f"{side} {word} by {abs(d):.1f} mm"
-            if abs(d) < th.min_diff_mm:
-                meaning += f' <span class="note">(under {th.min_diff_mm:g} mm)</span>'
-        level = "aperture, upper − lower lid" if kind == "aperture" else "height above iris line"
+            if abs(d) < th.rest_min_diff_mm:
+                meaning += f' <span class="note">(under {th.rest_min_diff_mm:g} mm)</span>'
+        note = notes.get(r["measure"], "")
         rows.append(
-            f'<tr><td class="l">{_esc(_nice(r["measure"]))}</td><td class="l note">{level}</td>'
+            f'<tr><td class="l">{_esc(_nice(r["measure"]))}'
+            + (f'<div class="note">{_esc(note)}</div>' if note else "")
+            + f'</td><td class="l note">{level}</td>'
             f"<td>{_fmt(r['right_mm'])}</td><td>{_fmt(r['left_mm'])}</td>"
             f"<td>{_fmt(r['diff_mm'])}</td><td class=l>{meaning}</td></tr>"
         )
@@ -457,12 +516,56 @@ def _rest_section(session: Session) -> str:
         "frames chosen before the steps), before any muscle pulls. A brow that sits higher at "
         "rest is not a stronger frontalis; the movement table above is peak minus each side's "
         "own rest, so a resting difference does not enter it.</p>"
-        '<table><tr><th class="l">measure at rest</th><th class="l">level</th>'
+        '<table id="rest-table"><tr><th class="l">measure at rest</th><th class="l">level</th>'
         "<th>right mm</th><th>left mm</th><th>R−L mm</th>"
         f'<th class="l">reading</th></tr>{"".join(rows)}</table>'
         '<p class="note">Heights are along the face\'s up axis above the line through the iris '
         "centres (negative = below it, e.g. the mouth corners); apertures are the upper minus the "
-        "lower lid.</p></section>"
+        "lower lid; widths are distances from the facial midline (midway between the irises). "
+        "These rows are also in asymmetry.csv with step <code>rest</code>.</p></section>"
+    )
+
+
+def _pairs_section(session: Session) -> str:
+    """Neighbouring muscles side by side: quieting one can reveal the other."""
+    proto = session.options.protocol
+    if not proto.pairs:
+        return ""
+    a = _moving(session)
+    blocks = []
+    for pair in proto.pairs:
+        cells = []
+        for step, group in (pair.first, pair.second):
+            rows = a[(a["step"] == step) & (a["muscle_group"] == group) & a["measure"].map(_is_mm)]
+            r = rows.iloc[0] if not rows.empty else None
+            usable = r is not None and r["quality"] not in ("missing", "unusable")
+            vals = []
+            for side in ("right", "left"):
+                v = r[f"{side}_mm"] if usable else np.nan
+                vals.append(f"<td><b>{_fmt(v)}</b></td>")
+            state = _dom(r["dominant_side"]) if usable else (
+                f'<span class="note">{_esc(r["quality"]) if r is not None else "not measured"}'
+                "</span>"
+            )
+            cells.append(
+                f'<tr><td class="l">{_esc(_nice(group))}</td><td class="l note">{_esc(step)}</td>'
+                f'{"".join(vals)}<td class="c">{state}</td></tr>'
+            )
+        blocks.append(
+            f'<h3>{_esc(pair.name or " – ".join(_nice(g) for _, g in (pair.first, pair.second)))}'
+            "</h3>"
+            + (f'<p class="note">{_esc(pair.note)}</p>' if pair.note else "")
+            + '<table class="pair"><tr><th class="l">muscle group</th><th class="l">step</th>'
+            "<th>right mm</th><th>left mm</th><th class=c>dominant</th></tr>"
+            + "".join(cells)
+            + "</table>"
+        )
+    return (
+        '<section id="pairs"><h2>Muscle pairs — both activations together</h2>'
+        "<p>Neighbouring muscles work together or against each other; quieting one side of one "
+        "can unmask the other. Each pair shows both activations per side (peak minus rest).</p>"
+        + "".join(blocks)
+        + "</section>"
     )
 
 
@@ -1234,7 +1337,7 @@ def render_report(
     items = "".join(f"<li>{_esc(f)}</li>" for f in findings(session)) or (
         "<li>No usable value to report.</li>"
     )
-    scale = _bar_scale(session.asymmetry)
+    scale = _bar_scale(_moving(session))
     frame_data: list[dict] = []
     steps_html = []
     k = 0
@@ -1269,6 +1372,7 @@ def render_report(
             f'<div><b>History</b><span><a class="cmp-link" href="{_esc(comparison_href)}">'
             "compare with this patient's other sessions</a></span></div>"
         )
+    pairs_link = '<a href="#pairs">Pairs</a>' if o.protocol.pairs else ""
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -1278,7 +1382,7 @@ def render_report(
 </head><body>
 <header><h1>{title}</h1><div class="pbar">{pbar}</div></header>
 <nav class="noprint"><a href="#summary">Summary</a><a href="#movement">Movement</a>
-<a href="#midline">Midline</a><a href="#rest">At rest</a><a href="#steps">Steps</a>
+<a href="#midline">Midline</a><a href="#rest">At rest</a>{pairs_link}<a href="#steps">Steps</a>
 <a href="#quality">Quality</a></nav>
 <main>
 {_checks(session)}
@@ -1296,12 +1400,13 @@ A side is dominant when it moves at least {th.min_diff_mm:g} mm more than the ot
 difference is at least {th.min_ratio:.0%} of the larger side; otherwise the step is balanced.
 Index = (R−L)/(R+L), positive when the right pulls harder.</p></section>
 <section id="movement"><h2>Movement asymmetry (peak minus rest)</h2>
-{_table(session.asymmetry, scale)}
+{_table(_moving(session), scale)}
 <p class="note">Bars: right side to the left of the centre line, left side to the right (as seen
 facing the patient), on a common scale of {scale:.1f} mm. Rows marked low confidence or unusable
 give the reason; unusable values are never listed as findings.</p></section>
 {_midline_section(session)}
 {_rest_section(session)}
+{_pairs_section(session)}
 <section id="steps"{"" if caches else ' class="noimg"'}><h2>Steps</h2>{no_img or STEPS_NOTE}
 {"".join(steps_html)}</section>
 {_quality(session)}

@@ -55,8 +55,8 @@ def _side_signal(
     vals = []
     for side in ("right", "left"):
         cols = np.array([col[p] for p in g.points(side)])
-        lower = np.array([col[p] for p in g.lower_points(side)]) if kind == "aperture" else None
-        vals.append(measure_series(pos, baseline, kind, cols, lower))
+        lower = np.array([col[p] for p in g.lower_points(side)]) if g.lower_points(side) else None
+        vals.append(measure_series(pos, baseline, kind, cols, lower, side))
     # NaN where either side is lost (not the other side's value): a lost moving
     # side must read as a gap to bridge, not as the still side's zero.
     return np.max(np.stack(vals), axis=0)
@@ -159,9 +159,10 @@ class _Candidate:
 def _candidates(signals: dict[str, np.ndarray], protocol: Protocol, fps: float) -> list[_Candidate]:
     det = protocol.detection
     min_len = max(int(round(det.min_bout_s * fps)), 1)
-    merge = int(round(det.merge_gap_s * fps))
     cands = []
     for k, step in enumerate(protocol.steps):
+        gap_s = step.merge_gap_s if step.merge_gap_s is not None else det.merge_gap_s
+        merge = int(round(gap_s * fps))
         s = np.nan_to_num(signals[step.name], nan=0.0)
         base = float(np.median(s))
         thr = base + max(MIN_SIGNAL_MM, 5 * _noise(s))

@@ -39,8 +39,9 @@ import numpy as np
 from movement.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
 from movement.protocol import MuscleGroup, Protocol, load_protocol
 
-PROTOCOL_NAME = "standard"
-"""The protocol whose landmark groups the fields are anchored on and measured with."""
+PROTOCOL_NAME = "extended"
+"""The protocol whose landmark groups the fields are anchored on and measured with
+(the extended protocol holds every step; its standard steps are the standard's)."""
 
 BASE_SIZE = 720
 """Height in px of the base photo every video is rendered from."""
@@ -56,6 +57,10 @@ _CROP_ASPECT = 16 / 9
 
 HOLD_S = 0.15
 """Half-width of the plateau of the activation envelope around ``peak_s``."""
+
+SPEECH_RAMP_S = 0.5
+SPEECH_SYLLABLE_HZ = 2.0
+"""Syllable rate of the generated speech sample (slow counting)."""
 
 N_SIGMA_SUPPORT = 4.5
 """Fields are applied within this many sigmas of their centre (beyond: < 4e-5 of peak)."""
@@ -490,14 +495,22 @@ def measure_group(
     (mean upper-lid height - mean lower-lid height) along ``up``.
     """
     idx = list(group.points(side))
-    if group.kind == "aperture":
+    if group.kind in ("aperture", "opening"):
         lo = list(group.lower_points(side))
 
         def aperture(lm: np.ndarray) -> float:
             return float(np.mean(lm[idx] @ up) - np.mean(lm[lo] @ up))
 
-        return (aperture(p_all) - aperture(q_all)) * mm_per_px
+        change = (aperture(p_all) - aperture(q_all)) * mm_per_px
+        return change if group.kind == "aperture" else -change
     mean_d = np.mean(q_all[idx] - p_all[idx], axis=0)
+    if group.kind in ("medial", "lateral"):
+        # The face's lateral axis (toward the patient's left) is up rotated by -90 deg
+        # in image coordinates; the right side's midline lies along +lateral.
+        lateral = np.array([-up[1], up[0]])
+        toward = float(mean_d @ lateral) * mm_per_px
+        toward = toward if side == "right" else -toward
+        return toward if group.kind == "medial" else -toward
     if group.kind == "length":
         return float(np.linalg.norm(mean_d)) * mm_per_px
     if group.kind == "up":
@@ -542,6 +555,21 @@ class Lobe:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A second pull that comes with a step's primary one (e.g. the corner with
+    the upper lip in a gummy smile), centred on another group's points.
+
+    Its peak is ``ratio`` times the primary lobes' (the calibration scales both
+    together); its true effect on every group is computed, never assumed.
+    """
+
+    group: str
+    lobe: Lobe
+    direction: tuple[float, float]
+    ratio: float
+
+
+@dataclass(frozen=True)
 class FieldDesign:
     """How one step's muscle pull is drawn, per side (sizes in mm, directions unitless).
 
@@ -558,6 +586,7 @@ class FieldDesign:
     direction: tuple[float, float] = (0.0, 1.0)
     h_mm: float = 0.0
     note: str = ""
+    companions: tuple[Companion, ...] = ()
 
 
 # Lobes are shifted a few mm along their pull so that the landmarks move *towards* the
@@ -589,14 +618,46 @@ FIELD_DESIGNS: dict[str, FieldDesign] = {
         "bump", (Lobe(1.0, 10.0, 10.0, 4.0),), (0.7, 0.7),
         note="commissure pulled out and up",
     ),
+    # Extended protocol. The sigmas stay small next to the mouth so the other
+    # side and the neighbouring groups move little (their truth is reported).
+    "pout": FieldDesign(
+        "bump", (Lobe(1.0, 7.0, 6.0, 2.0),), (0.0, 1.0),
+        note="chin pad pushed up; corners drawn toward the midline",
+        companions=(
+            Companion("orbicularis_oris", Lobe(1.0, 6.0, 6.0, 1.5), (-1.0, 0.0), 0.6),
+            Companion("mentalis_lip", Lobe(1.0, 5.0, 3.5, 2.0), (0.0, -1.0), 0.5),
+        ),
+    ),
+    "scrunch": FieldDesign(
+        "bump", (Lobe(1.0, 5.0, 6.0, 2.0),), (0.15, 1.0),
+        note="alar base and nasal sidewall lifted",
+    ),
+    "gummy_smile": FieldDesign(
+        "bump", (Lobe(1.0, 6.0, 6.0, 2.0),), (0.0, 1.0),
+        note="upper lip lifted at the canine; the corner goes out and up with it",
+        companions=(Companion("zygomaticus", Lobe(1.0, 8.0, 8.0, 3.0), (0.7, 0.7), 0.8),),
+    ),
+    "sad_mouth": FieldDesign(
+        "bump", (Lobe(1.0, 8.0, 8.0, 3.0),), (0.25, -1.0),
+        note="commissure pulled down (and slightly out)",
+    ),
+    "clench": FieldDesign(
+        "bump", (Lobe(1.0, 9.0, 12.0, 2.0),), (1.0, 0.0),
+        note="jaw outline below the ear pushed outward (masseter bulk)",
+    ),
+    "speech": FieldDesign(
+        "bump", (Lobe(1.0, 7.0, 7.0, 2.0),), (-0.8, 0.3),
+        note="corners drawn in and released with each syllable; chin pad with them",
+        companions=(Companion("mentalis", Lobe(1.0, 7.0, 6.0, 2.0), (0.0, 1.0), 0.7),),
+    ),
 }
 """Per-step field shapes. Sigmas are small enough that the nose tip, face contour and
 the other side barely move (a Gaussian is < 3 % of its peak beyond 2.65 sigma)."""
 
 
-@lru_cache(maxsize=1)
-def protocol() -> Protocol:
-    return load_protocol(PROTOCOL_NAME)
+@lru_cache(maxsize=4)
+def protocol(name: str = PROTOCOL_NAME) -> Protocol:
+    return load_protocol(name)
 
 
 def unit_side_field(step: str, side: str, size: int = BASE_SIZE) -> DisplacementField:
@@ -631,10 +692,16 @@ def unit_side_field(step: str, side: str, size: int = BASE_SIZE) -> Displacement
     unit = d.direction[0] * outward + d.direction[1] * up
     unit = unit / np.linalg.norm(unit)
     centroid = lm[list(grp.points(side))].mean(0)
+    pulls = [(lobe, unit, centroid, lobe.weight) for lobe in d.lobes]
+    for c in d.companions:
+        cg = next(g for g in protocol().step(step).groups if g.name == c.group)
+        cu = c.direction[0] * outward + c.direction[1] * up
+        at = lm[list(cg.points(side) + cg.lower_points(side))].mean(0)
+        pulls.append((c.lobe, cu / np.linalg.norm(cu), at, c.ratio))
     parts = []
-    for lobe in d.lobes:
-        centre = centroid + lobe.shift_mm * px * unit
-        vec = unit * lobe.weight * px
+    for lobe, u, at, weight in pulls:
+        centre = at + lobe.shift_mm * px * u
+        vec = u * weight * px
         parts.append(
             Bump(
                 tuple(centre.tolist()), tuple(vec.tolist()),
@@ -748,6 +815,7 @@ class StepMotion:
     end_s: float
     right_mm: float
     left_mm: float
+    syllable_hz: float = 0.0  # > 0: repeated movement (speech), see :func:`envelope`
 
     def __post_init__(self) -> None:
         if not self.start_s < self.peak_s - HOLD_S < self.peak_s + HOLD_S < self.end_s:
@@ -777,6 +845,7 @@ class SynthSpec:
     light_drift: float = 0.0  # relative brightness change across the video (e.g. 0.2)
     mirrored: bool = False  # selfie video: flip every frame horizontally
     seed: int = 0
+    protocol: str = "standard"  # the protocol the video performs (order, truth record)
 
     def __post_init__(self) -> None:
         # Accept lists from callers but keep the spec immutable (and hashable).
@@ -817,6 +886,12 @@ def envelope(step: StepMotion, t: float | np.ndarray) -> np.ndarray:
     smoothly, like a real muscle, and peak detection has a flat top to find.
     """
     t = np.asarray(t, dtype=float)
+    if step.syllable_hz > 0:
+        # Speech: each syllable a raised-cosine movement, at full height except
+        # for the first and last half-second.
+        ramp = np.clip(np.minimum(t - step.start_s, step.end_s - t) / SPEECH_RAMP_S, 0.0, 1.0)
+        osc = 0.5 - 0.5 * np.cos(2 * np.pi * step.syllable_hz * (t - step.start_s))
+        return np.where((t > step.start_s) & (t < step.end_s), ramp * osc, 0.0)
     rise_end, fall_start = step.peak_s - HOLD_S, step.peak_s + HOLD_S
     up = 0.5 - 0.5 * np.cos(np.pi * (t - step.start_s) / (rise_end - step.start_s))
     down = 0.5 + 0.5 * np.cos(np.pi * (t - fall_start) / (step.end_s - fall_start))
@@ -833,6 +908,7 @@ def standard_steps(
     step_s: float = 3.0,
     rest_s: float = 2.0,
     skip: Iterable[str] = (),
+    protocol_name: str = "standard",
 ) -> tuple[StepMotion, ...]:
     """Lay out the protocol's steps in order with rests between them.
 
@@ -845,9 +921,12 @@ def standard_steps(
     skip : names of steps the patient skips
         Their time slot stays in the video as rest (the patient was asked and did
         nothing), so the timing of the other steps does not depend on what is skipped.
+    protocol_name : the protocol whose steps are laid out ("standard", "extended")
+        A repeated-movement step (speech) lasts its protocol duration, with syllables.
     """
     skip = set(skip)
-    names = [s.name for s in protocol().steps]
+    proto = protocol(protocol_name)
+    names = [s.name for s in proto.steps]
     unknown = (set(amplitudes) | skip) - set(names)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; protocol order is {names}")
@@ -858,9 +937,20 @@ def standard_steps(
             if name not in amplitudes:
                 raise ValueError(f"no amplitudes for step {name!r} (skip it explicitly)")
             r, lft = amplitudes[name]
-            out.append(StepMotion(name, t, t + step_s / 2, t + step_s, float(r), float(lft)))
-        t += step_s + rest_s
+            length, hz = _slot(proto, name, step_s)
+            out.append(
+                StepMotion(name, t, t + length / 2, t + length, float(r), float(lft), hz)
+            )
+        t += _slot(proto, name, step_s)[0] + rest_s
     return tuple(out)
+
+
+def _slot(proto: Protocol, name: str, step_s: float) -> tuple[float, float]:
+    """Length (s) and syllable rate of a step's slot in a generated video."""
+    st = proto.step(name)
+    if st.mode == "range":
+        return st.duration_s, SPEECH_SYLLABLE_HZ
+    return step_s, 0.0
 
 
 def standard_spec(
@@ -873,14 +963,17 @@ def standard_spec(
     tail_s: float = 2.0,
     **kwargs: object,
 ) -> SynthSpec:
-    """A :class:`SynthSpec` for the standard protocol, ending ``tail_s`` after the last step.
+    """A :class:`SynthSpec` for a protocol, ending ``tail_s`` after the last step.
 
-    ``kwargs`` are the other :class:`SynthSpec` fields (``fps``, ``roll_deg``, ...).
+    ``kwargs`` are the other :class:`SynthSpec` fields (``fps``, ``roll_deg``,
+    ``protocol`` ...).
     """
-    names = [s.name for s in protocol().steps]
-    steps = standard_steps(amplitudes, start_s, step_s, rest_s, skip)
+    name = str(kwargs.get("protocol", "standard"))
+    proto = protocol(name)
+    steps = standard_steps(amplitudes, start_s, step_s, rest_s, skip, name)
     # The video always covers the full protocol slot layout, skipped steps included.
-    end = start_s + len(names) * step_s + (len(names) - 1) * rest_s
+    slots = [_slot(proto, s.name, step_s)[0] for s in proto.steps]
+    end = start_s + sum(slots) + (len(slots) - 1) * rest_s
     return SynthSpec(steps=steps, duration_s=end + tail_s, **kwargs)  # type: ignore[arg-type]
 
 
@@ -1078,11 +1171,43 @@ def _group_record(
     }
 
 
+def _range_truth(
+    s: StepMotion, grp: MuscleGroup, fld: DisplacementField, fps: float, size: int
+) -> dict[str, object]:
+    """Truth of a repeated movement, defined as the analyzer reads it: per side the
+    95th percentile of the true value over the step's frames, and its movements.
+
+    The true value at each frame's activation comes from a 41-point table of
+    exact solves (linear interpolation between them errs < 0.001 mm).
+    """
+    from movement.activation import RANGE_PERCENTILE, count_movements
+
+    grid = np.linspace(0.0, 1.0, 41)
+    table = {side: [] for side in _SIDES}
+    for a in grid:
+        tr = group_truth(grp, fld, float(a), size) if a > 0 else {x: 0.0 for x in _SIDES}
+        for side in _SIDES:
+            table[side].append(tr[side])
+    n0, n1 = int(math.ceil(s.start_s * fps)), int(math.floor(s.end_s * fps))
+    t = np.arange(n0, n1 + 1) / fps
+    act = envelope(s, t)
+    out: dict[str, object] = {}
+    moves = {}
+    for side in _SIDES:
+        v = np.interp(act, grid, table[side])
+        rng = float(np.percentile(v, RANGE_PERCENTILE))
+        out[f"{side}_mm"] = round(rng, 6)
+        moves[side] = count_movements(v, rng)
+    out["movements"] = moves
+    out["definition"] = f"{RANGE_PERCENTILE}th percentile over the step; movements counted"
+    return out
+
+
 def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str, object]:
     """The ground truth of ``spec`` as a JSON-ready dict (see :func:`make_video`)."""
     r = renderer or Renderer(spec)
     face = r.face
-    proto = protocol()
+    proto = protocol(spec.protocol)
     primaries = {s.name: s.primary for s in proto.steps}
     steps = []
     for s in spec.steps:
@@ -1091,6 +1216,9 @@ def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str,
         # Primary first, then any secondary groups the protocol lists for this step.
         ordered = sorted(pstep.groups, key=lambda g: not g.primary)
         groups = [_group_record(g, cal.field, r.size, g.primary) for g in ordered]
+        if s.syllable_hz > 0:
+            for rec, g in zip(groups, ordered, strict=True):
+                rec.update(_range_truth(s, g, cal.field, spec.fps, r.size))
         # What the *other* steps' primary measurements read during this step: they
         # should be ~0 (the fields are local); an analyzer reporting more is leaking.
         crosstalk = [
