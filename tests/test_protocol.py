@@ -62,3 +62,61 @@ def test_broken_toml_is_a_protocol_error(tmp_path):
 def test_subset_keeps_order_of_request():
     p = load_protocol("standard").subset(["smile", "frown"])
     assert [s.name for s in p.steps] == ["smile", "frown"]
+
+
+def test_extended_protocol_adds_the_lower_face_to_the_standard_steps():
+    std, ext = load_protocol("standard"), load_protocol("extended")
+    names = [s.name for s in ext.steps]
+    assert names[:5] == [s.name for s in std.steps]
+    assert names[5:] == ["pout", "scrunch", "gummy_smile", "sad_mouth", "clench", "speech"]
+    # Extending copies the standard steps, not a drifting duplicate of them.
+    for s in std.steps:
+        assert ext.step(s.name) == s
+    prim = {s.name: s.primary for s in ext.steps}
+    assert prim["gummy_smile"].name == "levator_labii" and prim["gummy_smile"].kind == "up"
+    # The canine, not the commissure: levator labii and zygomaticus are separate groups.
+    assert set(prim["gummy_smile"].right).isdisjoint({61, 291})
+    assert prim["sad_mouth"].kind == "down" and prim["sad_mouth"].right == (61,)
+    assert prim["clench"].kind == "lateral" and prim["clench"].reliability
+    pout = {g.name: g for g in ext.step("pout").groups}
+    assert pout["orbicularis_oris"].kind == "medial" and pout["mentalis_lip"].kind == "opening"
+    assert ext.step("speech").mode == "range" and prim["speech"].measure == "range_mm"
+    assert {p.name for p in ext.pairs} >= {"depressor anguli oris – levator labii"}
+    rest = {m.name: m.kind for m in ext.rest_measures}
+    assert {"brow_medial", "brow_central", "brow_lateral", "nostril_width",
+            "lower_face_width", "palpebral_aperture", "commissure_height"} <= set(rest)
+    assert rest["nostril_width"] == "width"
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(pairs=[dict(name="x", first="frown:no", second="raise:frontalis")]),
+         "names no step's muscle group"),
+        (lambda d: d.update(pairs=[dict(name="x", first="frown", second="raise:frontalis")]),
+         "step:muscle_group"),
+        (lambda d: d["rest_measures"][0].update(kind="depth"), "kind must be"),
+        (lambda d: d["steps"][0].update(mode="sometimes"), "mode must be"),
+    ],
+)
+def test_invalid_pairs_modes_and_rest_kinds_are_refused(mutate, message):
+    d = _data()
+    mutate(d)
+    with pytest.raises(ProtocolError, match=message):
+        parse_protocol(d, "test.toml")
+
+
+def test_a_clinic_protocol_can_extend_another_and_loops_are_refused(tmp_path):
+    (tmp_path / "mine.toml").write_text(
+        'extends = "standard"\nname = "mine"\n[thresholds]\nmin_diff_mm = 1.5\n'
+        '[[steps]]\nname = "wink"\nanchors = ["nose"]\n[[steps.groups]]\n'
+        'muscle_group = "orbicularis_oculi"\nmeasure = "aperture_mm"\nkind = "aperture"\n'
+        "primary = true\nright = [159]\nright_lower = [145]\nleft = [386]\nleft_lower = [374]\n"
+    )
+    p = load_protocol(tmp_path / "mine.toml")
+    assert [s.name for s in p.steps][-2:] == ["smile", "wink"]
+    assert p.thresholds.min_diff_mm == 1.5 and p.thresholds.min_ratio == 0.20
+    (tmp_path / "a.toml").write_text('extends = "b"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a"\nname = "b"\n')
+    with pytest.raises(ProtocolError, match="loops"):
+        load_protocol(tmp_path / "a.toml")

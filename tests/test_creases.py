@@ -1,0 +1,268 @@
+"""Dynamic lines: known synthetic creases on the base face, read back per side.
+
+Stills are rendered without video (movement.synth_creases.render_still) with exact
+landmarks, so these tests exercise the crease measure, not the landmark model.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from movement import creases as cr
+from movement import synth_creases as sc
+from movement.protocol import CreaseRegion
+
+# The same values as the TOML snippet in docs/creases.md (checked below).
+REGIONS = {
+    "forehead": CreaseRegion(
+        "forehead", (70, 63, 105, 66, 107), (300, 293, 334, 296, 336),
+        orientation_deg=0.0, width_mm=1.5, margin_mm=2.5, shift_mm=(0.0, 4.0)),
+    "glabella": CreaseRegion(
+        "glabella", (151, 9, 8, 168, 107, 55), (151, 9, 8, 168, 336, 285),
+        orientation_deg=90.0, width_mm=1.5, margin_mm=-1.5),
+    "crow_feet": CreaseRegion(
+        "crow_feet", (130, 226, 113, 35, 143, 111, 34, 139),
+        (359, 446, 342, 265, 372, 340, 264, 368),
+        orientation_deg=0.0, width_mm=1.0, margin_mm=0.5, shift_mm=(1.0, 0.0)),
+    "bunny_lines": CreaseRegion(
+        "bunny_lines", (122, 196, 3, 51, 236, 198, 174), (351, 419, 248, 281, 456, 420, 399),
+        orientation_deg=40.0, width_mm=1.0, margin_mm=1.0),
+    "chin": CreaseRegion(
+        "chin", (18, 83, 201, 208, 171, 175, 199, 200), (18, 313, 421, 428, 396, 175, 199, 200),
+        orientation_deg=0.0, width_mm=2.0),
+}
+SIDES = ("right", "left")
+# Rest and peak differ by a small head motion and independent sensor noise, so no
+# test passes merely because two images are identical.
+REST_POSE = {"roll_deg": -0.5, "shift_px": (0.4, 0.7)}
+PEAK_POSE = {"roll_deg": 1.0, "shift_px": (2.3, -1.7), "zoom": 0.98}
+NOISE = 1.0
+
+
+def gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def step_values(depth_r: float, depth_l: float, regions=REGIONS, rest_pose=None,
+                peak_pose=None, textures=(), peak_fx=None, both_fx=None) -> dict:
+    """(region, side) -> step value, all regions folded with the same depths."""
+    rest_pose = {**REST_POSE, **(rest_pose or {})}
+    peak_pose = {**PEAK_POSE, **(peak_pose or {})}
+    depths = {name: (depth_r, depth_l) for name in regions} if depth_r or depth_l else None
+    rest = sc.render_still(None, textures=textures, noise_sigma=NOISE, seed=1, **rest_pose)
+    peak = sc.render_still(depths, textures=textures, noise_sigma=NOISE, seed=2, **peak_pose)
+    ri, pi = rest.image, peak.image
+    if peak_fx is not None:
+        pi = peak_fx(pi, peak.landmarks)
+    if both_fx is not None:
+        ri, pi = both_fx(ri), both_fx(pi)
+    out = {}
+    for name, reg in regions.items():
+        for side in SIDES:
+            a = cr.read_region(gray(ri), rest.landmarks, reg, side)
+            b = cr.read_region(gray(pi), peak.landmarks, reg, side)
+            ch = cr.crease_change([a], [b])
+            assert ch.readable, (name, side, ch.reason)
+            out[(name, side)] = ch.value
+    return out
+
+
+@cache
+def values_cached(depth_r: float, depth_l: float) -> dict:
+    return step_values(depth_r, depth_l)
+
+
+# --------------------------------------------------------------------------- (a) side
+
+
+@pytest.mark.parametrize("depths", [(0.25, 0.10), (0.10, 0.25)])
+def test_dominant_side(depths):
+    v = values_cached(*depths)
+    strong = "right" if depths[0] > depths[1] else "left"
+    weak = "left" if strong == "right" else "right"
+    for name in REGIONS:
+        s, w = v[(name, strong)], v[(name, weak)]
+        assert s > 1.5 * w, (name, s, w)
+        assert w > 0, (name, w)  # a 10 % fold is at the floor for the chin: only > 0
+
+
+# --------------------------------------------------------------------------- (b) monotonic
+
+DEPTHS = (0.0, 0.05, 0.1, 0.15, 0.22, 0.3)
+
+
+@pytest.mark.parametrize("pose", [{"roll_deg": 4.0}, {"zoom": 0.9}], ids=["roll4", "zoom0.9"])
+def test_monotonic_in_depth(pose):
+    got = [step_values(d, d, rest_pose=pose, peak_pose=pose) for d in DEPTHS]
+    for name in REGIONS:
+        for side in SIDES:
+            rho = spearmanr(DEPTHS, [g[(name, side)] for g in got]).statistic
+            assert rho >= 0.9, (name, side, rho)
+
+
+# --------------------------------------------------------------------------- (c) confounders
+
+CONFOUNDERS = {
+    "noise_and_head_motion": {},
+    "global_light_0.8": {"peak_fx": lambda im, lm: sc.global_light(im, 0.8)},
+    "one_sided_light": {"peak_fx": lambda im, lm: sc.one_sided_light(im, lm, 0.7)},
+    "jpeg_q30": {"both_fx": lambda im: sc.jpeg(im, 30)},
+    "hair": {"textures": (sc.hair_texture(),)},
+    "beard": {"textures": (sc.beard_texture(),)},
+    "glasses": {"textures": (sc.glasses_texture(),)},
+}
+
+
+@pytest.mark.parametrize("kind", list(CONFOUNDERS))
+def test_confounders_read_below_noise_floor(kind):
+    v = step_values(0.0, 0.0, **CONFOUNDERS[kind])
+    worst = max(abs(x) for x in v.values())
+    assert worst < cr.NOISE_FLOOR_PCT, (kind, v)
+    # ... and well below a real (moderate) crease under the same confounder.
+    real = step_values(0.25, 0.25, **CONFOUNDERS[kind])
+    assert min(real.values()) > 2 * cr.NOISE_FLOOR_PCT, (kind, real)
+
+
+def test_confounders_are_visible_in_the_image():
+    """The confounders must actually darken the regions they target (else (c) is void)."""
+    still = sc.render_still(None)
+    for tex, region in ((sc.hair_texture(), "forehead"), (sc.beard_texture(), "chin"),
+                        (sc.glasses_texture(), "crow_feet")):
+        lm = sc.base_face().landmarks[list(REGIONS[region].right + REGIONS[region].left)]
+        s = tex.at(lm.mean(axis=0, keepdims=True) + np.zeros((1, 2)))
+        assert tex.shade.min() < 0.85, region
+        assert 0.0 < s[0] <= 1.0
+    assert still.image.shape == (600, 600, 3)
+
+
+# --------------------------------------------------------------------------- (d) mirror
+
+
+def _mirror_perm() -> np.ndarray:
+    """Index map swapping the sides of the landmarks these tests use."""
+    perm = np.arange(478)
+    pairs = [(33, 263)] + list(zip(range(468, 473), range(473, 478), strict=True))
+    for reg in REGIONS.values():
+        pairs += list(zip(reg.right, reg.left, strict=True))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def test_mirror_consistency():
+    still = sc.render_still({n: (0.25, 0.1) for n in REGIONS}, noise_sigma=NOISE,
+                            roll_deg=2.0, shift_px=(3.3, -2.1))
+    g = gray(still.image)
+    w = g.shape[1]
+    flipped = cv2.flip(g, 1)
+    lm_f = still.landmarks.copy()
+    lm_f[:, 0] = (w - 1) - lm_f[:, 0]
+    lm_f = lm_f[_mirror_perm()]
+    for name, reg in REGIONS.items():
+        for side, other in (("right", "left"), ("left", "right")):
+            a = cr.read_region(g, still.landmarks, reg, side).strength
+            b = cr.read_region(flipped, lm_f, reg, other).strength
+            assert abs(a - b) <= 0.02 * max(a, b) + 0.02, (name, side, a, b)
+
+
+# --------------------------------------------------------------------------- (e) unreadable
+
+
+def test_tiny_face_is_unreadable():
+    still = sc.render_still(None, zoom=0.2, frame_size=(200, 200))
+    for reg in REGIONS.values():
+        r = cr.read_region(gray(still.image), still.landmarks, reg, "right")
+        assert not r.readable and "too small" in r.reason
+        assert np.isnan(r.strength)
+
+
+def test_region_out_of_frame_is_unreadable():
+    still = sc.render_still(None, shift_px=(0.0, -330.0))
+    r = cr.read_region(gray(still.image), still.landmarks, REGIONS["forehead"], "left")
+    assert not r.readable and "outside the image" in r.reason
+    ok = cr.read_region(gray(still.image), still.landmarks, REGIONS["chin"], "left")
+    assert ok.readable, ok.reason
+
+
+def test_clipped_region_is_unreadable_and_step_says_why():
+    still = sc.render_still(None)
+    g = gray(still.image)
+    rest = cr.read_region(g, still.landmarks, REGIONS["chin"], "right")
+    lm = still.landmarks[list(REGIONS["chin"].right)]
+    x0, y0 = np.floor(lm.min(axis=0)).astype(int) - 10
+    x1, y1 = np.ceil(lm.max(axis=0)).astype(int) + 10
+    g[y0:y1, x0:x1] = 255
+    peak = cr.read_region(g, still.landmarks, REGIONS["chin"], "right")
+    assert not peak.readable and "clipped" in peak.reason
+    ch = cr.crease_change([rest], [peak])
+    assert not ch.readable and "peak" in ch.reason and np.isnan(ch.value)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_rest_is_zero_and_change_is_signed():
+    a = cr.CreaseReading(3.0, np.zeros((2, 2), np.float32), np.eye(2, 3), True)
+    b = cr.CreaseReading(5.0, np.zeros((2, 2), np.float32), np.eye(2, 3), True)
+    assert cr.crease_change([a], [b]).value == pytest.approx(4.0)
+    assert cr.crease_change([b], [a]).value == pytest.approx(-4.0)
+    assert cr.crease_change([a, a], [a, b, b]).peak == pytest.approx(5.0)
+
+
+def test_shading_matches_its_design():
+    face = sc.base_face()
+    for name in sc.DESIGNS:
+        x0, y0, x1, y1 = sc.crease_bbox(name)
+        xs, ys = np.meshgrid(np.arange(x0, x1), np.arange(y0, y1))
+        pts = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        s = sc.crease_shade(pts, name, 0.3, 0.1)
+        assert 0.69 <= s.min() < 0.75, name  # deepest point is the requested depth
+        assert np.all(s <= 1.0)
+        border = np.concatenate([s.reshape(xs.shape)[[0, -1]].ravel(),
+                                 s.reshape(xs.shape)[:, [0, -1]].ravel()])
+        assert border.min() > 0.999, name  # nothing outside the box
+        assert np.all(sc.crease_shade(pts, name, 0.3, 0.1, activation=0.0) == 1.0)
+        # The right side's folds lie on the image left of the unmirrored base photo.
+        dark = pts[s < 0.8]
+        assert np.all((dark - face.landmarks[[33, 263]].mean(axis=0)) @ face.lateral < 0), name
+
+
+def test_draw_heat_marks_the_region_only():
+    still = sc.render_still({"crow_feet": (0.3, 0.0)})
+    r = cr.read_region(gray(still.image), still.landmarks, REGIONS["crow_feet"], "right")
+    out = cr.draw_heat(still.image, r)
+    assert out.shape == still.image.shape and out.dtype == np.uint8
+    changed = np.any(out != still.image, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert ys.size > 50
+    corner = still.landmarks[33]
+    # Everything drawn lies near the right outer eye corner, on the image left.
+    d = np.hypot(xs - corner[0], ys - corner[1]) / still.px_per_mm
+    assert d.max() < 30
+    assert xs.max() < still.landmarks[168, 0]
+
+
+def test_docs_snippet_matches_these_regions():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "creases.md"
+    if not doc.exists():
+        pytest.skip("docs/creases.md merged elsewhere")
+    block = re.search(r"```toml\n(.*?)```", doc.read_text(), re.S)
+    assert block
+    tables = tomllib.loads(block.group(1))["steps"]["creases"]
+    steps = {}
+    for t in tables:
+        steps.setdefault(t["name"], set()).add(t["step"])
+        reg = REGIONS[t["name"]]
+        assert tuple(t["right"]) == reg.right and tuple(t["left"]) == reg.left
+        assert (t["orientation_deg"], t["width_mm"], t["margin_mm"]) == (
+            reg.orientation_deg, reg.width_mm, reg.margin_mm)
+        assert tuple(t["shift_mm"]) == reg.shift_mm
+    assert steps == {n: set(s for s, r in sc.STEP_CREASES.items() if n in r) for n in REGIONS}

@@ -1,0 +1,75 @@
+"""Measurement kinds and repeated-movement reading on arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from movement.activation import count_movements
+from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
+from movement.face import measure_series
+from movement.protocol import Thresholds, load_protocol
+from movement.stabilise import Trajectories
+
+
+def _pos(dx: float, dy: float, x0: float) -> tuple[np.ndarray, np.ndarray]:
+    rest = np.array([[x0, 0.0]])
+    pos = np.array([[[x0, 0.0]], [[x0 + dx, dy]]])
+    return pos, rest
+
+
+@pytest.mark.parametrize("side, x0, dx", [("right", -20.0, 1.5), ("left", 20.0, -1.5)])
+def test_medial_is_toward_the_midline_on_either_side(side, x0, dx):
+    pos, rest = _pos(dx, 0.0, x0)
+    col = np.array([0])
+    assert measure_series(pos, rest, "medial", col, side=side)[1] == pytest.approx(1.5)
+    assert measure_series(pos, rest, "lateral", col, side=side)[1] == pytest.approx(-1.5)
+
+
+def test_opening_grows_when_the_lower_points_move_down():
+    rest = np.array([[0.0, -30.0], [0.0, -34.0]])  # inner lip margin, outer lip border
+    pos = np.stack([rest, rest + np.array([[0.0, 0.2], [0.0, -0.8]])])
+    v = measure_series(pos, rest, "opening", np.array([0]), np.array([1]))
+    assert v[1] == pytest.approx(1.0)
+    ap = measure_series(pos, rest, "aperture", np.array([0]), np.array([1]))
+    assert ap[1] == pytest.approx(-1.0)
+
+
+def test_movements_are_counted_once_per_excursion():
+    t = np.arange(0, 5, 1 / 30)
+    x = 2.0 * (0.5 - 0.5 * np.cos(2 * np.pi * 2.0 * t))  # 10 syllables
+    noisy = x + np.random.default_rng(0).normal(0, 0.05, len(t))
+    assert count_movements(x, 2.0) == 10
+    assert count_movements(noisy, 2.0) == 10
+    assert count_movements(np.full(50, 0.1), 0.1) == 0  # a still side makes none
+
+
+def test_counts_and_creases_use_relative_dominance_rules():
+    th = Thresholds()
+    assert dominant_for("movements", 10, 9, th) == "balanced"
+    assert dominant_for("movements", 4, 12, th) == "left"
+    assert dominant_for("crease", 1.8, 1.0, th) == "right"
+    assert dominant_for("crease", 1.1, 1.0, th) == "balanced"
+    assert dominant_for("crease", 0.2, 0.05, th) == "balanced"  # both below the floor
+    assert dominant_for("displacement_mm", 3.0, 1.0, th) == "right"
+    assert dominant_for("displacement_mm", np.nan, 1.0, th) == "undetermined"
+
+
+def test_resting_widths_are_distances_from_the_midline():
+    proto = load_protocol("standard")
+    face = np.zeros((478, 2))
+    face[:, 1] = 5.0
+    m = next(m for m in proto.rest_measures if m.name == "nostril_width")
+    face[list(m.right), 0] = -16.0  # patient's right: negative x
+    face[list(m.left), 0] = 17.5
+    traj = Trajectories(np.zeros(1), face[None], np.zeros(1), np.zeros(1), np.ones(1))
+    rest = resting_asymmetry(traj, proto, np.array([0]))
+    row = rest.set_index("measure").loc["nostril_width"]
+    assert row["right_mm"] == pytest.approx(16.0) and row["left_mm"] == pytest.approx(17.5)
+    rows = rest_rows(rest, proto).set_index("muscle_group")
+    assert (rows["step"] == "rest").all()
+    assert rows.loc["nostril_width", "measure"] == "width_mm"
+    assert rows.loc["nostril_width", "dominant_side"] == "left"
+    assert rows.loc["brow_lateral", "dominant_side"] == "balanced"
+    assert isinstance(rows, pd.DataFrame)
