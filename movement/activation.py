@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
+from scipy.signal import find_peaks
 
+from movement.creases import CreaseChange, CreaseReading, crease_change, read_region
 from movement.face import measure_series
 from movement.imagetrack import WindowTrack, track_window
 from movement.landmarks import FrameCache, LandmarkTrack
@@ -50,6 +52,19 @@ class GroupMeasure:
     flags: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, eq=False)
+class LineReading:
+    """A step's dynamic lines in one region on one side, with what the report draws."""
+
+    region: str
+    side: str
+    change: CreaseChange  # value = fold contrast the step adds (%), see movement.creases
+    peak_frame: int  # the middle peak frame, whose response is drawn
+    peak: CreaseReading
+    rest_frame: int  # the rest keyframe, drawn beside it
+    rest: CreaseReading
+
+
 @dataclass
 class StepResult:
     """Everything measured in one step, for the outputs and the report."""
@@ -69,6 +84,7 @@ class StepResult:
     peak_points_px: dict[str, np.ndarray] = field(default_factory=dict)
     head_inliers: float = 0.0
     lost_fraction: float = 0.0
+    lines: list[LineReading] = field(default_factory=list)
 
     @property
     def peak_t(self) -> float:
@@ -193,18 +209,15 @@ displacement over the whole step: its dynamic range, robust to one spike."""
 
 
 def count_movements(x: np.ndarray, top: float, min_mm: float = 0.3) -> int:
-    """Distinct excursions in a repeated movement: rises above half of ``top``
-    after falling back below a quarter of it (hysteresis, so noise on a
-    plateau does not count twice). A side moving less than ``min_mm`` makes none."""
+    """Distinct excursions in a repeated movement: peaks reaching half of ``top``
+    that stand out from their neighbours by 40 % of it (prominence), so a slow
+    drift or noise on a plateau does not count. A side moving less than
+    ``min_mm`` makes none."""
     if not np.isfinite(top) or top < min_mm:
         return 0
-    n, armed = 0, True
-    for v in x[np.isfinite(x)]:
-        if armed and v > 0.5 * top:
-            n, armed = n + 1, False
-        elif v < 0.25 * top:
-            armed = True
-    return n
+    v = x[np.isfinite(x)]
+    peaks, _ = find_peaks(v, height=0.5 * top, prominence=0.4 * top)
+    return int(len(peaks))
 
 
 def measure_step(
@@ -354,6 +367,16 @@ def measure_step(
         c = np.array([img_cols[p] for p in pts])
         d = np.nanmean(wt.image_mm[peak][:, c, 0]) - np.nanmean(img_rest[c, 0])
         res.drift_mm[name] = float(d)
+    for lr in _measure_lines(step, win, res.peak_frames, track, cache):
+        res.lines.append(lr)
+        c = lr.change
+        res.measures.append(
+            GroupMeasure(
+                step.name, lr.region, "crease", "crease", "image", False, lr.side, c.value,
+                c.rest, c.peak, float("nan"),
+                () if c.readable else (f"region unreadable: {c.reason}",),
+            )
+        )
     # Pixel positions of the measured points for drawing rest and peak frames.
     kf = win.keyframe
     pk = res.peak_frames[len(peak) // 2]
@@ -363,6 +386,51 @@ def measure_step(
             res.keyframe_points_px[f"{g.name}:{side}"] = track.xy[kf, pts]
             res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
     return res
+
+
+MAX_REST_LINE_FRAMES = 10
+"""Rest frames read for lines (evenly spread over the rest window): the rest
+strength is an RMS, stable after a few frames, and the filters cost ~2 ms each."""
+
+
+def _measure_lines(
+    step: Step, win: StepWindow, peak_frames: tuple[int, ...], track: LandmarkTrack,
+    cache: FrameCache,
+) -> list[LineReading]:
+    """Each crease region of the step, per side: rest frames vs the peak window.
+
+    Only these frames are read (never the whole video). Regions are placed by the
+    frame's own landmarks in the cached face crop, so head motion does not move
+    them; the crop's scale comes from the iris.
+    """
+    if not step.creases or not peak_frames:
+        return []
+    rest = np.asarray(win.rest)
+    if len(rest) > MAX_REST_LINE_FRAMES:
+        rest = rest[np.linspace(0, len(rest) - 1, MAX_REST_LINE_FRAMES).round().astype(int)]
+    readings: dict[int, dict[tuple[str, str], CreaseReading]] = {}
+    for f in (*rest.tolist(), *peak_frames):
+        if f in readings:
+            continue
+        grey = cache.image(int(f))
+        pts = cache.to_crop(track.xy[int(f)], int(f)).astype(np.float64)
+        readings[f] = {
+            (reg.name, side): read_region(grey, pts, reg, side)
+            for reg in step.creases
+            for side in SIDES
+        }
+    key_rest = win.keyframe if win.keyframe in readings else int(rest[0])
+    out = []
+    for reg in step.creases:
+        for side in SIDES:
+            k = (reg.name, side)
+            change = crease_change(
+                [readings[f][k] for f in rest.tolist()], [readings[f][k] for f in peak_frames]
+            )
+            mid = peak_frames[len(peak_frames) // 2]
+            out.append(LineReading(reg.name, side, change, int(mid), readings[mid][k],
+                                   key_rest, readings[key_rest][k]))
+    return out
 
 
 def _smooth(x: np.ndarray, fps: float) -> np.ndarray:

@@ -171,7 +171,8 @@ def tables(
             rm, lm = d["right"], d["left"]
             right, left = rm.activation_mm, lm.activation_mm  # type: ignore[attr-defined]
             flags = rm.flags + lm.flags  # type: ignore[attr-defined]
-            implausible = [f for f in flags if f.startswith(("implausible", "points lost"))]
+            unusable = ("implausible", "points lost", "region unreadable")
+            implausible = [f for f in flags if f.startswith(unusable)]
             quality, reason = "ok", ""
             if implausible or r.head_inliers < 4:
                 quality, reason = "unusable", "; ".join(implausible or ["head motion fit failed"])

@@ -133,7 +133,7 @@ class Thresholds:
     # Counts (movements during speech) and creases have no mm: relative rules.
     min_count_diff: int = 2
     crease_min_ratio: float = 1.3
-    crease_min: float = 0.5
+    crease_min: float = 2.0
 
 
 @dataclass(frozen=True)

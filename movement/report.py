@@ -32,7 +32,8 @@ from plotly.subplots import make_subplots
 from scipy.spatial import ConvexHull, QhullError
 
 from movement import __version__
-from movement.activation import StepResult
+from movement.activation import LineReading, StepResult
+from movement.creases import draw_heat
 from movement.htmlkit import BASE_CSS
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session
@@ -49,6 +50,7 @@ millimetre of sideways pull would otherwise not show on a whole face."""
 """Displacement arrows are drawn this many times longer than the movement so
 that 1-2 mm is visible on a face a few hundred pixels tall."""
 FRAME_HEIGHT = 320
+LINES_HEIGHT = 220
 """Height (px) of the rest and peak frames (cut to the step's region)."""
 REGION_MIN_MM = 110.0
 REGION_ASPECT = 1.4
@@ -1109,6 +1111,66 @@ def _frame_img(
     return _jpeg(img, 82)
 
 
+def _lines_figures(r: StepResult, clip: ClipResult, cache: FrameCache, step: str) -> str:
+    """Per crease region: rest and peak frames with each side's line response as a
+    heat map (one colour scale for both sides and both frames), and the numbers."""
+    by_region: dict[str, dict[str, LineReading]] = {}
+    for lr in r.lines:
+        by_region.setdefault(lr.region, {})[lr.side] = lr
+    t = clip.track.t
+    figs = []
+    for region, sides in by_region.items():
+        heats = [x.heat for lr in sides.values() for x in (lr.rest, lr.peak) if x.readable]
+        pos = np.concatenate([h[h > 0].ravel() for h in heats]) if heats else np.zeros(0)
+        vmax = float(np.percentile(pos, 99)) if len(pos) else 1.0
+        any_lr = next(iter(sides.values()))
+        imgs = []
+        for label, frame, which in (("rest", any_lr.rest_frame, "rest"),
+                                    ("peak", any_lr.peak_frame, "peak")):
+            img = cv2.cvtColor(cache.image(frame), cv2.COLOR_GRAY2BGR)
+            boxes = []
+            for lr in sides.values():
+                reading = getattr(lr, which)
+                if not reading.readable:
+                    continue
+                img = draw_heat(img, reading, vmax=vmax)
+                hh, ww = reading.heat.shape
+                corners = np.array([[0, 0, 1], [ww, 0, 1], [0, hh, 1], [ww, hh, 1]], float)
+                boxes.append(corners @ np.asarray(reading.patch_to_image, float).T)
+            if boxes:
+                b = np.concatenate(boxes)
+                (x0, y0), (x1, y1) = b.min(axis=0), b.max(axis=0)
+                pad = 0.25 * max(x1 - x0, y1 - y0)
+                h, w = img.shape[:2]
+                x0, y0 = int(max(x0 - pad, 0)), int(max(y0 - pad, 0))
+                x1, y1 = int(min(x1 + pad, w)), int(min(y1 + pad, h))
+                if x1 > x0 + 4 and y1 > y0 + 4:
+                    img = img[y0:y1, x0:x1]
+            f = LINES_HEIGHT / img.shape[0]
+            img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            imgs.append(
+                f'<figure><img src="{_jpeg(img, 82)}" alt="{_esc(region)} lines at {label}">'
+                f"<figcaption>{label}, frame {frame} ({t[frame]:.2f} s)</figcaption></figure>"
+            )
+        vals = []
+        for side in ("right", "left"):
+            lr = sides.get(side)
+            if lr is None:
+                continue
+            c = lr.change
+            vals.append(
+                f"{side} {c.value:.1f}" if c.readable else f"{side}: not readable ({c.reason})"
+            )
+        figs.append(
+            f'<div class="lines"><h4>Dynamic lines · {_esc(_nice(region))}</h4>'
+            f'<div class="frames">{"".join(imgs)}</div>'
+            f'<p class="note">Line depth the {_esc(step)} adds (crease index, % fold contrast; '
+            f"not mm): {_esc(', '.join(vals))}. Brighter heat = deeper fold; both sides and "
+            "both frames share one colour scale.</p></div>"
+        )
+    return "".join(figs)
+
+
 def _thumbnails(
     cache: FrameCache, r: StepResult, box_px: np.ndarray | None
 ) -> tuple[list[int], list[float], list[str]]:
@@ -1221,6 +1283,8 @@ def _step_section(
             f"<figcaption>{_esc(step.name)} · peak, frame {pk} ({t[pk]:.2f} s); "
             f"arrows: measured movement ×{ARROW_GAIN:g}</figcaption></figure></div>"
         )
+    if cache is not None and r.lines:
+        parts.append(_lines_figures(r, clip, cache, step.name))
     if r.drift_mm:
         parts.append(
             '<p class="drift">Midline drift at the peak: '

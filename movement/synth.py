@@ -816,6 +816,8 @@ class StepMotion:
     right_mm: float
     left_mm: float
     syllable_hz: float = 0.0  # > 0: repeated movement (speech), see :func:`envelope`
+    crease_right: float = 0.0  # fold depth of the step's dynamic lines at activation 1
+    crease_left: float = 0.0  # (0.2 = 20 % darker; movement.synth_creases)
 
     def __post_init__(self) -> None:
         if not self.start_s < self.peak_s - HOLD_S < self.peak_s + HOLD_S < self.end_s:
@@ -825,6 +827,8 @@ class StepMotion:
             )
         if self.right_mm < 0 or self.left_mm < 0:
             raise ValueError(f"step {self.name}: amplitudes must be >= 0 mm")
+        if not (0 <= self.crease_right <= 0.6 and 0 <= self.crease_left <= 0.6):
+            raise ValueError(f"step {self.name}: crease depths must be 0-0.6")
 
 
 @dataclass(frozen=True)
@@ -909,6 +913,7 @@ def standard_steps(
     rest_s: float = 2.0,
     skip: Iterable[str] = (),
     protocol_name: str = "standard",
+    creases: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[StepMotion, ...]:
     """Lay out the protocol's steps in order with rests between them.
 
@@ -923,7 +928,9 @@ def standard_steps(
         nothing), so the timing of the other steps does not depend on what is skipped.
     protocol_name : the protocol whose steps are laid out ("standard", "extended")
         A repeated-movement step (speech) lasts its protocol duration, with syllables.
+    creases : {step: (right, left)} fold depth of the step's dynamic lines (0-0.6)
     """
+    creases = creases or {}
     skip = set(skip)
     proto = protocol(protocol_name)
     names = [s.name for s in proto.steps]
@@ -938,8 +945,10 @@ def standard_steps(
                 raise ValueError(f"no amplitudes for step {name!r} (skip it explicitly)")
             r, lft = amplitudes[name]
             length, hz = _slot(proto, name, step_s)
+            cr, cl = creases.get(name, (0.0, 0.0))
             out.append(
-                StepMotion(name, t, t + length / 2, t + length, float(r), float(lft), hz)
+                StepMotion(name, t, t + length / 2, t + length, float(r), float(lft), hz,
+                           float(cr), float(cl))
             )
         t += _slot(proto, name, step_s)[0] + rest_s
     return tuple(out)
@@ -961,6 +970,7 @@ def standard_spec(
     step_s: float = 3.0,
     rest_s: float = 2.0,
     tail_s: float = 2.0,
+    creases: Mapping[str, tuple[float, float]] | None = None,
     **kwargs: object,
 ) -> SynthSpec:
     """A :class:`SynthSpec` for a protocol, ending ``tail_s`` after the last step.
@@ -970,7 +980,7 @@ def standard_spec(
     """
     name = str(kwargs.get("protocol", "standard"))
     proto = protocol(name)
-    steps = standard_steps(amplitudes, start_s, step_s, rest_s, skip, name)
+    steps = standard_steps(amplitudes, start_s, step_s, rest_s, skip, name, creases)
     # The video always covers the full protocol slot layout, skipped steps included.
     slots = [_slot(proto, s.name, step_s)[0] for s in proto.steps]
     end = start_s + sum(slots) + (len(slots) - 1) * rest_s
@@ -1097,11 +1107,26 @@ class Renderer:
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` (BGR uint8), degradations and mirroring included."""
         t = i / self.spec.fps
+        ymap = self.source_map(t)
         img = cv2.remap(
-            self.face.canvas, self.source_map(t), None, cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REFLECT,
+            self.face.canvas, ymap, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT,
         )
-        return self._degrade(img, i, t)
+        return self._degrade(self._fold(img, ymap, t), i, t)
+
+    def _fold(self, img: np.ndarray, ymap: np.ndarray, t: float) -> np.ndarray:
+        """The active step's dynamic lines, drawn where the skin now is."""
+        # Imported here: synth_creases builds on this module's base face.
+        from movement.synth_creases import STEP_CREASES, apply_creases
+
+        for s in self.spec.steps:
+            if not (s.crease_right or s.crease_left):
+                continue
+            a = float(envelope(s, t))
+            if a > 0:
+                depths = {n: (s.crease_right, s.crease_left) for n in STEP_CREASES.get(s.name, ())}
+                offset = np.asarray(self.face.offset, dtype=np.float32)
+                return apply_creases(img, ymap - offset, depths, a, self.size)
+        return img
 
     def _apply_field(
         self, ymap: np.ndarray, t: float, fld: DisplacementField, box: tuple[float, ...]
@@ -1226,8 +1251,14 @@ def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str,
             for name, g in primaries.items()
             if name != s.name
         ]
+        from movement.synth_creases import STEP_CREASES
+
         steps.append(
             {
+                "creases": [
+                    {"region": n, "right_depth": s.crease_right, "left_depth": s.crease_left}
+                    for n in STEP_CREASES.get(s.name, ())
+                ],
                 "name": s.name,
                 "start_s": s.start_s,
                 "peak_s": s.peak_s,

@@ -6,10 +6,7 @@ landmarks, so these tests exercise the crease measure, not the landmark model.
 
 from __future__ import annotations
 
-import re
-import tomllib
 from functools import cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,27 +15,10 @@ from scipy.stats import spearmanr
 
 from movement import creases as cr
 from movement import synth_creases as sc
-from movement.protocol import CreaseRegion
+from movement.protocol import load_protocol
 
-# The same values as the TOML snippet in docs/creases.md (checked below).
-REGIONS = {
-    "forehead": CreaseRegion(
-        "forehead", (70, 63, 105, 66, 107), (300, 293, 334, 296, 336),
-        orientation_deg=0.0, width_mm=1.5, margin_mm=2.5, shift_mm=(0.0, 4.0)),
-    "glabella": CreaseRegion(
-        "glabella", (151, 9, 8, 168, 107, 55), (151, 9, 8, 168, 336, 285),
-        orientation_deg=90.0, width_mm=1.5, margin_mm=-1.5),
-    "crow_feet": CreaseRegion(
-        "crow_feet", (130, 226, 113, 35, 143, 111, 34, 139),
-        (359, 446, 342, 265, 372, 340, 264, 368),
-        orientation_deg=0.0, width_mm=1.0, margin_mm=0.5, shift_mm=(1.0, 0.0)),
-    "bunny_lines": CreaseRegion(
-        "bunny_lines", (122, 196, 3, 51, 236, 198, 174), (351, 419, 248, 281, 456, 420, 399),
-        orientation_deg=40.0, width_mm=1.0, margin_mm=1.0),
-    "chin": CreaseRegion(
-        "chin", (18, 83, 201, 208, 171, 175, 199, 200), (18, 313, 421, 428, 396, 175, 199, 200),
-        orientation_deg=0.0, width_mm=2.0),
-}
+# The regions exactly as the protocols define them (the extended protocol holds all).
+REGIONS = {c.name: c for st in load_protocol("extended").steps for c in st.creases}
 SIDES = ("right", "left")
 # Rest and peak differ by a small head motion and independent sensor noise, so no
 # test passes merely because two images are identical.
@@ -250,19 +230,11 @@ def test_draw_heat_marks_the_region_only():
     assert xs.max() < still.landmarks[168, 0]
 
 
-def test_docs_snippet_matches_these_regions():
-    doc = Path(__file__).resolve().parents[1] / "docs" / "creases.md"
-    if not doc.exists():
-        pytest.skip("docs/creases.md merged elsewhere")
-    block = re.search(r"```toml\n(.*?)```", doc.read_text(), re.S)
-    assert block
-    tables = tomllib.loads(block.group(1))["steps"]["creases"]
-    steps = {}
-    for t in tables:
-        steps.setdefault(t["name"], set()).add(t["step"])
-        reg = REGIONS[t["name"]]
-        assert tuple(t["right"]) == reg.right and tuple(t["left"]) == reg.left
-        assert (t["orientation_deg"], t["width_mm"], t["margin_mm"]) == (
-            reg.orientation_deg, reg.width_mm, reg.margin_mm)
-        assert tuple(t["shift_mm"]) == reg.shift_mm
-    assert steps == {n: set(s for s, r in sc.STEP_CREASES.items() if n in r) for n in REGIONS}
+def test_the_protocol_folds_the_regions_the_generator_draws():
+    proto = load_protocol("extended")
+    steps: dict[str, set[str]] = {}
+    for st in proto.steps:
+        for c in st.creases:
+            steps.setdefault(c.name, set()).add(st.name)
+    assert steps == {n: {s for s, r in sc.STEP_CREASES.items() if n in r} for n in REGIONS}
+    assert set(REGIONS) == {"forehead", "glabella", "crow_feet", "bunny_lines", "chin"}

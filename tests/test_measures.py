@@ -49,9 +49,9 @@ def test_counts_and_creases_use_relative_dominance_rules():
     th = Thresholds()
     assert dominant_for("movements", 10, 9, th) == "balanced"
     assert dominant_for("movements", 4, 12, th) == "left"
-    assert dominant_for("crease", 1.8, 1.0, th) == "right"
-    assert dominant_for("crease", 1.1, 1.0, th) == "balanced"
-    assert dominant_for("crease", 0.2, 0.05, th) == "balanced"  # both below the floor
+    assert dominant_for("crease", 3.0, 1.5, th) == "right"
+    assert dominant_for("crease", 2.2, 2.0, th) == "balanced"
+    assert dominant_for("crease", 1.5, 0.2, th) == "balanced"  # below the noise floor
     assert dominant_for("displacement_mm", 3.0, 1.0, th) == "right"
     assert dominant_for("displacement_mm", np.nan, 1.0, th) == "undetermined"
 
