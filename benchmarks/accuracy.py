@@ -89,6 +89,7 @@ class Case:
     mirrored: bool = False
     protocol: str = "standard"
     skip: tuple[str, ...] = ()  # steps the patient does not perform: must read missing
+    creases: bool = False  # fold the skin (dynamic lines) with seeded per-side depths
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -108,6 +109,8 @@ class Case:
             bits.append(f"--protocol {self.protocol}")
         if self.skip:
             bits.append(f"skips {'+'.join(self.skip)}")
+        if self.creases:
+            bits.append("creases")
         return ", ".join(bits)
 
 
@@ -121,10 +124,10 @@ def all_cases() -> list[Case]:
     c: list[Case] = []
 
     def add(name, condition, pattern, n, seed0, mirrored=False, protocol="standard", skip=(),
-            **spec):
+            creases=False, **spec):
         for i in range(n):
             c.append(Case(f"{name}-{i + 1}", condition, pattern, seed0 + i, spec, mirrored,
-                          protocol, tuple(skip)))
+                          protocol, tuple(skip), creases))
 
     add("clean-asym", "clean 1280x720", "asym", 3, 101, frame_size=HD)
     add("clean-sym", "clean 1280x720", "sym", 2, 111, frame_size=HD)
@@ -145,17 +148,25 @@ def all_cases() -> list[Case]:
     add("phone", "phone: portrait selfie, motion, noise, jpeg", "mix", 3, 901, mirrored=True,
         frame_size=PORTRAIT, roll_deg=3.0, shift_px=12.0, zoom=0.03, noise_sigma=2.0,
         jpeg_quality=50)
-    # Extended protocol (about 62 s each): the lower face, speech, skipped steps.
-    add("ext-clean", "extended, clean 1280x720", "mix", 2, 1201, protocol="extended",
-        frame_size=HD)
-    add("ext-mild", "extended, mild motion", "mix", 2, 1211, protocol="extended",
-        frame_size=SD, **MILD)
-    add("ext-mirrored", "extended, mirrored selfie", "asym", 1, 1221, mirrored=True,
-        protocol="extended", frame_size=SD, **MILD)
-    add("ext-jpeg", "extended, noise 3 + jpeg 35", "mix", 1, 1231, protocol="extended",
+    # Dynamic lines: the skin folds as the muscles pull (standard protocol).
+    add("crease-clean", "creases, clean 1280x720", "mix", 2, 1101, creases=True, frame_size=HD)
+    add("crease-mild", "creases, mild motion", "mix", 2, 1111, creases=True, frame_size=SD,
+        **MILD)
+    add("crease-light", "creases, lighting drift 0.25", "mix", 1, 1121, creases=True,
+        frame_size=SD, light_drift=0.25, noise_sigma=1.0)
+    add("crease-jpeg", "creases, noise 3 + jpeg 35", "mix", 1, 1131, creases=True,
         frame_size=SD, noise_sigma=3.0, jpeg_quality=35)
+    # Extended protocol (about 62 s each): the lower face, speech, skipped steps; with lines.
+    add("ext-clean", "extended, clean 1280x720", "mix", 2, 1201, protocol="extended",
+        creases=True, frame_size=HD)
+    add("ext-mild", "extended, mild motion", "mix", 2, 1211, protocol="extended",
+        creases=True, frame_size=SD, **MILD)
+    add("ext-mirrored", "extended, mirrored selfie", "asym", 1, 1221, mirrored=True,
+        protocol="extended", creases=True, frame_size=SD, **MILD)
+    add("ext-jpeg", "extended, noise 3 + jpeg 35", "mix", 1, 1231, protocol="extended",
+        creases=True, frame_size=SD, noise_sigma=3.0, jpeg_quality=35)
     add("ext-skip", "extended, steps skipped", "mix", 1, 1241, protocol="extended",
-        skip=("sad_mouth", "scrunch"), frame_size=SD, **MILD)
+        skip=("sad_mouth", "scrunch"), creases=True, frame_size=SD, **MILD)
     return c
 
 
@@ -199,6 +210,40 @@ def pattern(case: Case) -> dict[str, tuple[float, float]]:
         four = ("right", "left", "balanced", "still")
         kinds = [four[(i + case.seed) % 4] for i in range(len(steps))]
     return {s: draw_pair(rng, s, k) for s, k in zip(steps, kinds, strict=True)}
+
+
+CREASE_DEPTHS = (0.05, 0.35)
+"""Fold depths drawn for the lines (fraction darker at the fold centre)."""
+CREASE_DECISIVE = 1.6
+"""A truth pair of depths is decisive when the deeper side is at least this many
+times the other and at least 0.12 deep; balanced when both are equal."""
+
+
+def crease_pattern(case: Case) -> dict[str, tuple[float, float]]:
+    """Seeded fold depths per step with lines: deeper right, deeper left or equal."""
+    from movement.synth_creases import STEP_CREASES
+
+    rng = np.random.default_rng(case.seed + 7)
+    out = {}
+    for i, step in enumerate(s for s in case.steps if s in STEP_CREASES):
+        kind = ("right", "left", "balanced")[(i + case.seed) % 3]
+        big = rng.uniform(0.15, CREASE_DEPTHS[1])
+        if kind == "balanced":
+            pair = (big, big)
+        else:
+            small = rng.uniform(CREASE_DEPTHS[0], big / CREASE_DECISIVE)
+            pair = (big, small) if kind == "right" else (small, big)
+        out[step] = (round(float(pair[0]), 3), round(float(pair[1]), 3))
+    return out
+
+
+def crease_kind(r: float, lft: float) -> str:
+    if r == lft:
+        return "balanced"
+    hi, lo = max(r, lft), min(r, lft)
+    if hi >= 0.12 and hi >= CREASE_DECISIVE * lo:
+        return "right" if r > lft else "left"
+    return "between"
 
 
 def truth_kind(r: float, lft: float) -> str:
@@ -310,8 +355,10 @@ def run_case(args: tuple[Case, str]) -> dict:
     d = Path(workdir) / case.name
     d.mkdir(parents=True, exist_ok=True)
     amps = pattern(case)
+    folds = crease_pattern(case) if case.creases else None
     spec = synth.standard_spec(amps, fps=30.0, seed=case.seed, mirrored=case.mirrored,
-                               protocol=case.protocol, skip=case.skip, **case.spec)
+                               protocol=case.protocol, skip=case.skip, creases=folds,
+                               **case.spec)
     t0 = time.perf_counter()
     truth = synth.make_video(spec, d / "consult.mp4")
     gen_s = time.perf_counter() - t0
@@ -347,12 +394,25 @@ def run_case(args: tuple[Case, str]) -> dict:
                     moves=(fnum(moves.get("right_mm")), fnum(moves.get("left_mm"))),
                 )
             )
+    lines = []
+    for st in truth["steps"]:
+        for c in st.get("creases", []):
+            if not case.creases:
+                continue
+            r = rows.get((st["name"], c["region"], "crease"), {})
+            lines.append(dict(
+                step=st["name"], region=c["region"], truth=(c["right_depth"], c["left_depth"]),
+                kind=crease_kind(c["right_depth"], c["left_depth"]),
+                measured=(fnum(r.get("right_mm")), fnum(r.get("left_mm"))),
+                dominant=r.get("dominant_side", "undetermined"),
+                quality=r.get("quality", "error") if run.code == 0 else "error",
+            ))
     skipped = []
     for name in case.skip:
         r = next((r for k, r in rows.items() if k[0] == name and r["primary"] == "True"), {})
         skipped.append((name, r.get("quality", "error")))
     return dict(case=case, steps=steps, gen_s=gen_s, run_s=run.seconds, error=run.error,
-                skipped=skipped)
+                skipped=skipped, lines=lines)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -471,6 +531,12 @@ def print_case(res: dict, out: Callable[[str], None]) -> None:
             f" {mr - tr:+6.2f}/{ml - tl:+6.2f}  {dominant(tr, tl) + '/' + s['dominant']:<21}"
             f" {pe:+8.2f}  {qual}"
         )
+    for ln in res.get("lines", []):
+        (tr, tl), (mr, ml) = ln["truth"], ln["measured"]
+        label = f"{ln['step']} lines/{ln['region']}"
+        out(f"   {label:<30} {ln['kind']:<9} depth {tr:.2f}/{tl:.2f}"
+            f" -> crease index {mr:5.2f}/{ml:5.2f}  dominant {ln['kind']}/{ln['dominant']}"
+            f"  {ln['quality']}")
     for name, quality in res.get("skipped", []):
         out(f"   {name:<30} skipped by the patient -> reported {quality}"
             f"{'' if quality == 'missing' else '  (WRONG: should be missing)'}")
@@ -562,6 +628,7 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
              f"max {q(st.peaks, 100):.2f} s"),
         ]
 
+    crease_met = crease_summary(results, out)
     n_std = sum(1 for r in results if any(s["step"] in STEPS for s in r["steps"]))
     n_ext = sum(1 for r in results if r["case"].protocol == "extended")
     summary = line("ACCURACY", overall, n_std)
@@ -578,18 +645,68 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
         for label, ok, val in checks(ext):
             out(f"  {'MET   ' if ok else 'MISSED'} {label:<38} {val}")
             met["extended " + label] = bool(ok)
+    if crease_met:
+        summary += "\n" + crease_met.pop("line")
+        met.update(crease_met)
     return dict(summary=summary, met=met)
+
+
+def crease_summary(results: list[dict], out: Callable[[str], None]) -> dict:
+    """Dynamic lines: side calls on decisive depth pairs, 'balanced' on equal ones,
+    and Spearman between true depth and the crease index per region."""
+    from scipy.stats import spearmanr
+
+    lines = [ln for r in results for ln in r.get("lines", [])]
+    if not lines:
+        return {}
+    dec = [ln for ln in lines if ln["kind"] in ("right", "left")]
+    bal = [ln for ln in lines if ln["kind"] == "balanced"]
+    side = np.mean([ln["dominant"] == ln["kind"] for ln in dec]) if dec else float("nan")
+    bal_ok = np.mean([ln["dominant"] == "balanced" for ln in bal]) if bal else float("nan")
+    out("\n# Dynamic lines (crease index per side vs the generator's fold depth)")
+    rhos = {}
+    for region in sorted({ln["region"] for ln in lines}):
+        t, m = [], []
+        for ln in lines:
+            if ln["region"] != region:
+                continue
+            for a, b in zip(ln["truth"], ln["measured"], strict=True):
+                if np.isfinite(b):
+                    t.append(a)
+                    m.append(b)
+        rho = float(spearmanr(t, m)[0]) if len(t) > 2 else float("nan")
+        rhos[region] = rho
+        n_dec = [ln for ln in dec if ln["region"] == region]
+        ok = sum(ln["dominant"] == ln["kind"] for ln in n_dec)
+        unread = sum(ln["quality"] in ("unusable", "missing", "error") for ln in lines
+                     if ln["region"] == region)
+        out(f"  {region:<12} Spearman {rho:5.2f} over {len(t):3d} sides; decisive side "
+            f"{ok}/{len(n_dec)}; not read {unread}")
+    worst = min(rhos.values()) if rhos else float("nan")
+    line = (f"CREASES decisive-side {pct(side).strip()} ({len(dec)} pairs) balanced "
+            f"{pct(bal_ok).strip()} ({len(bal)} pairs) Spearman min {worst:.2f} "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in rhos.items())})")
+    out(line)
+    out("TARGETS, dynamic lines:")
+    checks = [("crease decisive side >= 95 %", side >= 0.95, pct(side).strip()),
+              ("crease Spearman >= 0.9 per region", worst >= 0.9, f"{worst:.2f}")]
+    for label, ok, val in checks:
+        out(f"  {'MET   ' if ok else 'MISSED'} {label:<38} {val}")
+    return {"line": line, **{c[0]: bool(c[1]) for c in checks}}
 
 
 # ----------------------------------------------------------------------------- consistency
 
 
-def mean_abs_diff(a: dict, b: dict, swap: bool = False) -> tuple[float, list[tuple]]:
-    """Mean |difference| (mm) over every side of every row found (finite) in both runs."""
+def mean_abs_diff(
+    a: dict, b: dict, swap: bool = False, crease: bool = False
+) -> tuple[float, list[tuple]]:
+    """Mean |difference| over every side of every row found (finite) in both runs:
+    millimetre rows, or (``crease``) the crease-index rows, never mixed."""
     diffs, detail = [], []
     for key, ra in a.items():
         rb = b.get(key)
-        if rb is None:
+        if rb is None or (key[2] == "crease") != crease:
             continue
         va = (fnum(ra["right_mm"]), fnum(ra["left_mm"]))
         vb = (fnum(rb["right_mm"]), fnum(rb["left_mm"]))
@@ -720,6 +837,11 @@ def flip_report(res: dict[str, dict], out: Callable[[str], None]) -> dict[str, f
     for key, _, _, swap, title in FLIP_RUNS:
         mad, detail = mean_abs_diff(res["orig"]["rows"], res[key]["rows"], swap)
         print_pairs(title, detail, mad, out)
+        cmad, cdetail = mean_abs_diff(res["orig"]["rows"], res[key]["rows"], swap, crease=True)
+        if cdetail:
+            out(f"     lines: mean |difference| {cmad:.2f} (crease index) over "
+                f"{2 * len(cdetail)} values")
+            figures[key + " lines"] = cmad
         lone = one_sided(res["orig"]["rows"], res[key]["rows"])
         if lone:
             out("     values in one run only: " + ", ".join(lone))

@@ -125,13 +125,18 @@ def tables(
                 if not w.found
                 else ("unusable", "the points could not be followed through the step")
             )
-            for g in protocol.step(w.name).groups:
+            st = protocol.step(w.name)
+            rows_for = [(g.name, g.measure, g.primary) for g in st.groups]
+            if st.mode == "range":
+                rows_for += [(g.name, "movements", False) for g in st.groups]
+            rows_for += [(c.name, "crease", False) for c in st.creases]
+            for name, measure, primary in rows_for:
                 asym.append(
                     dict(
                         step=w.name,
-                        muscle_group=g.name,
-                        measure=g.measure,
-                        primary=g.primary,
+                        muscle_group=name,
+                        measure=measure,
+                        primary=primary,
                         right_mm=np.nan,
                         left_mm=np.nan,
                         diff_mm=np.nan,

@@ -291,14 +291,26 @@ def protocols(name: str | None) -> None:
         f"and >= {t.min_ratio:.0%} of the larger"
     )
     for i, s in enumerate(proto.steps, 1):
-        click.echo(f"\n  {i}. {s.name} (~{s.duration_s:g} s): {s.instruction}")
+        mode = " [repeated movement: dynamic range and count]" if s.mode == "range" else ""
+        click.echo(f"\n  {i}. {s.name} (~{s.duration_s:g} s): {s.instruction}{mode}")
         for g in s.groups:
             star = "*" if g.primary else " "
             click.echo(
-                f"     {star} {g.name:<20} {g.measure:<16} {g.kind:<9} sensor={g.sensor:<9} "
+                f"     {star} {g.name:<22} {g.measure:<16} {g.kind:<9} sensor={g.sensor:<9} "
                 f"R{list(g.right)} L{list(g.left)}"
             )
-    click.echo("\n  * primary measurement of the step")
+            if g.reliability:
+                click.echo(f"       reliability: {g.reliability}")
+        for c in s.creases:
+            click.echo(
+                f"     ~ {c.name + ' lines':<22} {'crease':<16} {c.orientation_deg:g} deg, "
+                f"{c.width_mm:g} mm folds, R{list(c.right)} L{list(c.left)}"
+            )
+    if proto.rest_measures:
+        click.echo("\n  At rest: " + ", ".join(f"{m.name} ({m.kind})" for m in proto.rest_measures))
+    for p in proto.pairs:
+        click.echo(f"  Pair: {p.name}: {':'.join(p.first)} with {':'.join(p.second)}")
+    click.echo("\n  * primary measurement of the step   ~ dynamic lines (crease index, not mm)")
 
 
 @main.command()
@@ -308,6 +320,14 @@ def protocols(name: str | None) -> None:
     "--amplitudes",
     default=None,
     help="step=right:left mm pairs, e.g. raise=4.2:2.3,smile=6:4 (others 0).",
+)
+@click.option(
+    "--protocol", "protocol_name", type=click.Choice(["standard", "extended"]),
+    default="standard", show_default=True, help="The protocol the video performs.",
+)
+@click.option(
+    "--creases", default=None,
+    help="step=right:left fold depths (0-0.6, e.g. 0.25 = 25 % darker), e.g. raise=0.3:0.1.",
 )
 @click.option("--mirrored", is_flag=True, help="Write a mirrored (selfie) video.")
 @click.option("--roll", "roll_deg", type=float, default=0.0, help="Head roll amplitude, degrees.")
@@ -320,6 +340,8 @@ def synth(
     out: str,
     sample: bool,
     amplitudes: str | None,
+    protocol_name: str,
+    creases: str | None,
     mirrored: bool,
     roll_deg: float,
     shift_px: float,
@@ -331,38 +353,43 @@ def synth(
     """Write a synthetic consult video with known per-side movement (and its truth)."""
     from movement import synth as sy
 
+    extended = protocol_name == "extended"
     if sample:
-        sy.make_video(sy.sample_spec(), Path(out))
+        spec = sy.extended_sample_spec() if extended else sy.sample_spec()
+        sy.make_video(spec, Path(out))
         click.echo(f"{out} (+ truth json)")
         return
-    amps = dict(sy.SAMPLE_AMPLITUDES)
+    amps = {k: v for k, v in sy.EXTENDED_SAMPLE_AMPLITUDES.items()
+            if extended or k in sy.SAMPLE_AMPLITUDES}
     if amplitudes:
         amps = {k: (0.0, 0.0) for k in amps}
-        try:
-            for item in amplitudes.split(","):
-                k, v = item.split("=")
-                r, l_ = v.split(":")
-                amps[k.strip()] = (float(r), float(l_))
-        except ValueError:
-            raise Failure("--amplitudes: use step=right:left,...", 2) from None
+        amps.update(_pairs(amplitudes, "--amplitudes", "step=right:left,..."))
+    folds = _pairs(creases, "--creases", "step=right:left depths,...") if creases else None
     try:
         w, h = (int(x) for x in size.lower().split("x"))
     except ValueError:
         raise Failure("--size: use WxH, e.g. 960x540", 2) from None
-    steps = sy.standard_steps(amps)
-    spec = sy.SynthSpec(
-        steps=steps,
-        duration_s=steps[-1].end_s + 2.0,
-        frame_size=(w, h),
-        roll_deg=roll_deg,
-        shift_px=shift_px,
-        zoom=zoom,
-        noise_sigma=noise,
-        mirrored=mirrored,
-        seed=seed,
-    )
+    try:
+        spec = sy.standard_spec(
+            amps, creases=folds, protocol=protocol_name, frame_size=(w, h), roll_deg=roll_deg,
+            shift_px=shift_px, zoom=zoom, noise_sigma=noise, mirrored=mirrored, seed=seed,
+        )
+    except ValueError as exc:
+        raise Failure(str(exc), 2) from None
     sy.make_video(spec, Path(out))
     click.echo(f"{out} (+ truth json)")
+
+
+def _pairs(text: str, option: str, form: str) -> dict[str, tuple[float, float]]:
+    out = {}
+    try:
+        for item in text.split(","):
+            k, v = item.split("=")
+            r, l_ = v.split(":")
+            out[k.strip()] = (float(r), float(l_))
+    except ValueError:
+        raise Failure(f"{option}: use {form}", 2) from None
+    return out
 
 
 def _register_clinic_commands() -> None:

@@ -1369,9 +1369,11 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
 
 
 def sample_spec() -> SynthSpec:
-    """The bundled sample: 960x540 at 30 fps, SAMPLE_AMPLITUDES, mild head motion."""
+    """The bundled sample: 960x540 at 30 fps, SAMPLE_AMPLITUDES with their lines
+    (SAMPLE_CREASES), mild head motion."""
     return standard_spec(
         SAMPLE_AMPLITUDES,
+        creases={k: v for k, v in SAMPLE_CREASES.items() if k in SAMPLE_AMPLITUDES},
         fps=30.0,
         frame_size=(960, 540),
         roll_deg=2.0,
@@ -1382,10 +1384,50 @@ def sample_spec() -> SynthSpec:
     )
 
 
+EXTENDED_SAMPLE_AMPLITUDES: dict[str, tuple[float, float]] = {
+    **SAMPLE_AMPLITUDES,
+    "pout": (2.4, 1.2),
+    "scrunch": (1.0, 2.2),
+    "gummy_smile": (3.2, 1.6),
+    "sad_mouth": (1.4, 2.8),
+    "clench": (1.6, 0.6),
+    "speech": (3.0, 1.8),
+}
+"""The extended sample: the standard pattern, then the lower face (mm, right/left)."""
+
+SAMPLE_CREASES: dict[str, tuple[float, float]] = {
+    "frown": (0.25, 0.10),
+    "raise": (0.30, 0.15),
+    "squint": (0.12, 0.30),
+    "smile": (0.20, 0.20),
+    "scrunch": (0.10, 0.28),
+    "pout": (0.22, 0.08),
+}
+"""Fold depths (fraction darker at the fold) of the extended sample's dynamic lines."""
+
+
+def extended_sample_spec() -> SynthSpec:
+    """The extended-protocol sample: the sample's settings, every step, with lines."""
+    return standard_spec(
+        EXTENDED_SAMPLE_AMPLITUDES,
+        creases=SAMPLE_CREASES,
+        protocol="extended",
+        fps=30.0,
+        frame_size=(960, 540),
+        roll_deg=2.0,
+        shift_px=8.0,
+        zoom=0.02,
+        noise_sigma=1.5,
+        seed=11,
+    )
+
+
 def make_sample(out_dir: Path) -> Path:
-    """Write ``sample_consult.mp4`` and ``sample_consult.truth.json`` into ``out_dir``."""
+    """Write ``sample_consult.mp4`` and ``sample_extended.mp4`` (each with its
+    ``.truth.json``) into ``out_dir``; returns the first."""
     out = Path(out_dir) / "sample_consult.mp4"
     make_video(sample_spec(), out)
+    make_video(extended_sample_spec(), Path(out_dir) / "sample_extended.mp4")
     return out
 
 

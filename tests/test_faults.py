@@ -106,7 +106,7 @@ def test_face_lost_for_two_seconds_mid_step(tmp_path, short_consult):
     _rewrite(video, lost, lambda i, img: img * 0 + 90 if 2.0 * FPS <= i < 4.0 * FPS else img)
     res = _run(str(lost), "--out", str(tmp_path / "o"))
     assert res.exit_code == 0, res.output
-    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    a = _primary_rows(tmp_path / "o")
     # The raise cannot be trusted; it must not be reported as a finding.
     assert a.loc["raise", "quality"] in ("unusable", "missing")
     assert a.loc["raise", "dominant_side"] not in ("right", "left")
@@ -146,7 +146,7 @@ def test_second_face_entering(tmp_path, short_consult):
     assert s["clips"][0]["tracking"]["multiple_faces_fraction"] > 0.3
     assert any("more than one face" in w for w in s["warnings"])
     # The largest face (the patient) is the one measured.
-    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    a = _primary_rows(tmp_path / "o")
     g = next(x for x in truth["steps"] if x["name"] == "smile")["groups"][0]
     assert a.loc["smile", "right_mm"] == pytest.approx(g["right_mm"], abs=0.6)
     assert a.loc["smile", "left_mm"] == pytest.approx(g["left_mm"], abs=0.6)
@@ -208,7 +208,7 @@ def test_phone_portrait_video_with_rotation_metadata(tmp_path):
     assert (clip["width"], clip["height"]) == (360, 640)  # upright, as filmed
     assert clip["rotation"] in (90, 270)
     g = truth["steps"][0]["groups"][0]
-    a = pd.read_csv(tmp_path / "o" / "asymmetry.csv").set_index("step")
+    a = _primary_rows(tmp_path / "o")
     assert a.loc["smile", "right_mm"] == pytest.approx(g["right_mm"], abs=0.6)
     assert a.loc["smile", "left_mm"] == pytest.approx(g["left_mm"], abs=0.6)
 
@@ -254,3 +254,9 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, short_consult):
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["scratch"]  # no temporary folder
     assert list(scratch.iterdir()) == []  # and no frame cache left behind
+
+
+def _primary_rows(out: Path) -> pd.DataFrame:
+    """Each step's primary row, indexed by step (secondary and line rows aside)."""
+    a = pd.read_csv(out / "asymmetry.csv")
+    return a[a["primary"]].set_index("step")
