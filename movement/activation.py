@@ -203,6 +203,11 @@ def _outward(step: Step, key_xy: np.ndarray) -> dict[int, np.ndarray]:
     return out
 
 
+COUNT_MIN_RANGE_MM = 1.0
+"""Below this dynamic range, tracking noise (~0.05-0.1 mm on smooth skin) is a
+sizeable part of each excursion and counts went wrong by half in the benchmark;
+such a count is marked unusable rather than reported."""
+
 RANGE_PERCENTILE = 95
 """A repeated movement (speech) is read as the 95th percentile of the side's
 displacement over the whole step: its dynamic range, robust to one spike."""
@@ -343,10 +348,15 @@ def measure_step(
             )
             if step.mode == "range":
                 n = count_movements(_smooth(series[(g.name, side)][seg], fps), act)
+                count_flags = tuple(flags)
+                if not act >= COUNT_MIN_RANGE_MM:
+                    count_flags += (
+                        f"count unreliable: this side moved under {COUNT_MIN_RANGE_MM:g} mm",
+                    )
                 res.measures.append(
                     GroupMeasure(
                         step.name, g.name, "movements", g.kind, res.measures[-1].sensor,
-                        False, side, float(n), 0.0, float(n), float("nan"), tuple(flags),
+                        False, side, float(n), 0.0, float(n), float("nan"), count_flags,
                     )
                 )
     for g in step.groups:
@@ -409,7 +419,8 @@ def _measure_lines(
     if len(rest) > MAX_REST_LINE_FRAMES:
         rest = rest[np.linspace(0, len(rest) - 1, MAX_REST_LINE_FRAMES).round().astype(int)]
     readings: dict[int, dict[tuple[str, str], CreaseReading]] = {}
-    for f in (*rest.tolist(), *peak_frames):
+    drawn_rest = (win.keyframe,) if win.keyframe >= 0 else ()
+    for f in (*rest.tolist(), *drawn_rest, *peak_frames):
         if f in readings:
             continue
         grey = cache.image(int(f))

@@ -176,7 +176,7 @@ def tables(
             rm, lm = d["right"], d["left"]
             right, left = rm.activation_mm, lm.activation_mm  # type: ignore[attr-defined]
             flags = rm.flags + lm.flags  # type: ignore[attr-defined]
-            unusable = ("implausible", "points lost", "region unreadable")
+            unusable = ("implausible", "points lost", "region unreadable", "count unreliable")
             implausible = [f for f in flags if f.startswith(unusable)]
             quality, reason = "ok", ""
             if implausible or r.head_inliers < 4:

@@ -147,7 +147,10 @@ def build(
     names = [k[1] for k in keys]
     for k, primary in keys.items():
         step, group, measure = k
-        title = _group_name(group) + (f" ({step})" if names.count(group) > 1 else "")
+        what = {"crease": " lines", "movements": " movements", "range_mm": " range"}.get(
+            measure, " at rest" if step == "rest" else ""
+        )
+        title = _group_name(group) + what + (f" ({step})" if names.count(group) > 1 else "")
         rows = []
         for s in chosen:
             match = [
@@ -185,6 +188,16 @@ def _index(cmp: Comparison, s: SessionSummary) -> int:
 
 def _group_name(group: str) -> str:
     return group.replace("_", " ")
+
+
+def unit(measure: str) -> str:
+    """What a row's numbers count, as a suffix: millimetres for the ``*_mm``
+    measures; the crease index and movement counts have no millimetres."""
+    if measure == "crease":
+        return " (crease index)"
+    if measure == "movements":
+        return " movements"
+    return " mm"
 
 
 def _value(row: dict[str, Any] | None, side: str) -> float | None:
@@ -308,8 +321,9 @@ def statement(
             parts.append((side, f"{side} not measured"))
             continue
         mm, pct = change(b, n)
-        rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)} mm"
-        parts.append((side, f"{_mm(b)} → {_mm(n)} mm ({rel})"))
+        u = unit(g.measure)
+        rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)}{u}"
+        parts.append((side, f"{_mm(b)} → {_mm(n)}{u} ({rel})"))
     parts.sort(key=lambda p: p[0] != lead)
     text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
     text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
@@ -499,7 +513,7 @@ def group_figure(cmp: Comparison, g: GroupView) -> Any:
                 "" if s.days_since_treatment is None
                 else f"<br>day {s.days_since_treatment} after treatment"
             )  # fmt: skip
-            val = "not measured" if v is None else f"{v:.2f} mm"
+            val = "not measured" if v is None else f"{v:.2f}{unit(g.measure)}"
             hover.append(f"{_esc(s.label)} {s.date}{days}<br>{side}: {val} ({_esc(q)})")
         fig.add_trace(
             go.Scatter(
@@ -510,7 +524,7 @@ def group_figure(cmp: Comparison, g: GroupView) -> Any:
             )
         )  # fmt: skip
     _treatment_marks(fig, cmp, g.muscle_group)
-    _axis(fig, cmp, "movement (mm)")
+    _axis(fig, cmp, "movement (mm)" if g.measure.endswith("_mm") else unit(g.measure).strip(" ()"))
     fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -589,12 +603,12 @@ def _timeline(cmp: Comparison, out_dir: Path) -> str:
     return f"<table>{head}{''.join(i[2] for i in items)}</table>"
 
 
-def _pct_cell(mm: float | None, pct: float | None) -> str:
+def _pct_cell(mm: float | None, pct: float | None, u: str = " mm") -> str:
     if mm is None:
         return "<td>—</td>"
     cls = "down" if mm < 0 else "up" if mm > 0 else ""
     rel = f" ({_signed(pct, 0)} %)" if pct is not None else ""
-    return f"<td class='ch {cls}'>{_signed(mm, 2)} mm{rel}</td>"
+    return f"<td class='ch {cls}'>{_signed(mm, 2)}{u}{rel}</td>"
 
 
 def _group_table(cmp: Comparison, g: GroupView) -> str:
@@ -618,7 +632,7 @@ def _group_table(cmp: Comparison, g: GroupView) -> str:
             changes = "<td>baseline</td><td>baseline</td>"
         else:
             changes = "".join(
-                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)))
+                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure))
                 for side in ("right", "left")
             )
         body.append(

@@ -350,7 +350,7 @@ def findings(session: Session) -> list[str]:
     for _, r in a.iterrows():
         if r["quality"] in ("unusable", "missing"):
             continue
-        grp, step = _nice(r["muscle_group"]), r["step"]
+        grp, step = _nice(r["muscle_group"]), _nice(r["step"])
         diff = abs(r["right_mm"] - r["left_mm"])
         caveat = f" Low confidence: {_reason(r['reason'])}." if r["quality"] == "low" else ""
         if not _is_mm(r["measure"]):
@@ -381,9 +381,22 @@ def findings(session: Session) -> list[str]:
     return out
 
 
+LINE_NAMES = {
+    "crow_feet": "crow's feet",
+    "bunny_lines": "bunny lines",
+    "forehead": "forehead lines",
+    "glabella": "glabellar lines",
+    "chin": "chin (pebbling)",
+}
+
+
+def _lines_name(region: str) -> str:
+    return LINE_NAMES.get(region, f"{_nice(region)} lines")
+
+
 def _relative_finding(r: pd.Series) -> str:
     """A finding for a value without millimetres (a count, a crease depth)."""
-    grp, step, side = _nice(r["muscle_group"]), r["step"], r["dominant_side"]
+    grp, step, side = _nice(r["muscle_group"]), _nice(r["step"]), r["dominant_side"]
     right, left = r["right_mm"], r["left_mm"]
     if r["measure"] == "movements":
         if side not in ("right", "left"):
@@ -396,9 +409,10 @@ def _relative_finding(r: pd.Series) -> str:
         big, small = (right, left) if side == "right" else (left, right)
         times = f"{big / small:.1f}× deeper" if small > 0.05 else "deeper"
         other = "left" if side == "right" else "right"
+        name = _lines_name(r["muscle_group"])
         return (
-            f"{side.capitalize()} {grp} lines fold {times} than the {other} in the {step} "
-            f"(crease index right {right:.2f}, left {left:.2f})."
+            f"{side.capitalize()} {name} fold {times} than the {other} in the "
+            f"{step} (crease index right {right:.2f}, left {left:.2f})."
         )
     return ""
 
@@ -732,7 +746,7 @@ def _face_map(session: Session) -> str:
                     f"{'left' if drift > 0 else 'right'} (arrow x{DRIFT_GAIN:g})"
                 ),
             )  # fmt: skip
-        title = f"<b>{_esc(step.name.capitalize())}</b>"
+        title = f"<b>{_esc(_nice(step.name).capitalize())}</b>"
         sub = _nice(step.primary.name)
         fig.add_annotation(
             x=0, y=y_top, yshift=32, xref=xid, yref=yid, text=title, showarrow=False,
@@ -1124,26 +1138,34 @@ def _lines_figures(r: StepResult, clip: ClipResult, cache: FrameCache, step: str
         pos = np.concatenate([h[h > 0].ravel() for h in heats]) if heats else np.zeros(0)
         vmax = float(np.percentile(pos, 99)) if len(pos) else 1.0
         any_lr = next(iter(sides.values()))
+        frames = (("rest", any_lr.rest_frame, "rest"), ("peak", any_lr.peak_frame, "peak"))
+        # One crop box (cache-crop px) for both frames, around every drawn region,
+        # so the rest and peak pictures show the same skin at the same size.
+        corners = []
+        for lr in sides.values():
+            for which in ("rest", "peak"):
+                reading = getattr(lr, which)
+                if reading.readable:
+                    hh, ww = reading.heat.shape
+                    c = np.array([[0, 0, 1], [ww, 0, 1], [0, hh, 1], [ww, hh, 1]], float)
+                    corners.append(c @ np.asarray(reading.patch_to_image, float).T)
+        box = None
+        if corners:
+            b = np.concatenate(corners)
+            (x0, y0), (x1, y1) = b.min(axis=0), b.max(axis=0)
+            pad = 0.25 * max(x1 - x0, y1 - y0)
+            box = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
         imgs = []
-        for label, frame, which in (("rest", any_lr.rest_frame, "rest"),
-                                    ("peak", any_lr.peak_frame, "peak")):
+        for label, frame, which in frames:
             img = cv2.cvtColor(cache.image(frame), cv2.COLOR_GRAY2BGR)
-            boxes = []
             for lr in sides.values():
                 reading = getattr(lr, which)
-                if not reading.readable:
-                    continue
-                img = draw_heat(img, reading, vmax=vmax)
-                hh, ww = reading.heat.shape
-                corners = np.array([[0, 0, 1], [ww, 0, 1], [0, hh, 1], [ww, hh, 1]], float)
-                boxes.append(corners @ np.asarray(reading.patch_to_image, float).T)
-            if boxes:
-                b = np.concatenate(boxes)
-                (x0, y0), (x1, y1) = b.min(axis=0), b.max(axis=0)
-                pad = 0.25 * max(x1 - x0, y1 - y0)
+                if reading.readable:
+                    img = draw_heat(img, reading, vmax=vmax)
+            if box is not None:
                 h, w = img.shape[:2]
-                x0, y0 = int(max(x0 - pad, 0)), int(max(y0 - pad, 0))
-                x1, y1 = int(min(x1 + pad, w)), int(min(y1 + pad, h))
+                x0, y0 = int(max(box[0], 0)), int(max(box[1], 0))
+                x1, y1 = int(min(box[2], w)), int(min(box[3], h))
                 if x1 > x0 + 4 and y1 > y0 + 4:
                     img = img[y0:y1, x0:x1]
             f = LINES_HEIGHT / img.shape[0]
@@ -1162,7 +1184,7 @@ def _lines_figures(r: StepResult, clip: ClipResult, cache: FrameCache, step: str
                 f"{side} {c.value:.1f}" if c.readable else f"{side}: not readable ({c.reason})"
             )
         figs.append(
-            f'<div class="lines"><h4>Dynamic lines · {_esc(_nice(region))}</h4>'
+            f'<div class="lines"><h4>Dynamic lines · {_esc(_lines_name(region))}</h4>'
             f'<div class="frames">{"".join(imgs)}</div>'
             f'<p class="note">Line depth the {_esc(step)} adds (crease index, % fold contrast; '
             f"not mm): {_esc(', '.join(vals))}. Brighter heat = deeper fold; both sides and "
@@ -1223,7 +1245,7 @@ def _step_section(
         else:
             badge = _dom(p["dominant_side"])
     head = (
-        f'<div class="step-head"><h3>{k + 1} · {_esc(step.name.capitalize())} — '
+        f'<div class="step-head"><h3>{k + 1} · {_esc(_nice(step.name).capitalize())} — '
         f"{_esc(_nice(step.primary.name))} {badge}</h3>"
         f'<span class="instr">“{_esc(step.instruction)}”</span></div>'
     )
