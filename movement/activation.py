@@ -17,8 +17,15 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
-from movement.creases import CreaseChange, CreaseReading, crease_change, read_region
-from movement.face import measure_series
+from movement.creases import (
+    MIN_PX_PER_FOLD,
+    CreaseChange,
+    CreaseReading,
+    crease_change,
+    read_region,
+    too_small,
+)
+from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series
 from movement.imagetrack import WindowTrack, track_window
 from movement.landmarks import FrameCache, LandmarkTrack
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -425,8 +432,15 @@ def _measure_lines(
             continue
         grey = cache.image(int(f))
         pts = cache.to_crop(track.xy[int(f)], int(f)).astype(np.float64)
+        # The crop may upsample a small face; what the camera resolved is the
+        # original image's pixels per mm.
+        camera_px_per_mm = float(iris_diameter_px(track.xy[int(f)]) / IRIS_DIAMETER_MM)
         readings[f] = {
-            (reg.name, side): read_region(grey, pts, reg, side)
+            (reg.name, side): (
+                read_region(grey, pts, reg, side)
+                if camera_px_per_mm * reg.width_mm >= MIN_PX_PER_FOLD
+                else too_small(reg, camera_px_per_mm)
+            )
             for reg in step.creases
             for side in SIDES
         }

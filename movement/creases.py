@@ -259,6 +259,15 @@ def _unreadable(reason: str, patch_to_image: np.ndarray | None = None) -> Crease
     return CreaseReading(float("nan"), np.zeros((1, 1), np.float32), a, False, reason)
 
 
+def too_small(region: CreaseRegion, px_per_mm: float) -> CreaseReading:
+    """The reading of a region filmed with too few pixels per fold to see one."""
+    need = MIN_PX_PER_FOLD / region.width_mm
+    return _unreadable(
+        f"face too small: {px_per_mm:.2f} px/mm, {region.name} lines need "
+        f">= {need:.2f} px/mm (move closer or film at higher resolution)"
+    )
+
+
 def read_region(
     gray: np.ndarray, pts_xy: np.ndarray, region: CreaseRegion, side: str,
     px_per_mm: float | None = None,
@@ -288,11 +297,7 @@ def read_region(
     if not np.isfinite(px_per_mm) or px_per_mm <= 0:
         return _unreadable("no image scale (iris not found)")
     if px_per_mm * region.width_mm < MIN_PX_PER_FOLD:
-        need = MIN_PX_PER_FOLD / region.width_mm
-        return _unreadable(
-            f"face too small: {px_per_mm:.2f} px/mm, {region.name} lines need "
-            f">= {need:.2f} px/mm (move closer or film at higher resolution)"
-        )
+        return too_small(region, px_per_mm)
 
     res = patch_px_per_mm(region)
     sigma_mm = region.width_mm / 2.355  # width is the fold's full width at half depth
