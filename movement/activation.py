@@ -18,6 +18,7 @@ from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
 from movement.creases import (
+    CLUTTER_PCT,
     MIN_PX_PER_FOLD,
     CreaseChange,
     CreaseReading,
@@ -390,8 +391,7 @@ def measure_step(
         res.measures.append(
             GroupMeasure(
                 step.name, lr.region, "crease", "crease", "image", False, lr.side, c.value,
-                c.rest, c.peak, float("nan"),
-                () if c.readable else (f"region unreadable: {c.reason}",),
+                c.rest, c.peak, float("nan"), _line_flags(c),
             )
         )
     # Pixel positions of the measured points for drawing rest and peak frames.
@@ -456,6 +456,18 @@ def _measure_lines(
             out.append(LineReading(reg.name, side, change, int(mid), readings[mid][k],
                                    key_rest, readings[key_rest][k]))
     return out
+
+
+def _line_flags(c: CreaseChange) -> tuple[str, ...]:
+    if not c.readable:
+        return (f"region unreadable: {c.reason}",)
+    if c.rest > CLUTTER_PCT:
+        return (
+            f"region unreadable: strong edges in it at rest (index {c.rest:.1f} > "
+            f"{CLUTTER_PCT:g}: hair, the brow's edge, glasses or etched lines) whose "
+            "movement reads as lines; see the pictures",
+        )
+    return ()
 
 
 def _smooth(x: np.ndarray, fps: float) -> np.ndarray:

@@ -66,6 +66,14 @@ without creases, head motion + sensor noise read up to 0.8, a lighting change up
 0.7, static hair/beard/glasses up to 1.0 and JPEG q30 blocking up to 1.7 (measured in
 tests/test_creases.py, docs/creases.md). A 10 % fold reads about 2.3, a 25 % fold 6."""
 
+CLUTTER_PCT = 4.0
+"""A region whose line strength is above this *at rest* holds strong static edges
+(a hair fringe, the brow's own edge, glasses rims, deeply etched lines). Their
+movement relative to the region reads as lines: on the generator's face, whose
+fringe reaches within ~1 cm of the brows, a raise with no folds at all read -3 to
++7 on the forehead (rest 4.3-9.5), while clean skin regions rest at 0.6-2.4.
+Such a value is not reported as a finding."""
+
 SIDES = ("right", "left")
 
 

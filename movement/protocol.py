@@ -93,6 +93,7 @@ class Step:
     creases: tuple[CreaseRegion, ...] = ()
     mode: str = "peak"  # peak: one held expression; range: repeated movement (speech)
     merge_gap_s: float | None = None  # longer pauses than the protocol's still one bout
+    min_bout_s: float | None = None  # a step that lasts (speech) is not a short bout
 
     @property
     def detect_kind(self) -> str:
@@ -334,6 +335,9 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
                 mode=str(rs.get("mode", "peak")),
                 merge_gap_s=(
                     float(rs["merge_gap_s"]) if rs.get("merge_gap_s") is not None else None
+                ),
+                min_bout_s=(
+                    float(rs["min_bout_s"]) if rs.get("min_bout_s") is not None else None
                 ),
             )
         )

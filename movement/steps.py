@@ -188,6 +188,8 @@ def _step_bouts(
 ) -> list[_Candidate]:
     gap_s = step.merge_gap_s if step.merge_gap_s is not None else det.merge_gap_s
     merge = int(round(gap_s * fps))
+    if step.min_bout_s is not None:
+        min_len = max(int(round(step.min_bout_s * fps)), 1)
     base = float(np.median(s))
     thr = base + max(MIN_SIGNAL_MM, 5 * noise)
     out = []

@@ -116,12 +116,18 @@ def test_dynamic_lines_name_the_deeper_side_and_are_drawn(extended):
     for st in truth["steps"]:
         for c in st["creases"]:
             row = lines.loc[(st["name"], c["region"])]
+            if c["region"] == "forehead":
+                # This face's fringe reaches within ~1 cm of the brows: the region
+                # is refused (strong edges at rest), never reported as a finding.
+                assert row["quality"] == "unusable" and "strong edges" in row["reason"]
+                assert row["dominant_side"] == "undetermined"
+                continue
             r, lft = c["right_depth"], c["left_depth"]
             expected = "balanced" if r == lft else ("right" if r > lft else "left")
             assert row["quality"] == "ok", (st["name"], row["reason"])
             assert row["dominant_side"] == expected, (st["name"], c, row.to_dict())
             checked += 1
-    assert checked == 6
+    assert checked == 5
     m = pd.read_csv(out / "metrics.csv")
     assert set(m.loc[m["measure"] == "crease", "kind"]) == {"crease"}
     text = html.unescape((out / "report.html").read_text())
