@@ -227,7 +227,10 @@ def analyze(
     asym, metr, mid = tables(results, protocol, recording)
     rest = clips[0].rest_table
     # Resting position first, then each step's movement; the step column tells them apart.
-    asym = pd.concat([rest_rows(rest, protocol), asym], ignore_index=True)
+    # (an empty frame in a concat turns every column to object dtype)
+    parts = [t for t in (rest_rows(rest, protocol), asym) if not t.empty]
+    if parts:
+        asym = pd.concat(parts, ignore_index=True)
     warnings = [w for c in clips for w in c.warnings]
     for c in clips:
         yaw = yaw_degrees(c.traj.yaw_index)
