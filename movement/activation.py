@@ -17,15 +17,7 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
-from movement.creases import (
-    CLUTTER_PCT,
-    MIN_PX_PER_FOLD,
-    CreaseChange,
-    CreaseReading,
-    crease_change,
-    read_region,
-    too_small,
-)
+from movement.creases import CLUTTER_PCT, CreaseChange, CreaseReading, crease_change, read_region
 from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series
 from movement.imagetrack import WindowTrack, track_window
 from movement.landmarks import FrameCache, LandmarkTrack
@@ -130,17 +122,12 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
     averaged over the run's central +-0.15 s, so a held expression is read in
     the middle of the hold rather than at a noise spike on its edge.
     """
-    seg = v[lo : hi + 1].copy()
+    seg = v[lo : hi + 1]
     ok = np.isfinite(seg)
     if not ok.any():
         return np.array([], int)
-    if ok.sum() >= 3:
-        # Median then a 0.2 s moving average: a tracking spike must not decide
-        # where the hold is.
-        seg[ok] = median_filter(seg[ok], size=3, mode="nearest")
-        k = max(int(round(0.2 * fps)), 1)
-        seg[ok] = uniform_filter1d(seg[ok], size=k, mode="nearest")
-    seg = np.where(ok, seg, -np.inf)
+    # A tracking spike must not decide where the hold is.
+    seg = np.where(ok, _smooth(seg, fps, 0.2), -np.inf)
     p = int(np.argmax(seg))
     top = seg[p]
     thr = PEAK_FRACTION * top if top > 0 else top
@@ -355,7 +342,7 @@ def measure_step(
                 )
             )
             if step.mode == "range":
-                n = count_movements(_smooth(series[(g.name, side)][seg], fps), act)
+                n = count_movements(_smooth(series[(g.name, side)][seg], fps, 0.1), act)
                 count_flags = tuple(flags)
                 if not act >= COUNT_MIN_RANGE_MM:
                     count_flags += (
@@ -426,8 +413,8 @@ def _measure_lines(
     if len(rest) > MAX_REST_LINE_FRAMES:
         rest = rest[np.linspace(0, len(rest) - 1, MAX_REST_LINE_FRAMES).round().astype(int)]
     readings: dict[int, dict[tuple[str, str], CreaseReading]] = {}
-    drawn_rest = (win.keyframe,) if win.keyframe >= 0 else ()
-    for f in (*rest.tolist(), *drawn_rest, *peak_frames):
+    # The keyframe is read too: it is the rest picture the report draws.
+    for f in (*rest.tolist(), win.keyframe, *peak_frames):
         if f in readings:
             continue
         grey = cache.image(int(f))
@@ -436,15 +423,10 @@ def _measure_lines(
         # original image's pixels per mm.
         camera_px_per_mm = float(iris_diameter_px(track.xy[int(f)]) / IRIS_DIAMETER_MM)
         readings[f] = {
-            (reg.name, side): (
-                read_region(grey, pts, reg, side)
-                if camera_px_per_mm * reg.width_mm >= MIN_PX_PER_FOLD
-                else too_small(reg, camera_px_per_mm)
-            )
+            (reg.name, side): read_region(grey, pts, reg, side, resolved_px_per_mm=camera_px_per_mm)
             for reg in step.creases
             for side in SIDES
         }
-    key_rest = win.keyframe if win.keyframe in readings else int(rest[0])
     out = []
     for reg in step.creases:
         for side in SIDES:
@@ -454,7 +436,7 @@ def _measure_lines(
             )
             mid = peak_frames[len(peak_frames) // 2]
             out.append(LineReading(reg.name, side, change, int(mid), readings[mid][k],
-                                   key_rest, readings[key_rest][k]))
+                                   win.keyframe, readings[win.keyframe][k]))
     return out
 
 
@@ -470,14 +452,16 @@ def _line_flags(c: CreaseChange) -> tuple[str, ...]:
     return ()
 
 
-def _smooth(x: np.ndarray, fps: float) -> np.ndarray:
-    """Tracking noise removed before counting movements (median of 3, then a
-    0.1 s mean): a syllable lasts about 0.3 s, jitter a frame."""
+def _smooth(x: np.ndarray, fps: float, seconds: float) -> np.ndarray:
+    """Tracking noise removed from a series (its finite values): a median of 3
+    frames, then a mean over ``seconds`` (0.2 s for a held peak; 0.1 s before
+    counting movements, since a syllable lasts about 0.3 s and jitter a frame)."""
     out = x.copy()
     ok = np.isfinite(out)
     if ok.sum() >= 3:
         out[ok] = median_filter(out[ok], size=3, mode="nearest")
-        out[ok] = uniform_filter1d(out[ok], size=max(int(round(0.1 * fps)), 1), mode="nearest")
+        k = max(int(round(seconds * fps)), 1)
+        out[ok] = uniform_filter1d(out[ok], size=k, mode="nearest")
     return out
 
 

@@ -73,11 +73,15 @@ def dominant_side(right: float, left: float, th: Thresholds) -> str:
 
     ``balanced`` otherwise; ``undetermined`` when a side has no value.
     """
+    return _by_difference(right, left, th.min_diff_mm, th.min_ratio)
+
+
+def _by_difference(right: float, left: float, min_diff: float, min_ratio: float) -> str:
     if not (np.isfinite(right) and np.isfinite(left)):
         return "undetermined"
     diff = right - left
     big = max(right, left)
-    if abs(diff) >= th.min_diff_mm and big > 0 and abs(diff) / big >= th.min_ratio:
+    if abs(diff) >= min_diff and big > 0 and abs(diff) / big >= min_ratio:
         return "right" if diff > 0 else "left"
     return "balanced"
 
@@ -88,11 +92,7 @@ def dominant_for(measure: str, right: float, left: float, th: Thresholds) -> str
     if not (np.isfinite(right) and np.isfinite(left)):
         return "undetermined"
     if measure == "movements":
-        diff = right - left
-        big = max(right, left)
-        if abs(diff) >= th.min_count_diff and abs(diff) / big >= th.min_ratio:
-            return "right" if diff > 0 else "left"
-        return "balanced"
+        return _by_difference(right, left, th.min_count_diff, th.min_ratio)
     if measure == "crease":
         lo, hi = sorted((right, left))
         if hi >= th.crease_min and hi >= th.crease_min_ratio * max(lo, 0.0):

@@ -267,18 +267,9 @@ def _unreadable(reason: str, patch_to_image: np.ndarray | None = None) -> Crease
     return CreaseReading(float("nan"), np.zeros((1, 1), np.float32), a, False, reason)
 
 
-def too_small(region: CreaseRegion, px_per_mm: float) -> CreaseReading:
-    """The reading of a region filmed with too few pixels per fold to see one."""
-    need = MIN_PX_PER_FOLD / region.width_mm
-    return _unreadable(
-        f"face too small: {px_per_mm:.2f} px/mm, {region.name} lines need "
-        f">= {need:.2f} px/mm (move closer or film at higher resolution)"
-    )
-
-
 def read_region(
     gray: np.ndarray, pts_xy: np.ndarray, region: CreaseRegion, side: str,
-    px_per_mm: float | None = None,
+    px_per_mm: float | None = None, resolved_px_per_mm: float | None = None,
 ) -> CreaseReading:
     """Read one region's line strength on one side of one frame.
 
@@ -289,6 +280,8 @@ def read_region(
     region : the protocol's crease region
     side : "right" | "left" (the patient's)
     px_per_mm : image scale; default from the iris (``iris_diameter_px / 11.7``)
+    resolved_px_per_mm : what the camera resolved, when ``gray`` is an upsampled
+        crop (default ``px_per_mm``); a fold needs MIN_PX_PER_FOLD of these
 
     Notes
     -----
@@ -304,8 +297,13 @@ def read_region(
         px_per_mm = float(iris_diameter_px(lm) / IRIS_DIAMETER_MM)
     if not np.isfinite(px_per_mm) or px_per_mm <= 0:
         return _unreadable("no image scale (iris not found)")
-    if px_per_mm * region.width_mm < MIN_PX_PER_FOLD:
-        return too_small(region, px_per_mm)
+    resolved = px_per_mm if resolved_px_per_mm is None else resolved_px_per_mm
+    if resolved * region.width_mm < MIN_PX_PER_FOLD:
+        need = MIN_PX_PER_FOLD / region.width_mm
+        return _unreadable(
+            f"face too small: {resolved:.2f} px/mm, {region.name} lines need "
+            f">= {need:.2f} px/mm (move closer or film at higher resolution)"
+        )
 
     res = patch_px_per_mm(region)
     sigma_mm = region.width_mm / 2.355  # width is the fold's full width at half depth

@@ -940,17 +940,17 @@ def standard_steps(
     out = []
     t = start_s
     for name in names:
+        length, hz = _slot(proto, name, step_s)
         if name not in skip:
             if name not in amplitudes:
                 raise ValueError(f"no amplitudes for step {name!r} (skip it explicitly)")
             r, lft = amplitudes[name]
-            length, hz = _slot(proto, name, step_s)
             cr, cl = creases.get(name, (0.0, 0.0))
             out.append(
                 StepMotion(name, t, t + length / 2, t + length, float(r), float(lft), hz,
                            float(cr), float(cl))
             )
-        t += _slot(proto, name, step_s)[0] + rest_s
+        t += length + rest_s
     return tuple(out)
 
 
