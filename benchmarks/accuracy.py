@@ -360,7 +360,11 @@ def run_case(args: tuple[Case, str]) -> dict:
                                protocol=case.protocol, skip=case.skip, creases=folds,
                                **case.spec)
     t0 = time.perf_counter()
-    truth = synth.make_video(spec, d / "consult.mp4")
+    known = d / "consult.truth.json"
+    if os.environ.get("MOVEMENT_BENCH_REUSE") and known.exists() and (d / "consult.mp4").exists():
+        truth = json.loads(known.read_text())
+    else:
+        truth = synth.make_video(spec, d / "consult.mp4")
     gen_s = time.perf_counter() - t0
     extra = ("--mirrored",) if case.mirrored else ()
     if case.protocol != "standard":
@@ -992,12 +996,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a handful of cases for a fast check")
     ap.add_argument("--jobs", type=int, default=2, help="parallel analyses (default 2)")
     ap.add_argument("--keep", metavar="DIR", help="keep videos and session folders in DIR")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --keep: analyse the videos already generated there again "
+                    "(after a change to the analysis; not after one to the generator)")
     ap.add_argument("--real", action="store_true",
                     help="only the consistency checks (test-retest, flip, real clip)")
     ap.add_argument("--no-consistency", action="store_true",
                     help="skip test-retest, flip and real-clip checks")
     ap.add_argument("--only", metavar="REGEX", help="only cases whose name matches")
     a = ap.parse_args(argv)
+    if a.reuse:
+        if not a.keep:
+            ap.error("--reuse needs --keep DIR")
+        os.environ["MOVEMENT_BENCH_REUSE"] = "1"  # read by the worker processes
 
     def out(s: str = "") -> None:
         print(s, flush=True)

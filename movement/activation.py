@@ -247,6 +247,9 @@ def measure_step(
         image_pts + midline,
         protocol.anchor_points(step),
         outward=_outward(step, track.xy[win.keyframe]),
+        affine=tuple(
+            p for g in step.groups if g.affine and g.sensor != "landmarks" for p in g.all_points
+        ),
     )
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
@@ -315,11 +318,8 @@ def measure_step(
                 flags.append(f"implausible: moved {-act:.1f} mm the wrong way")
             elif abs(act) > pl.max_displacement_mm:
                 flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
-            if (
-                np.isfinite(check)
-                and np.isfinite(act)
-                and abs(act - check) > pl.max_sensor_disagreement_mm
-            ):
+            limit = g.cross_check_mm or pl.max_sensor_disagreement_mm
+            if np.isfinite(check) and np.isfinite(act) and abs(act - check) > limit:
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
             if res.head_inliers < 4:
                 flags.append("head motion could not be removed")

@@ -43,6 +43,8 @@ class MuscleGroup:
     primary: bool = False
     note: str = ""
     half_ring: bool = False  # follow with the skin-side half of the sub-point ring
+    affine: bool = False  # refine each image point with an affine patch (skin that bunches)
+    cross_check_mm: float | None = None  # own limit of image vs landmark disagreement
     reliability: str = ""  # why a value may mislead (shown beside every reading)
 
     def points(self, side: str) -> tuple[int, ...]:
@@ -228,6 +230,10 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             primary=bool(raw.get("primary", False)),
             note=str(raw.get("note", "")),
             half_ring=bool(raw.get("half_ring", False)),
+            affine=bool(raw.get("affine", False)),
+            cross_check_mm=(
+                float(raw["cross_check_mm"]) if raw.get("cross_check_mm") is not None else None
+            ),
             reliability=str(raw.get("reliability", "")),
         )
     except KeyError as exc:
