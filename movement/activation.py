@@ -318,7 +318,7 @@ def measure_step(
                 flags.append(f"implausible: moved {-act:.1f} mm the wrong way")
             elif abs(act) > pl.max_displacement_mm:
                 flags.append(f"implausible: {act:.1f} mm exceeds {pl.max_displacement_mm:g} mm")
-            limit = g.cross_check_mm or pl.max_sensor_disagreement_mm
+            limit = pl.max_sensor_disagreement_mm if g.cross_check_mm is None else g.cross_check_mm
             if np.isfinite(check) and np.isfinite(act) and abs(act - check) > limit:
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
             if res.head_inliers < 4:

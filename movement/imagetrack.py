@@ -65,6 +65,10 @@ ECC_MAX_JUMP_MM = 3.0
 """An affine match this far from the LK position found another place, not the point."""
 GAIN_MIN = 0.01
 """Exposure changes smaller than this (relative) are left alone."""
+GAIN_AGREE = 0.35
+"""The windows' median deviation from the gain, as a share of it, below which they
+agree on an exposure change. Measured: a real drift 0.02-0.13 (light-drift
+consult), windows disturbed by head motion 0.9-1.1 (roll 5 deg, shift 20 px)."""
 OUTLIER_PX = 2.0
 RANSAC_MM = 0.4
 """Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
@@ -260,6 +264,10 @@ class _Tracker:
         still = np.isin(rows, [all_pts.index(a) for a in anchors if a not in points])
         if not still.any():
             still = np.ones(len(rows), bool)
+        # ... on its flattest windows: an edge's mean changes when the window
+        # shifts a pixel or the face turns or zooms a little, a flat one's does not.
+        texture = np.trace(tensors[use], axis1=-2, axis2=-1)
+        still &= texture <= np.median(texture[still])
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
                    key_crop, key_img, win, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], win))
@@ -297,8 +305,13 @@ class _Tracker:
         ok = (now > 10) & (self.key_levels > 10)
         if ok.sum() < 3:
             return img
-        gain = float(np.median(self.key_levels[ok] / now[ok]))
-        return img if abs(gain - 1) < GAIN_MIN else cv2.convertScaleAbs(img, alpha=gain)
+        r = np.log(self.key_levels[ok] / now[ok])
+        m = float(np.median(r))
+        # Exposure brightens every still window alike; windows that disagree
+        # (one slid onto hair or off the frame) are not an exposure change.
+        if abs(m) < np.log1p(GAIN_MIN) or np.median(np.abs(r - m)) > GAIN_AGREE * abs(m):
+            return img
+        return cv2.convertScaleAbs(img, alpha=float(np.exp(m)))
 
     def _refine(self, t: int, img: np.ndarray, out: np.ndarray) -> None:
         """Affine (ECC) patch match of each measured point, started from ``out``."""

@@ -244,6 +244,10 @@ def _group(raw: dict, where: str) -> MuscleGroup:
         raise ProtocolError(f"{where}: kind must be one of {sorted(KINDS)}")
     if g.sensor not in SENSORS:
         raise ProtocolError(f"{where}: sensor must be one of {sorted(SENSORS)}")
+    if not isinstance(raw.get("affine", False), bool):
+        raise ProtocolError(f"{where}: affine must be true or false")
+    if g.cross_check_mm is not None and not g.cross_check_mm > 0:
+        raise ProtocolError(f"{where}: cross_check_mm must be a positive number of mm")
     if not g.right or not g.left:
         raise ProtocolError(f"{where}: both sides need points")
     if g.kind in ("aperture", "opening") and (not g.right_lower or not g.left_lower):

@@ -20,6 +20,9 @@ def test_standard_protocol_matches_the_reference_measurements():
     assert p.thresholds.min_diff_mm == 1.0 and p.thresholds.min_ratio == 0.20
     # eee and smile move the same points; they must be told apart when finding steps.
     assert p.step("eee").detect_kind != p.step("smile").detect_kind
+    # Only the frown's bunching skin is matched with affine patches (docs/METHOD.md 2.4).
+    assert [g.name for s in p.steps for g in s.groups if g.affine] == ["corrugator_procerus"]
+    assert prim["frown"].cross_check_mm == 4.0 and prim["raise"].cross_check_mm is None
 
 
 def test_protocols_are_found_by_name_and_path():
@@ -43,6 +46,8 @@ def _data():
         (lambda d: d["steps"][2]["groups"][0].pop("right_lower"), "right_lower"),
         (lambda d: d["steps"][0].update(anchors=["nose", "ears"]), "unknown anchor"),
         (lambda d: d.update(steps=[]), "no \\[\\[steps\\]\\]"),
+        (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm=-1), "cross_check_mm"),
+        (lambda d: d["steps"][0]["groups"][0].update(affine="yes"), "affine"),
     ],
 )
 def test_invalid_protocols_are_refused_with_a_reason(mutate, message):
