@@ -5,6 +5,7 @@ Run by hand from the repository root::
     .venv/bin/python benchmarks/accuracy.py            # full run (~12-20 min on 2 cores)
     .venv/bin/python benchmarks/accuracy.py --quick    # 5 cases + the real clip (~5 min)
     .venv/bin/python benchmarks/accuracy.py --jobs 2 --keep /tmp/bench   # keep videos/outputs
+    .venv/bin/python benchmarks/accuracy.py --keep /tmp/bench --reuse    # analyse them again
     .venv/bin/python benchmarks/accuracy.py --real     # only the real-footage checks
 
 Every case is a synthetic consult made with :mod:`movement.synth` (the standard
