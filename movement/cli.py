@@ -295,8 +295,9 @@ def protocols(name: str | None) -> None:
         click.echo(f"\n  {i}. {s.name} (~{s.duration_s:g} s): {s.instruction}{mode}")
         for g in s.groups:
             star = "*" if g.primary else " "
+            sensor = g.sensor + ("+affine" if g.affine else "")
             click.echo(
-                f"     {star} {g.name:<22} {g.measure:<16} {g.kind:<9} sensor={g.sensor:<9} "
+                f"     {star} {g.name:<22} {g.measure:<16} {g.kind:<9} sensor={sensor:<9} "
                 f"R{list(g.right)} L{list(g.left)}"
             )
             if g.reliability:

@@ -59,6 +59,7 @@ def test_protocols_command_lists_and_shows():
     res = _run(["protocols", "standard"])
     assert res.exit_code == 0
     assert "corrugator_procerus" in res.output and "frontalis" in res.output
+    assert "sensor=image+affine" in res.output  # the frown's patches are shown
     _one_line_error(_run(["protocols", "nope"]), 5, "not found")
 
 
