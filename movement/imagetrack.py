@@ -128,12 +128,23 @@ def _lk(
 
 
 def _levels(img: np.ndarray, pts: np.ndarray, win: int) -> np.ndarray:
-    """Mean grey level of the LK window around each point (nearest pixel)."""
-    box = cv2.boxFilter(img, cv2.CV_32F, (win, win))
+    """Mean grey level of the LK window around each point (nearest pixel).
+
+    Only the few windows are read (this runs on every tracked frame), with
+    OpenCV's default border (reflect-101) where a window crosses the edge.
+    """
     h, w = img.shape
     xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
     ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
-    return box[ys, xs]
+    off = np.arange(win) - win // 2
+    cols = _reflect101(xs[:, None] + off, w)
+    rows = _reflect101(ys[:, None] + off, h)
+    return img[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2), dtype=np.float32)
+
+
+def _reflect101(i: np.ndarray, n: int) -> np.ndarray:
+    i = np.abs(i)
+    return np.where(i >= n, 2 * n - 2 - i, i)
 
 
 def _structure_tensors(img: np.ndarray, pts: np.ndarray, win: int) -> np.ndarray:
@@ -235,8 +246,9 @@ class _Tracker:
             use[all_pts.index(p)] &= RING @ direction >= -1e-9
         key_crop = cache.to_crop(seed_sub[use], keyframe).reshape(-1, 1, 2)
         key_img = cache.image(keyframe)
+        crop_mm_per_px = mm_per_px / cache.scale
         # Window in crop pixels, odd, for LK_WIN_MM of skin.
-        half = round(LK_WIN_MM / (mm_per_px / cache.scale) / 2)
+        half = round(LK_WIN_MM / crop_mm_per_px / 2)
         win = int(np.clip(2 * half + 1, LK_WIN_MIN_PX, 21))
         tensors = np.zeros(use.shape + (2, 2))
         tensors[use] = _structure_tensors(key_img, key_crop.reshape(-1, 2), win)
@@ -244,7 +256,7 @@ class _Tracker:
         # a lid margin, whose patch would hold the eye).
         patches = {}
         if ring:
-            hp = max(int(round(ECC_HALF_MM / (mm_per_px / cache.scale))), 4)
+            hp = max(int(round(ECC_HALF_MM / crop_mm_per_px)), 4)
             for p in dict.fromkeys(affine):
                 i = all_pts.index(p)
                 if not use[i].all():
@@ -259,7 +271,7 @@ class _Tracker:
                 if tmpl.std() < 1.0:
                     continue
                 patches[i] = (tmpl, c - (x0, y0))
-        max_jump = ECC_MAX_JUMP_MM / (mm_per_px / cache.scale)
+        max_jump = ECC_MAX_JUMP_MM / crop_mm_per_px
         # The exposure is read on the anchors, skin that stays still in this step
         # (lips and lids change their brightness as they move).
         rows = np.nonzero(use)[0]
