@@ -434,6 +434,11 @@ def pct(x: float) -> str:
     return "  n/a" if not np.isfinite(x) else f"{100 * x:4.0f}%"
 
 
+def pct1(x: float) -> str:
+    """One decimal, for the summary and the targets: 162/171 is 94.7 %, not "95 %"."""
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
 def q(a: Iterable[float], p: float) -> float:
     a = np.asarray([v for v in a if np.isfinite(v)], float)
     return float(np.percentile(a, p)) if len(a) else float("nan")
@@ -611,7 +616,7 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
 
     def line(label: str, st: Stats, n_cases: int) -> str:
         return (
-            f"{label} decisive-side {pct(st.side).strip()} balanced {pct(st.bal).strip()}"
+            f"{label} decisive-side {pct1(st.side)} balanced {pct1(st.bal)}"
             f" median {q(st.errors, 50):.2f} mm p90 {q(st.errors, 90):.2f} mm"
             f" peak-time p90 {q(st.peaks, 90):.2f} s (max {q(st.peaks, 100):.2f} s)"
             f" missing {st.missing} unusable {st.unusable}"
@@ -621,9 +626,9 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     def checks(st: Stats) -> list[tuple[str, bool, str]]:
         within = np.mean(np.asarray(st.peaks) <= PEAK_TOL_S) if st.peaks else float("nan")
         return [
-            ("decisive side >= 95 %", st.side >= TARGETS["side"], pct(st.side).strip()),
+            ("decisive side >= 95 %", st.side >= TARGETS["side"], pct1(st.side)),
             ("balanced >= 95 % (pairs <= 0.35 mm)", st.bal >= TARGETS["balanced"],
-             pct(st.bal).strip()),
+             pct1(st.bal)),
             ("median |error| <= 0.3 mm", q(st.errors, 50) <= TARGETS["median"],
              f"{q(st.errors, 50):.2f} mm"),
             ("p90 |error| <= 0.8 mm", q(st.errors, 90) <= TARGETS["p90"],
