@@ -56,10 +56,37 @@ def test_frown_inner_brow_bunching_is_read(tmp_path, affine):
     if affine:
         assert err < 0.5, (right, left, want)
         assert abs(right - want["right_mm"]) < 0.3
+
     else:
         # The failure the affine patch exists for; if translation windows ever
         # read this well, the patch may no longer be needed.
         assert err > 0.5, (right, left, want)
+
+
+def test_frown_trace_does_not_jump_during_the_hold(tmp_path):
+    """The per-frame trace the report plots, on a noisy, moving frown like the
+    bundled sample's. Started afresh at Lucas-Kanade's position in every frame,
+    the patch match settled in different places (on the sample the frown jumped
+    by up to 2 mm from one frame to the next while the face held still), and a
+    point LK lost dropped out of the group's mean (here jumps of 0.6-0.8 mm).
+    Each match now starts where the previous frame's ended, also for a point LK
+    lost."""
+    spec = synth.SynthSpec(
+        steps=(synth.StepMotion("frown", 1.2, 2.7, 4.2, 3.0, 1.6),),
+        duration_s=5.5,
+        frame_size=(960, 540),
+        roll_deg=2.0,
+        shift_px=8.0,
+        zoom=0.02,
+        noise_sigma=1.5,
+        seed=7,
+    )
+    _clip(tmp_path, spec)
+    res = _analyze_one(tmp_path, "frown").clips[0].results[0]
+    hold = np.isin(res.frames, res.peak_frames)
+    for side in ("right", "left"):
+        jumps = np.abs(np.diff(res.series[("corrugator_procerus", side)][hold]))
+        assert np.nanmax(jumps) < 0.4, (side, np.round(jumps, 2))
 
 
 def test_exposure_drift_does_not_lose_the_step(tmp_path):
