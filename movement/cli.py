@@ -34,10 +34,40 @@ class Failure(click.ClickException):
         click.echo(f"movement: error: {self.format_message()}", err=True)
 
 
+NATIVE_LOGS_ENV = "MOVEMENT_NATIVE_LOGS"
+"""Set to 1 to keep MediaPipe's and TensorFlow Lite's own log lines (debugging)."""
+
+
+def _quiet_native_logs() -> None:
+    """Keep native libraries' log lines off the terminal, and Python's stderr on it.
+
+    MediaPipe and TensorFlow Lite write their C++ logs straight to file
+    descriptor 2 (six lines on every run, before any error of ours), which no
+    environment variable of theirs turns off in this version. Python's own
+    stderr (progress, the one-line errors, warnings) moves to a copy of the
+    descriptor; descriptor 2 itself goes to the null device.
+    """
+    if os.environ.get(NATIVE_LOGS_ENV) == "1":
+        return
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, OSError, ValueError):
+        return  # not the process's stderr (e.g. a test runner's capture)
+    sys.stderr.flush()
+    keep = os.dup(2)
+    sys.stderr = os.fdopen(keep, "w", buffering=1, encoding=sys.stderr.encoding,
+                           errors="backslashreplace")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="movement")
 def main() -> None:
     """Measure facial muscle movement per side, in millimetres, from a consult video."""
+    _quiet_native_logs()
 
 
 class _Progress:

@@ -66,6 +66,26 @@ def test_no_face_anywhere(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_no_face_in_a_real_terminal_is_one_line(tmp_path):
+    """Run as a clinician does (a process, real stderr): MediaPipe's and TensorFlow
+    Lite's own C++ log lines (six on every run) must not come before the error."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "wall.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (320, 240))
+    for _ in range(20):
+        out.write(np.full((240, 320, 3), 128, np.uint8))
+    out.release()
+    args = [sys.executable, "-c", "from movement.cli import main; main()",
+            "analyze", str(path), "--out", str(tmp_path / "o")]
+    res = subprocess.run(args, capture_output=True, text=True)
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 4, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("movement: error:"), res.stderr
+    assert "no face" in lines[0]
+
+
 def test_truncated_file(tmp_path, short_consult):
     data = short_consult[0].read_bytes()
     bad = tmp_path / "cut.mp4"
