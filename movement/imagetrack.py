@@ -64,8 +64,7 @@ not better: on a brow raise it read 3.86 mm where LK read 4.02 (truth 4.03)."""
 ECC_MIN_CC = 0.85
 """Correlation below which the affine match is not trusted (the LK value stays)."""
 ECC_MAX_JUMP_MM = 3.0
-"""An affine match this far from where it started (the previous frame's match, or
-the LK position) found another place, not the point."""
+"""An affine match this far from the LK position found another place, not the point."""
 GAIN_MIN = 0.01
 """Exposure changes smaller than this (relative) are left alone."""
 GAIN_AGREE = 0.35
@@ -116,9 +115,6 @@ _LK = dict(
     criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
 )
 
-
-_Warm = dict[int, tuple[np.ndarray, np.ndarray]]
-"""Per affine-refined point row: its last accepted patch shape (2x2) and image position."""
 
 _ECC_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
 
@@ -337,12 +333,8 @@ class _Tracker:
                    _levels(key_img, key_crop.reshape(-1, 2)[still], win),
                    np.isin(idx, fit))
 
-    def track(self, t: int, guess_img: np.ndarray, warm: _Warm | None = None) -> np.ndarray:
-        """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
-
-        ``warm`` holds, per affine-refined point, its last accepted patch match
-        (shape 2x2, image position); it starts this frame's match and is updated.
-        """
+    def track(self, t: int, guess_img: np.ndarray) -> np.ndarray:
+        """Positions (P, 2) in frame ``t`` (image px; NaN where lost)."""
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
         img = self._image(t, guess.reshape(-1, 2)[self.still])
@@ -356,7 +348,7 @@ class _Tracker:
         fused = _fuse(disp, self.tensors, ok, self.offsets, self.fit)
         out = np.where(good[:, None], self.seed + fused, np.nan)
         if self.patches:
-            self._refine(t, img, out, {} if warm is None else warm)
+            self._refine(t, img, out)
         return out
 
     def _image(self, t: int, guess: np.ndarray) -> np.ndarray:
@@ -383,27 +375,14 @@ class _Tracker:
             return img
         return cv2.convertScaleAbs(img, alpha=float(np.exp(m)))
 
-    def _refine(self, t: int, img: np.ndarray, out: np.ndarray, warm: _Warm) -> None:
-        """Affine (ECC) patch match of each measured point, started from ``out``.
-
-        The match starts where it ended in the previous frame (``warm``: the
-        patch's shape and the point's image position), and must stay within
-        ECC_MAX_JUMP_MM of that start; without one (the first frame of a run) it
-        starts from the undeformed patch at Lucas-Kanade's position. On smooth
-        skin an 8 mm patch's shape is weakly determined and the match settles
-        wherever it starts: started afresh at Lucas-Kanade's position in every
-        frame, the sample's frown jumped by up to 2 mm from one frame to the
-        next during the hold (and wherever LK read 3 mm short the match was
-        refused, so the frame fell back to LK's value).
-        """
+    def _refine(self, t: int, img: np.ndarray, out: np.ndarray) -> None:
+        """Affine (ECC) patch match of each measured point, started from ``out``."""
         h, w = img.shape
         for i, (tmpl, centre) in self.patches.items():
-            # A point Lucas-Kanade lost here is still matched from the last frame's.
-            if not np.isfinite(out[i]).all() and i not in warm:
+            if not np.isfinite(out[i]).all():
                 continue
-            lin, prev = warm.get(i, (np.eye(2), out[i]))
-            c = self.cache.to_crop(prev[None], t)[0].astype(np.float64)
-            m = np.hstack([lin, (c - lin @ centre)[:, None]]).astype(np.float32)
+            c = self.cache.to_crop(out[i : i + 1], t)[0].astype(np.float64)
+            m = np.array([[1, 0, c[0] - centre[0]], [0, 1, c[1] - centre[1]]], np.float32)
             # Only the neighbourhood: ECC on the whole crop would be 100x slower.
             n = tmpl.shape[0]
             x0 = int(max(0, np.floor(c[0] - centre[0]) - n))
@@ -420,7 +399,6 @@ class _Tracker:
             new = m[:, :2] @ centre + m[:, 2] + (x0, y0)
             if cc >= ECC_MIN_CC and np.linalg.norm(new - c) <= self.max_jump:
                 out[i] = self.cache.to_image(new[None], t)[0]
-                warm[i] = (m[:, :2].astype(np.float64), out[i].copy())
 
     def run(self, frames: list[int], xy: np.ndarray, start: np.ndarray | None) -> np.ndarray:
         """Track consecutive ``frames`` in order, each seeded by the previous result.
@@ -431,12 +409,11 @@ class _Tracker:
         """
         out = np.full((len(frames), len(self.idx), 2), np.nan)
         prev = start if start is not None else np.full_like(self.seed, np.nan)
-        warm: _Warm = {}
         for j, t in enumerate(frames):
             guess = np.where(np.isfinite(prev), prev, xy[t, self.idx])
             if not np.isfinite(guess).all():
                 continue
-            cur = self.track(t, guess, warm)
+            cur = self.track(t, guess)
             out[j] = cur
             prev = np.where(np.isfinite(cur), cur, prev)
         return out
