@@ -218,21 +218,22 @@ def _fuse(
         out[usable] = np.linalg.solve(a[usable], b[usable][..., None])[..., 0]
     if offsets is None:
         return out
+    do = usable & (keep.sum(axis=1) >= AFFINE_MIN_SUB)
+    if fit is not None:
+        do &= fit
+    if not do.any():
+        return out
     # Rows of the design: d = M x with x = (d0x, d0y, Jxx, Jxy, Jyx, Jyy).
     m = np.zeros((len(offsets), 2, 6))
     m[:, 0, 0] = m[:, 1, 1] = 1.0
     m[:, 0, 2:4] = m[:, 1, 4:6] = offsets
-    big_a = np.einsum("rki,prkl,rlj->pij", m, g, m)
-    big_b = np.einsum("rki,prkl,prl->pi", m, g, d)
+    big_a = np.einsum("rki,prkl,rlj->pij", m, g[do], m)
+    big_b = np.einsum("rki,prkl,prl->pi", m, g[do], d[do])
     # The strain is a nuisance: a weak prior (ridge) keeps it finite where the
     # kept sub-points lie on one line, without pulling a real strain to zero.
     r2 = float(np.mean(np.sum(offsets**2, axis=1)))
-    big_a[:, 2:, 2:] += (STRAIN_RIDGE * tr * max(r2, 1e-9))[:, None, None] * np.eye(4)
-    do = usable & (keep.sum(axis=1) >= AFFINE_MIN_SUB)
-    if fit is not None:
-        do &= fit
-    if do.any():
-        out[do] = np.linalg.solve(big_a[do], big_b[do][..., None])[:, :2, 0]
+    big_a[:, 2:, 2:] += (STRAIN_RIDGE * tr[do] * max(r2, 1e-9))[:, None, None] * np.eye(4)
+    out[do] = np.linalg.solve(big_a, big_b[..., None])[:, :2, 0]
     return out
 
 
