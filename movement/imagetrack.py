@@ -188,7 +188,7 @@ def _fuse(
     returned. An average reads the motion at the sub-points' centroid: on a
     mouth corner's half ring that lies on the skin side, where the pull has
     already fallen off. Measured on a generated smile: a corner whose truth is
-    6.85 mm read 6.50 as an average, 6.72 fitted. A full ring's centroid is the
+    6.85 mm read 6.50 as an average, 6.66 fitted. A full ring's centroid is the
     landmark, so there the fit would only add noise.
 
     Parameters
