@@ -156,87 +156,91 @@ def track_landmarks(
     )
     tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
     cache: FrameCache | None = None
-    # Cropping and caching run in a writer thread (OpenCV releases the GIL), so
-    # the face mesh, which holds one core, is not kept waiting for them.
-    writer_q: queue.Queue = queue.Queue(maxsize=16)
-    writer_error: list[BaseException] = []
-
-    def write() -> None:
-        while (item := writer_q.get()) is not None:
-            if writer_error:
-                continue
-            index, image, center, pts = item
-            try:
-                cache.append(*_crop(image, center, cache))
-                if on_frame is not None:
-                    on_frame(index, pts, cache)
-            except BaseException as exc:  # re-raised in the caller's thread below
-                writer_error.append(exc)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    ts: list[float] = []
-    # Filled in place (a list of per-frame arrays plus the stacked copy would
-    # double the largest array of a long video).
-    xy = np.full((info.frame_count + 16, 478, 2), np.nan)
-    nf: list[int] = []
-    nan = np.full((478, 2), np.nan)
-    last_center: np.ndarray | None = None
-    wh = np.array([info.width, info.height], dtype=np.float64)
+    done = False
     try:
-        for fr in frames(info, rgb=True):
-            rgb = fr.rgb
-            res = mesh.process(rgb)
-            faces = res.multi_face_landmarks or []
-            if fr.index % count_every == 0:
-                counted = len(counter.process(rgb).detections or [])
-            pts = nan
-            if faces:
-                cands = [
-                    np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh for f in faces
-                ]
-                if face == "left":
-                    pts = min(cands, key=lambda c: c[:, 0].mean())
-                elif face == "right":
-                    pts = max(cands, key=lambda c: c[:, 0].mean())
-                else:
-                    pts = max(cands, key=_face_height)
-            if cache is None and faces:
-                # Small faces are upsampled (at most 2x) so that the image
-                # tracker's few-millimetre window spans enough pixels.
-                scale = min(2.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
-                size = int(round(CACHE_FACE_PX * 1.7))
-                cache = FrameCache(tmp, scale, size)
-                # Frames before the first face get blank crops.
-                for _ in range(len(ts)):
-                    cache.append(np.zeros((size, size), np.uint8), (0, 0))
-            if cache is not None:
-                if np.isfinite(pts[0, 0]):
-                    last_center = np.nanmean(pts[:468], axis=0)
-                writer_q.put((fr.index, fr.image, last_center, pts))
-            ts.append(fr.t)
-            if len(ts) > len(xy):
-                xy = np.concatenate([xy, np.full_like(xy, np.nan)])
-            xy[len(ts) - 1] = pts
-            nf.append(max(len(faces), counted))
-            if progress is not None:
-                progress(1)
-    except BaseException:
-        # Interrupted (Ctrl-C, kill) or failed: no frame cache may outlive us.
-        writer_q.put(None)
-        writer.join()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # Cropping and caching run in a writer thread (OpenCV releases the GIL), so
+        # the face mesh, which holds one core, is not kept waiting for them.
+        writer_q: queue.Queue = queue.Queue(maxsize=16)
+        writer_error: list[BaseException] = []
+
+        def write() -> None:
+            while (item := writer_q.get()) is not None:
+                if writer_error:
+                    continue
+                index, image, center, pts = item
+                try:
+                    cache.append(*_crop(image, center, cache))
+                    if on_frame is not None:
+                        on_frame(index, pts, cache)
+                except BaseException as exc:  # re-raised in the caller's thread below
+                    writer_error.append(exc)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        ts: list[float] = []
+        # Filled in place (a list of per-frame arrays plus the stacked copy would
+        # double the largest array of a long video).
+        xy = np.full((info.frame_count + 16, 478, 2), np.nan)
+        nf: list[int] = []
+        nan = np.full((478, 2), np.nan)
+        last_center: np.ndarray | None = None
+        wh = np.array([info.width, info.height], dtype=np.float64)
+        try:
+            for fr in frames(info, rgb=True):
+                rgb = fr.rgb
+                res = mesh.process(rgb)
+                faces = res.multi_face_landmarks or []
+                if fr.index % count_every == 0:
+                    counted = len(counter.process(rgb).detections or [])
+                pts = nan
+                if faces:
+                    cands = [
+                        np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
+                        for f in faces
+                    ]
+                    if face == "left":
+                        pts = min(cands, key=lambda c: c[:, 0].mean())
+                    elif face == "right":
+                        pts = max(cands, key=lambda c: c[:, 0].mean())
+                    else:
+                        pts = max(cands, key=_face_height)
+                if cache is None and faces:
+                    # Small faces are upsampled (at most 2x) so that the image
+                    # tracker's few-millimetre window spans enough pixels.
+                    scale = min(2.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
+                    size = int(round(CACHE_FACE_PX * 1.7))
+                    cache = FrameCache(tmp, scale, size)
+                    # Frames before the first face get blank crops.
+                    for _ in range(len(ts)):
+                        cache.append(np.zeros((size, size), np.uint8), (0, 0))
+                if cache is not None:
+                    if np.isfinite(pts[0, 0]):
+                        last_center = np.nanmean(pts[:468], axis=0)
+                    writer_q.put((fr.index, fr.image, last_center, pts))
+                ts.append(fr.t)
+                if len(ts) > len(xy):
+                    xy = np.concatenate([xy, np.full_like(xy, np.nan)])
+                xy[len(ts) - 1] = pts
+                nf.append(max(len(faces), counted))
+                if progress is not None:
+                    progress(1)
+        finally:
+            writer_q.put(None)
+            writer.join()
+            mesh.close()
+            counter.close()
+        if writer_error:
+            raise writer_error[0]
+        if cache is None:
+            raise NoFaceError(f"{info.path}: no face found in any of {len(ts)} frames")
+        done = True
     finally:
-        writer_q.put(None)
-        writer.join()
-        mesh.close()
-        counter.close()
-    if writer_error:
-        raise writer_error[0]
-    if cache is None:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise NoFaceError(f"{info.path}: no face found in any of {len(ts)} frames")
+        # Failed or interrupted (Ctrl-C, kill; also while waiting above for the
+        # writer to drain its queue): no frame cache may outlive us.
+        if not done:
+            # Only the folder: the step-finding tracker may still be reading
+            # the open file (the caller stops it), and a running writer too.
+            shutil.rmtree(tmp, ignore_errors=True)
     return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf)), cache
 
 

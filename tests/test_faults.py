@@ -86,6 +86,40 @@ def test_no_face_in_a_real_terminal_is_one_line(tmp_path):
     assert "no face" in lines[0]
 
 
+@pytest.mark.parametrize("where", ["writer", "waiting"])
+def test_frame_cache_removed_when_the_landmark_pass_fails(tmp_path, short_consult, where):
+    """A failure in the crop writer, or an interrupt while the landmark pass waits
+    for the writer to drain its queue (a SIGTERM landed there in CI), left the
+    temporary frame cache behind: those paths were outside the clean-up."""
+    import threading
+
+    from movement import landmarks
+    from movement.video import probe
+
+    def on_frame(index, pts, cache):
+        if where == "writer" and index == 3:
+            raise RuntimeError("disk full")
+
+    join = threading.Thread.join
+
+    def interrupted_join(self, *a, **k):
+        if where == "waiting" and self.name.endswith("(write)"):
+            threading.Thread.join = join
+            raise KeyboardInterrupt
+        return join(self, *a, **k)
+
+    info = probe(short_consult[0])
+    cache_dir = tmp_path / "scratch"
+    cache_dir.mkdir()
+    threading.Thread.join = interrupted_join
+    try:
+        with pytest.raises((RuntimeError, KeyboardInterrupt)):
+            landmarks.track_landmarks(info, cache_dir=cache_dir, on_frame=on_frame)
+    finally:
+        threading.Thread.join = join
+    assert list(cache_dir.iterdir()) == []
+
+
 def test_truncated_file(tmp_path, short_consult):
     data = short_consult[0].read_bytes()
     bad = tmp_path / "cut.mp4"
