@@ -55,13 +55,18 @@ def _rewrite(src: Path, dst: Path, edit) -> None:  # noqa: ANN001 - a frame call
     out.release()
 
 
-def test_no_face_anywhere(tmp_path):
+def _wall(path: Path) -> Path:
+    """A 40-frame video of noise: no face anywhere."""
     rng = np.random.default_rng(0)
-    path = tmp_path / "wall.mp4"
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (320, 240))
     for _ in range(40):
         out.write(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
     out.release()
+    return path
+
+
+def test_no_face_anywhere(tmp_path):
+    path = _wall(tmp_path / "wall.mp4")
     _one_line(_run(str(path), "--out", str(tmp_path / "o")), 4, "no face")
     assert not (tmp_path / "o").exists()
 
@@ -72,11 +77,7 @@ def test_no_face_in_a_real_terminal_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    path = tmp_path / "wall.mp4"
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (320, 240))
-    for _ in range(20):
-        out.write(np.full((240, 320, 3), 128, np.uint8))
-    out.release()
+    path = _wall(tmp_path / "wall.mp4")
     args = [sys.executable, "-c", "from movement.cli import main; main()",
             "analyze", str(path), "--out", str(tmp_path / "o")]
     res = subprocess.run(args, capture_output=True, text=True)
@@ -87,7 +88,9 @@ def test_no_face_in_a_real_terminal_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["writer", "waiting"])
-def test_frame_cache_removed_when_the_landmark_pass_fails(tmp_path, short_consult, where):
+def test_frame_cache_removed_when_the_landmark_pass_fails(
+    tmp_path, short_consult, where, monkeypatch
+):
     """A failure in the crop writer, or an interrupt while the landmark pass waits
     for the writer to drain its queue (a SIGTERM landed there in CI), left the
     temporary frame cache behind: those paths were outside the clean-up."""
@@ -104,19 +107,16 @@ def test_frame_cache_removed_when_the_landmark_pass_fails(tmp_path, short_consul
 
     def interrupted_join(self, *a, **k):
         if where == "waiting" and self.name.endswith("(write)"):
-            threading.Thread.join = join
+            monkeypatch.undo()
             raise KeyboardInterrupt
         return join(self, *a, **k)
 
     info = probe(short_consult[0])
     cache_dir = tmp_path / "scratch"
     cache_dir.mkdir()
-    threading.Thread.join = interrupted_join
-    try:
-        with pytest.raises((RuntimeError, KeyboardInterrupt)):
-            landmarks.track_landmarks(info, cache_dir=cache_dir, on_frame=on_frame)
-    finally:
-        threading.Thread.join = join
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises((RuntimeError, KeyboardInterrupt)):
+        landmarks.track_landmarks(info, cache_dir=cache_dir, on_frame=on_frame)
     assert list(cache_dir.iterdir()) == []
 
 
