@@ -61,6 +61,15 @@ affine patches of 6, 8 and 11 mm 2.80, 2.76 and 2.52 mm. Over the accuracy
 benchmark 8 mm called the frown's side better than 6 mm (30 vs 29 of 34 decisive
 pairs, 12 vs 11 of 12 balanced ones). Where skin slides rather than bunches it is
 not better: on a brow raise it read 3.86 mm where LK read 4.02 (truth 4.03)."""
+ECC_FINE_MM = 2.5
+"""Half side (mm) of the second, finer match at the centre of each affine patch.
+The skin's movement is not affine over 8 mm: a frown's pull peaks at the
+corrugator, so the patch's best affine fit places its centre short of the point
+(on a generated 960x540 frown one inner-brow point read 2.9 of 4.7 mm). The
+centre's own 5 mm, warped by the big patch's affine and then shifted to fit,
+reads the point itself; the big patch keeps it from a wrong place."""
+ECC_FINE_JUMP_MM = 1.5
+"""The finer match may move the point this far from the big patch's reading."""
 ECC_MIN_CC = 0.85
 """Correlation below which the affine match is not trusted (the LK value stays)."""
 ECC_MAX_JUMP_MM = 3.0
@@ -117,6 +126,32 @@ _LK = dict(
 
 
 _ECC_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
+
+
+def _fine_match(
+    tmpl: np.ndarray, centre: np.ndarray, sub: np.ndarray, m: np.ndarray, half: int
+) -> np.ndarray | None:
+    """The template's centre in ``sub`` from its own ``half``-pixel neighbourhood.
+
+    ``m`` is the whole template's affine match; the small patch keeps its linear
+    part and only shifts (two unknowns are what a few mm of skin can fix).
+    """
+    cx, cy = (int(round(v)) for v in centre)
+    n = tmpl.shape[0]
+    if min(cx, cy) < half or max(cx, cy) + half >= n:
+        return None
+    small = np.ascontiguousarray(tmpl[cy - half : cy + half + 1, cx - half : cx + half + 1])
+    off = np.array([cx - half, cy - half], np.float32)
+    m2 = m.copy()
+    m2[:, 2] = m[:, :2] @ off + m[:, 2]
+    try:
+        cc, m2 = cv2.findTransformECC(small, sub.astype(np.float32), m2,
+                                      cv2.MOTION_TRANSLATION, _ECC_STOP, None, 1)
+    except cv2.error:
+        return None
+    if cc < ECC_MIN_CC:
+        return None
+    return m2[:, :2] @ (centre - off) + m2[:, 2]
 
 
 def _lk(
@@ -257,6 +292,8 @@ class _Tracker:
     still: np.ndarray  # (used sub-points,) bool: an anchor's, for the exposure
     key_levels: np.ndarray  # (still sub-points,) window means at the keyframe
     fit: np.ndarray  # (P,) bool: fused with a local affine fit (see _fuse)
+    fine: int  # half side (crop px) of the finer match in an affine patch
+    fine_jump: float  # crop px
 
     @property
     def offsets(self) -> np.ndarray:
@@ -302,6 +339,7 @@ class _Tracker:
         # Affine patches for the points asked for whose whole ring is in use (not
         # a lid margin, whose patch would hold the eye).
         patches = {}
+        fine = max(int(round(ECC_FINE_MM / crop_mm_per_px)), 3)
         if ring:
             hp = max(int(round(ECC_HALF_MM / crop_mm_per_px)), 4)
             for p in dict.fromkeys(affine):
@@ -332,10 +370,14 @@ class _Tracker:
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
                    key_crop, key_img, win, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], win),
-                   np.isin(idx, fit))
+                   np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px)
 
-    def track(self, t: int, guess_img: np.ndarray) -> np.ndarray:
-        """Positions (P, 2) in frame ``t`` (image px; NaN where lost)."""
+    def track(self, t: int, guess_img: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
+        """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
+
+        ``model`` is the landmark model's positions in this frame: an affine
+        patch that restarts a point Lucas-Kanade lost must land near it.
+        """
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
         img = self._image(t, guess.reshape(-1, 2)[self.still])
@@ -349,7 +391,7 @@ class _Tracker:
         fused = _fuse(disp, self.tensors, ok, self.offsets, self.fit)
         out = np.where(good[:, None], self.seed + fused, np.nan)
         if self.patches:
-            self._refine(t, img, out)
+            self._refine(t, img, out, guess_img, model)
         return out
 
     def _image(self, t: int, guess: np.ndarray) -> np.ndarray:
@@ -376,13 +418,25 @@ class _Tracker:
             return img
         return cv2.convertScaleAbs(img, alpha=float(np.exp(m)))
 
-    def _refine(self, t: int, img: np.ndarray, out: np.ndarray) -> None:
-        """Affine (ECC) patch match of each measured point, started from ``out``."""
+    def _refine(
+        self, t: int, img: np.ndarray, out: np.ndarray, guess: np.ndarray, model: np.ndarray | None
+    ) -> None:
+        """Affine (ECC) patch match of each measured point, started from ``out``.
+
+        Where Lucas-Kanade lost the point it starts from ``guess`` (the previous
+        frame's position): bunching skin fails the forward-backward check of
+        small windows long before a whole patch stops matching. Such a restart
+        must end within ECC_MAX_JUMP_MM of the landmark model's point: along a
+        brow the patch matches well in many places, and from frame to frame it
+        could walk.
+        """
         h, w = img.shape
         for i, (tmpl, centre) in self.patches.items():
-            if not np.isfinite(out[i]).all():
+            lost = not np.isfinite(out[i]).all()
+            start = guess[i] if lost else out[i]
+            if not np.isfinite(start).all() or (lost and model is None):
                 continue
-            c = self.cache.to_crop(out[i : i + 1], t)[0].astype(np.float64)
+            c = self.cache.to_crop(start[None], t)[0].astype(np.float64)
             m = np.array([[1, 0, c[0] - centre[0]], [0, 1, c[1] - centre[1]]], np.float32)
             # Only the neighbourhood: ECC on the whole crop would be 100x slower.
             n = tmpl.shape[0]
@@ -398,8 +452,17 @@ class _Tracker:
             except cv2.error:
                 continue
             new = m[:, :2] @ centre + m[:, 2] + (x0, y0)
-            if cc >= ECC_MIN_CC and np.linalg.norm(new - c) <= self.max_jump:
-                out[i] = self.cache.to_image(new[None], t)[0]
+            if cc < ECC_MIN_CC or np.linalg.norm(new - c) > self.max_jump:
+                continue
+            fine = _fine_match(tmpl, centre, sub, m, self.fine)
+            if fine is not None and np.linalg.norm(fine + (x0, y0) - new) <= self.fine_jump:
+                new = fine + (x0, y0)
+            new_img = self.cache.to_image(new[None], t)[0]
+            if lost and np.linalg.norm(self.cache.to_crop(model[i : i + 1], t)[0] - new) > (
+                self.max_jump
+            ):
+                continue
+            out[i] = new_img
 
     def run(self, frames: list[int], xy: np.ndarray, start: np.ndarray | None) -> np.ndarray:
         """Track consecutive ``frames`` in order, each seeded by the previous result.
@@ -414,7 +477,7 @@ class _Tracker:
             guess = np.where(np.isfinite(prev), prev, xy[t, self.idx])
             if not np.isfinite(guess).all():
                 continue
-            cur = self.track(t, guess)
+            cur = self.track(t, guess, xy[t, self.idx])
             out[j] = cur
             prev = np.where(np.isfinite(cur), cur, prev)
         return out
