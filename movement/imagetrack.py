@@ -457,12 +457,12 @@ class _Tracker:
             fine = _fine_match(tmpl, centre, sub, m, self.fine)
             if fine is not None and np.linalg.norm(fine + (x0, y0) - new) <= self.fine_jump:
                 new = fine + (x0, y0)
-            new_img = self.cache.to_image(new[None], t)[0]
-            if lost and np.linalg.norm(self.cache.to_crop(model[i : i + 1], t)[0] - new) > (
-                self.max_jump
-            ):
-                continue
-            out[i] = new_img
+            if lost:
+                # Written so that a frame without the model's point (NaN) rejects too.
+                off_model = np.linalg.norm(self.cache.to_crop(model[i : i + 1], t)[0] - new)
+                if not off_model <= self.max_jump:
+                    continue
+            out[i] = self.cache.to_image(new[None], t)[0]
 
     def run(self, frames: list[int], xy: np.ndarray, start: np.ndarray | None) -> np.ndarray:
         """Track consecutive ``frames`` in order, each seeded by the previous result.
