@@ -118,8 +118,9 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
     """Frames (positions in v) of the peak.
 
     The peak is the run of frames around the maximum that stay within 90 % of
-    it (relative to rest, 0) after smoothing; its centre is the peak time, and the value is
-    averaged over the run's central +-0.15 s, so a held expression is read in
+    it (relative to rest, 0) after smoothing. Its time is the middle of the
+    movement at half height (kept within the run), and the value is averaged
+    over +-0.15 s around it within the run, so a held expression is read in
     the middle of the hold rather than at a noise spike on its edge.
     """
     seg = v[lo : hi + 1]
@@ -136,7 +137,15 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
         a -= 1
     while b < len(seg) - 1 and seg[b + 1] >= thr:
         b += 1
-    centre = (a + b) // 2
+    # The hold's middle is where the movement's half-height flanks centre: they are
+    # steep, so noise or a slow drift moves them little, while on the flat top
+    # a drift of a tenth of a millimetre decides where the maximum is.
+    lo_half = hi_half = p
+    while lo_half > 0 and seg[lo_half - 1] >= 0.5 * top:
+        lo_half -= 1
+    while hi_half < len(seg) - 1 and seg[hi_half + 1] >= 0.5 * top:
+        hi_half += 1
+    centre = int(np.clip((lo_half + hi_half) // 2, a, b)) if top > 0 else (a + b) // 2
     half = max(int(round(PEAK_HALF_WIDTH_S * fps)), 0)
     return np.arange(max(a, centre - half), min(b, centre + half) + 1) + lo
 
