@@ -79,9 +79,8 @@ def test_resting_widths_are_distances_from_the_midline():
 def test_peak_time_is_the_middle_of_the_movement_not_of_its_noisy_top():
     """A 1.5 mm step shaped as the generator's (raised-cosine rise and fall, a 0.3 s
     hold) with slow tracking noise of 0.1 mm: the flat top's 90 % run wanders with the
-    noise and its middle was the peak time (p90 0.13 s from the truth, up to 0.33 s
-    over these noises; a generated clench read 0.60 s off). The half-height middle
-    sits on the steep flanks."""
+    noise and its middle was the peak time (p90 0.13 s from the truth, up to 0.23 s
+    over these noises). The half-height middle sits on the steep flanks."""
     fps = 30.0
     t = np.arange(0.0, 6.0, 1 / fps)
     motion = synth.StepMotion("clench", 1.5, 3.0, 4.5, 1.5, 1.5)
