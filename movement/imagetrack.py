@@ -65,9 +65,9 @@ ECC_FINE_MM = 2.5
 """Half side (mm) of the second, finer match at the centre of each affine patch.
 The skin's movement is not affine over 8 mm: a frown's pull peaks at the
 corrugator, so the patch's best affine fit places its centre short of the point
-(on a generated 960x540 frown one inner-brow point read 2.9 of 4.7 mm). The
-centre's own 5 mm, warped by the big patch's affine and then shifted to fit,
-reads the point itself; the big patch keeps it from a wrong place."""
+(on a generated 960x540 frown one inner-brow point read 3.3 of 4.7 mm). The
+centre's own 5 mm, warped by the big patch's affine and then shifted to fit, reads
+the point itself (4.3 mm there); the big patch keeps it from a wrong place."""
 ECC_FINE_JUMP_MM = 1.5
 """The finer match may move the point this far from the big patch's reading."""
 ECC_MIN_CC = 0.85

@@ -172,7 +172,7 @@ def _bump_pair(peak_px: float, sigma_px: float, centre_off: tuple[float, float])
 def test_fine_match_reads_the_point_where_the_movement_is_not_affine():
     """A pull that peaks near the point (a frown's corrugator) is not affine over an
     8 mm patch: the patch's best affine fit puts its centre short of the point
-    (measured on a generated frown: one inner-brow point read 2.9 of 4.7 mm). The
+    (measured on a generated frown: one inner-brow point read 3.3 of 4.7 mm). The
     finer match of the centre's own neighbourhood reads the point."""
     key, moved, p, q = _bump_pair(peak_px=9.0, sigma_px=14.0, centre_off=(-8.0, 7.0))
     half, fine = 16, 6
