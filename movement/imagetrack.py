@@ -441,8 +441,8 @@ class _Tracker:
         frame the match from the previous position correlated better (0.991 vs
         0.982). Where Lucas-Kanade lost the point, the previous position is the
         only start. A match from the previous position must end near the
-        landmark model's point in this frame, so that from
-        frame to frame it cannot walk along the brow (RESTART_MODEL_MM).
+        landmark model's point in this frame (RESTART_MODEL_MM), so that from
+        frame to frame it cannot walk along the brow.
         """
         for i, (tmpl, centre) in self.patches.items():
             best: tuple[float, np.ndarray] | None = None
