@@ -80,7 +80,7 @@ left unchecked walked 8 mm along a brow under lighting drift."""
 ECC_MIN_CC = 0.85
 """Correlation below which the affine match is not trusted (the LK value stays)."""
 ECC_MAX_JUMP_MM = 3.0
-"""An affine match this far from the LK position found another place, not the point."""
+"""An affine match this far from where it started found another place, not the point."""
 GAIN_MIN = 0.01
 """Exposure changes smaller than this (relative) are left alone."""
 GAIN_AGREE = 0.35
