@@ -131,23 +131,27 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
     seg = np.where(ok, _smooth(seg, fps, 0.2), -np.inf)
     p = int(np.argmax(seg))
     top = seg[p]
-    thr = PEAK_FRACTION * top if top > 0 else top
-    a = b = p
-    while a > 0 and seg[a - 1] >= thr:
-        a -= 1
-    while b < len(seg) - 1 and seg[b + 1] >= thr:
-        b += 1
+    a, b = _run_around(seg, p, PEAK_FRACTION * top if top > 0 else top)
     # The hold's middle is where the movement's half-height flanks centre: they are
     # steep, so noise or a slow drift moves them little, while on the flat top
     # a drift of a tenth of a millimetre decides where the maximum is.
-    lo_half = hi_half = p
-    while lo_half > 0 and seg[lo_half - 1] >= 0.5 * top:
-        lo_half -= 1
-    while hi_half < len(seg) - 1 and seg[hi_half + 1] >= 0.5 * top:
-        hi_half += 1
-    centre = int(np.clip((lo_half + hi_half) // 2, a, b)) if top > 0 else (a + b) // 2
+    if top > 0:
+        lo_half, hi_half = _run_around(seg, p, 0.5 * top)
+        centre = int(np.clip((lo_half + hi_half) // 2, a, b))
+    else:
+        centre = (a + b) // 2
     half = max(int(round(PEAK_HALF_WIDTH_S * fps)), 0)
     return np.arange(max(a, centre - half), min(b, centre + half) + 1) + lo
+
+
+def _run_around(seg: np.ndarray, p: int, level: float) -> tuple[int, int]:
+    """First and last index of the run of ``seg`` around ``p`` that stays >= ``level``."""
+    a = b = p
+    while a > 0 and seg[a - 1] >= level:
+        a -= 1
+    while b < len(seg) - 1 and seg[b + 1] >= level:
+        b += 1
+    return a, b
 
 
 def _hybrid_choice(

@@ -138,7 +138,7 @@ _ECC_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
 def _fine_match(
     tmpl: np.ndarray, centre: np.ndarray, sub: np.ndarray, m: np.ndarray, half: int
 ) -> np.ndarray | None:
-    """The template's centre in ``sub`` from its own ``half``-pixel neighbourhood.
+    """The template's centre in ``sub`` (float32) from its own ``half``-pixel neighbourhood.
 
     ``m`` is the whole template's affine match; the small patch keeps its linear
     part and only shifts (two unknowns are what a few mm of skin can fix).
@@ -152,8 +152,7 @@ def _fine_match(
     m2 = m.copy()
     m2[:, 2] = m[:, :2] @ off + m[:, 2]
     try:
-        cc, m2 = cv2.findTransformECC(small, sub.astype(np.float32), m2,
-                                      cv2.MOTION_TRANSLATION, _ECC_STOP, None, 1)
+        cc, m2 = cv2.findTransformECC(small, sub, m2, cv2.MOTION_TRANSLATION, _ECC_STOP, None, 1)
     except cv2.error:
         return None
     if cc < ECC_MIN_CC:
@@ -385,7 +384,8 @@ class _Tracker:
         """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
 
         ``model`` is the landmark model's positions in this frame: an affine
-        patch that restarts a point Lucas-Kanade lost must land near it.
+        patch match started from the previous frame's position must land near it
+        (see ``_refine``).
         """
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
@@ -470,13 +470,12 @@ class _Tracker:
         n = tmpl.shape[0]
         x0 = int(max(0, np.floor(c[0] - centre[0]) - n))
         y0 = int(max(0, np.floor(c[1] - centre[1]) - n))
-        sub = img[y0 : min(h, y0 + 3 * n), x0 : min(w, x0 + 3 * n)]
+        sub = img[y0 : min(h, y0 + 3 * n), x0 : min(w, x0 + 3 * n)].astype(np.float32)
         if sub.shape[0] < n or sub.shape[1] < n:
             return None
         m[:, 2] -= (x0, y0)
         try:
-            cc, m = cv2.findTransformECC(tmpl, sub.astype(np.float32), m, cv2.MOTION_AFFINE,
-                                         _ECC_STOP, None, 1)
+            cc, m = cv2.findTransformECC(tmpl, sub, m, cv2.MOTION_AFFINE, _ECC_STOP, None, 1)
         except cv2.error:
             return None
         new = m[:, :2] @ centre + m[:, 2] + (x0, y0)
