@@ -81,12 +81,28 @@ ECC_MIN_CC = 0.85
 """Correlation below which the affine match is not trusted (the LK value stays)."""
 ECC_MAX_JUMP_MM = 3.0
 """An affine match this far from where it started found another place, not the point."""
-GAIN_MIN = 0.01
-"""Exposure changes smaller than this (relative) are left alone."""
+GAIN_MIN = 0.003
+"""Exposure changes smaller than this (relative) are left alone. Small is not
+harmless: a 1.5 % change left alone read a mouth corner 6 % short (1.44 of
+1.53 mm); at 0.3 % the scaled image differs from the frame by rounding only."""
 GAIN_AGREE = 0.35
 """The windows' median deviation from the gain, as a share of it, below which they
 agree on an exposure change. Measured: a real drift 0.02-0.13 (light-drift
 consult), windows disturbed by head motion 0.9-1.1 (roll 5 deg, shift 20 px)."""
+GAIN_WIN_MM = 10.0
+"""Side (mm) of the windows the exposure is read on. A 3.5 mm window (the LK
+window) changes its mean by more than a 1 % exposure change when it lands a
+pixel off on shaded skin. Measured per frame on a consult whose exposure drifts
+0.9 % a second (the benchmark's light-2), median error of the log gain per step
+window: LK-sized windows at the guessed anchors 0.003-0.016, 10 mm windows
+0.002-0.013, placed by the head's motion (GAIN_HEAD_PX) 0.001-0.003."""
+GAIN_HEAD_PX = 2.0
+"""RANSAC threshold (crop px) of the head motion that places the exposure windows."""
+GAIN_LEVELS = (40.0, 250.0)
+"""Windows darker on average than the first level, or holding a pixel at the
+second, do not read the exposure: a clipped highlight cannot brighten, and in the
+dark (hair, background) the camera's black level and noise dominate (windows at
+mean level 225 on the nose read a third of a 1.5 % change; one at 13 read 6 %)."""
 OUTLIER_PX = 2.0
 STRAIN_RIDGE = 0.003
 """Weight of the prior that the skin's local strain is zero in the sub-point fit
@@ -173,8 +189,8 @@ def _lk(
     return p1.reshape(-1, 2), ok
 
 
-def _levels(img: np.ndarray, pts: np.ndarray, win: int) -> np.ndarray:
-    """Mean grey level of the LK window around each point (nearest pixel).
+def _levels(img: np.ndarray, pts: np.ndarray, win: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and brightest grey level of the LK window around each point (nearest pixel).
 
     Only the few windows are read (this runs on every tracked frame), with
     OpenCV's default border (reflect-101) where a window crosses the edge.
@@ -185,7 +201,8 @@ def _levels(img: np.ndarray, pts: np.ndarray, win: int) -> np.ndarray:
     off = np.arange(win) - win // 2
     cols = _reflect101(xs[:, None] + off, w)
     rows = _reflect101(ys[:, None] + off, h)
-    return img[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2), dtype=np.float32)
+    px = img[rows[:, :, None], cols[:, None, :]]
+    return px.mean(axis=(1, 2), dtype=np.float32), px.max(axis=(1, 2))
 
 
 def _reflect101(i: np.ndarray, n: int) -> np.ndarray:
@@ -296,7 +313,8 @@ class _Tracker:
     patches: dict[int, tuple[np.ndarray, np.ndarray]]  # point row -> (template, centre in it)
     max_jump: float  # crop px
     still: np.ndarray  # (used sub-points,) bool: an anchor's, for the exposure
-    key_levels: np.ndarray  # (still sub-points,) window means at the keyframe
+    key_levels: tuple[np.ndarray, np.ndarray]  # (still sub-points,) keyframe means, maxima
+    gain_win: int  # crop px, see GAIN_WIN_MM
     fit: np.ndarray  # (P,) bool: fused with a local affine fit (see _fuse)
     fine: int  # half side (crop px) of the finer match in an affine patch
     fine_jump: float  # crop px
@@ -374,9 +392,10 @@ class _Tracker:
         # shifts a pixel or the face turns or zooms a little, a flat one's does not.
         texture = np.trace(tensors[use], axis1=-2, axis2=-1)
         still &= texture <= np.median(texture[still])
+        gain_win = int(2 * round(GAIN_WIN_MM / crop_mm_per_px / 2) + 1)
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
                    key_crop, key_img, win, tensors, patches, max_jump, still,
-                   _levels(key_img, key_crop.reshape(-1, 2)[still], win),
+                   _levels(key_img, key_crop.reshape(-1, 2)[still], gain_win), gain_win,
                    np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px,
                    RESTART_MODEL_MM / crop_mm_per_px)
 
@@ -409,23 +428,41 @@ class _Tracker:
         Lucas-Kanade assumes the brightness of each point stays the same: a
         camera's exposure drifting by 3 % moves a grey level of 200 by 6, which on
         smooth skin (gradients of a few levels per pixel) reads as pixels of
-        movement. The gain is the median ratio of the anchor windows' mean levels
-        at the keyframe and where they are expected in this frame (``guess``):
-        robust to the odd anchor that moves and, unlike a mean over the crop,
-        blind to the head moving within the crop.
+        movement (a 1.5 % change left alone read a mouth corner 6 % short). The
+        gain is the median ratio of 10 mm windows' mean levels at the keyframe's
+        anchors and where the head took them in this frame (a similarity fitted to
+        ``guess``): robust to the odd anchor that moves and, unlike a mean over
+        the crop, blind to the head moving within the crop.
         """
         img = self.cache.image(t)
-        now = _levels(img, guess, self.win)
-        ok = (now > 10) & (self.key_levels > 10)
-        if ok.sum() < 3:
+        m = self._gain(img, guess)
+        if m == 0.0:
             return img
-        r = np.log(self.key_levels[ok] / now[ok])
+        return cv2.convertScaleAbs(img, alpha=float(np.exp(m)))
+
+    def _gain(self, img: np.ndarray, guess: np.ndarray) -> float:
+        """Log of the exposure change from ``img`` back to the keyframe's; 0 to leave it."""
+        key, key_top = self.key_levels
+        # The windows go where the head took the keyframe's, not where each anchor
+        # is guessed: an anchor lost in the last frame is guessed at the landmark
+        # model's point, several pixels off on a cheek during a brow raise.
+        start = self.key_crop.reshape(-1, 2)[self.still]
+        head, _ = cv2.estimateAffinePartial2D(
+            start, guess, method=cv2.RANSAC, ransacReprojThreshold=GAIN_HEAD_PX
+        )
+        at = guess if head is None else start @ head[:, :2].T + head[:, 2]
+        now, top = _levels(img, at, self.gain_win)
+        ok = (now >= GAIN_LEVELS[0]) & (key >= GAIN_LEVELS[0])
+        ok &= np.maximum(top, key_top) < GAIN_LEVELS[1]
+        if ok.sum() < 3:
+            return 0.0
+        r = np.log(key[ok] / now[ok])
         m = float(np.median(r))
         # Exposure brightens every still window alike; windows that disagree
         # (one slid onto hair or off the frame) are not an exposure change.
         if abs(m) < np.log1p(GAIN_MIN) or np.median(np.abs(r - m)) > GAIN_AGREE * abs(m):
-            return img
-        return cv2.convertScaleAbs(img, alpha=float(np.exp(m)))
+            return 0.0
+        return m
 
     def _refine(
         self, t: int, img: np.ndarray, out: np.ndarray, guess: np.ndarray, model: np.ndarray | None
