@@ -180,7 +180,9 @@ def tables(
             implausible = [f for f in flags if f.startswith(unusable)]
             quality, reason = "ok", ""
             if implausible or r.head_inliers < 4:
-                quality, reason = "unusable", "; ".join(implausible or ["head motion fit failed"])
+                # Both sides are often unusable for the same reason: say it once.
+                why = dict.fromkeys(implausible or ["head motion fit failed"])
+                quality, reason = "unusable", "; ".join(why)
             elif flags:
                 quality, reason = "low", "; ".join(dict.fromkeys(flags))
             rec_q, rec_reason = recording.get(w.name, ("ok", ""))

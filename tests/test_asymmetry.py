@@ -1,9 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 
-from movement.asymmetry import asymmetry_index, dominant_side
-from movement.protocol import Thresholds
+from movement.activation import GroupMeasure, StepResult
+from movement.asymmetry import asymmetry_index, dominant_side, tables
+from movement.protocol import Thresholds, load_protocol
+from movement.steps import StepWindow
 
 TH = Thresholds(min_diff_mm=1.0, min_ratio=0.20)
 
@@ -34,3 +37,21 @@ def test_asymmetry_index():
     assert asymmetry_index(2.0, 0.0) == pytest.approx(1.0)
     assert math.isnan(asymmetry_index(0.0, 0.0))
     assert math.isnan(asymmetry_index(-1.0, -0.5))
+
+
+def test_a_reason_both_sides_share_is_said_once():
+    """The bundled sample's forehead lines are unreadable on both sides for the same
+    long reason; the report's banner printed it twice, once per side."""
+    why = "region unreadable: strong edges in it at rest (hair, the brow's edge)"
+    measures = [
+        GroupMeasure("raise", "forehead", "crease", "crease", "image", False, side,
+                     float("nan"), 0.0, 0.0, float("nan"), (why,))
+        for side in ("right", "left")
+    ]
+    window = StepWindow("raise", True, 10, 20, 30, (1, 2), 5)
+    result = StepResult(window, (20,), np.arange(10, 31) / 30.0, np.arange(10, 31),
+                        measures=measures, head_inliers=20.0)
+    asym, _, _ = tables([result], load_protocol("standard"))
+    row = asym.iloc[0]
+    assert row.quality == "unusable"
+    assert row.reason == why
