@@ -18,7 +18,7 @@ from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
 from movement.creases import CLUTTER_PCT, CreaseChange, CreaseReading, crease_change, read_region
-from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series
+from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series, outline_tangents
 from movement.imagetrack import WindowTrack, track_window
 from movement.landmarks import FrameCache, LandmarkTrack
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -269,6 +269,11 @@ def measure_step(
         # from -0.05 to -0.10 mm with them fitted).
         fit=tuple(
             p for g in step.groups if g.kind != "aperture" for p in g.all_points if p in outward
+        ),
+        outline=outline_tangents(
+            [g.points(s) for g in step.groups if g.outline and g.sensor != "landmarks"
+             for s in SIDES],
+            track.xy[win.keyframe],
         ),
     )
     rest_pos = np.asarray(win.rest) - first

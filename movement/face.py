@@ -45,6 +45,23 @@ def face_axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lateral, up
 
 
+def outline_tangents(chains: list[tuple[int, ...]], xy: np.ndarray) -> dict[int, np.ndarray]:
+    """Unit tangent (image px) at each point of each chain of landmarks along an outline.
+
+    Central differences inside a chain, one-sided at its ends; a chain is one side's
+    points of an outline group, in order along the outline.
+    """
+    out: dict[int, np.ndarray] = {}
+    for chain in chains:
+        for i, p in enumerate(chain):
+            a, b = chain[max(i - 1, 0)], chain[min(i + 1, len(chain) - 1)]
+            v = xy[b] - xy[a]
+            n = float(np.linalg.norm(v))
+            if n > 0 and np.isfinite(n):
+                out[p] = v / n
+    return out
+
+
 def to_face_frame(vectors: np.ndarray, lateral: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Express image-plane vectors ``(..., 2)`` as (toward patient's left, up)."""
     return np.stack([vectors @ lateral, vectors @ up], axis=-1)

@@ -109,6 +109,16 @@ STRAIN_RIDGE = 0.003
 (relative to the sub-points' texture); small, so a real stretch is kept."""
 AFFINE_MIN_SUB = 5
 """Sub-points a landmark needs kept to fit a local affine motion (else their mean)."""
+OUTLINE_MIN_COS = 0.5
+"""Points on the face's outline (the jaw contour against the background) are read
+as the outline's widening at their height: their movement across the outline,
+divided by the cosine between the outline's normal and the lateral axis (the
+sideways shift of an outline that moves by d across itself is d / cos). Along the
+outline their windows see an edge and smooth skin, nothing to follow: under a 2
+degree head roll jaw points slid about 1 mm along it and back, and at a clench's peak one
+read (-0.2, -0.8) mm where the skin moved (+0.5, 0). Where the outline runs within
+60 degrees of the lateral axis (the chin's underside) the widening is undefined and
+the point is read as tracked."""
 RANSAC_MM = 0.4
 """Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
 
@@ -649,6 +659,7 @@ def track_window(
     outward: dict[int, np.ndarray] | None = None,
     affine: tuple[int, ...] = (),
     fit: tuple[int, ...] = (),
+    outline: dict[int, np.ndarray] | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -663,7 +674,9 @@ def track_window(
     skin beside it; only sub-points on that side follow it. ``affine`` points
     are refined with an affine patch match after Lucas-Kanade (see ECC_HALF_MM).
     ``fit`` points (half rings) are read at the landmark from a local affine fit
-    of their sub-points (see ``_fuse``).
+    of their sub-points (see ``_fuse``). ``outline`` maps points on the face's
+    outline to its unit tangent at the keyframe (image px): they are read as the
+    outline's widening at their height (see OUTLINE_MIN_COS).
     """
     all_pts = tuple(dict.fromkeys(points + anchors))
     idx = np.array(all_pts)
@@ -723,6 +736,13 @@ def track_window(
     # patient's left, y up; then to mm.
     origin = (key_r + key_l) / 2
     lateral = (key_l - key_r) / ipd_k
+    for p, tangent in (outline or {}).items():
+        c = all_pts.index(p)
+        normal = np.array([-tangent[1], tangent[0]])
+        cos = float(normal @ lateral)
+        if abs(cos) >= OUTLINE_MIN_COS:
+            across = (aligned[:, c] - seed[c]) @ normal
+            aligned[:, c] = seed[c] + np.outer(across / cos, lateral)
     up = np.array([lateral[1], -lateral[0]])
     rot = np.stack([lateral, up])  # rows: x axis, y axis
 

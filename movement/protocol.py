@@ -57,6 +57,16 @@ class MuscleGroup:
     def all_points(self) -> tuple[int, ...]:
         return self.right + self.left + self.right_lower + self.left_lower
 
+    @property
+    def outline(self) -> bool:
+        """The points run along the face's outline (a jaw contour): skin on one side
+        only, and each side's points in order along it."""
+        return (
+            self.half_ring
+            and self.kind in ("medial", "lateral")
+            and min(len(self.right), len(self.left)) >= 2
+        )
+
 
 @dataclass(frozen=True)
 class CreaseRegion:

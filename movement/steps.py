@@ -12,6 +12,7 @@ stillness and closeness to the session's neutral face.
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,22 @@ def _side_signal(
     pos: np.ndarray, baseline: np.ndarray, g: MuscleGroup, kind: str, col: dict[int, int]
 ) -> np.ndarray:
     vals = []
+    # A face outline's points (a half ring on the jaw contour) sit on an edge with
+    # smooth skin beside it: along the edge their windows see nothing, and a slight
+    # head roll slid one jaw point 1 mm along it and back (a clench then went
+    # unfound under mild head motion). Their median ignores the one that slides.
+    outline = g.half_ring and kind in ("medial", "lateral")
     for side in ("right", "left"):
         cols = np.array([col[p] for p in g.points(side)])
         lower = np.array([col[p] for p in g.lower_points(side)]) if g.lower_points(side) else None
-        vals.append(measure_series(pos, baseline, kind, cols, lower, side))
+        if outline and lower is None and len(cols) >= 3:
+            each = [measure_series(pos, baseline, kind, cols[i : i + 1], None, side)
+                    for i in range(len(cols))]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all lost: NaN, as intended
+                vals.append(np.nanmedian(np.stack(each, axis=1), axis=1))
+        else:
+            vals.append(measure_series(pos, baseline, kind, cols, lower, side))
     # NaN where either side is lost (not the other side's value): a lost moving
     # side must read as a gap to bridge, not as the still side's zero.
     return np.max(np.stack(vals), axis=0)

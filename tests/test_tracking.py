@@ -16,6 +16,7 @@ from movement.pipeline import Options, analyze
 from movement.protocol import load_protocol
 
 STANDARD = load_protocol("standard")
+EXTENDED = load_protocol("extended")
 SAMPLE = Path(__file__).resolve().parents[1] / "videos" / "sample_consult.mp4"
 
 
@@ -134,6 +135,31 @@ def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeyp
     assert np.abs(fixed[drifted]).max() < 0.004, np.abs(fixed[drifted]).max()
     want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
     assert abs(left - want["left_mm"]) < 0.05, (right, left, want)
+
+
+@pytest.mark.parametrize("seed", [1221, 1241])
+def test_a_jaw_outline_is_read_across_itself_under_head_roll(tmp_path, seed):
+    """The jaw contour's points sit on an edge beside smooth skin: along the outline
+    their windows see nothing, and under a 2 degree head roll they slid along it
+    (a still left jaw, 0.4 mm, read 1.0 and 0.77 mm on these two clips). Read as the
+    outline's widening at their height (their movement across the outline) the
+    side reads within 0.2 mm."""
+    spec = synth.SynthSpec(
+        steps=(synth.StepMotion("clench", 1.2, 2.7, 4.2, 1.5, 0.4),),
+        duration_s=5.5,
+        frame_size=(960, 540),
+        roll_deg=2.0,
+        shift_px=8.0,
+        zoom=0.02,
+        noise_sigma=1.5,
+        seed=seed,
+        protocol="extended",
+    )
+    truth = _clip(tmp_path, spec)
+    right, left, _ = _primary(_analyze_one(tmp_path, "clench", EXTENDED), "clench")
+    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    assert abs(left - want["left_mm"]) < 0.2, (right, left, want)
+    assert abs(right - want["right_mm"]) < 0.3, (right, left, want)
 
 
 def _half_ring(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
