@@ -470,7 +470,9 @@ def _line_flags(c: CreaseChange) -> tuple[str, ...]:
         return (f"region unreadable: {c.reason}",)
     if c.rest > CLUTTER_PCT:
         return (
-            f"region unreadable: strong edges in it at rest (index {c.rest:.1f} > "
+            # Each side's index at rest is in metrics.csv (rest_mm); leaving it out
+            # here lets a reason both sides share be said once.
+            f"region unreadable: strong edges in it at rest (crease index over "
             f"{CLUTTER_PCT:g}: hair, the brow's edge, glasses or etched lines) whose "
             "movement reads as lines; see the pictures",
         )

@@ -55,3 +55,18 @@ def test_a_reason_both_sides_share_is_said_once():
     row = asym.iloc[0]
     assert row.quality == "unusable"
     assert row.reason == why
+
+
+def test_cluttered_line_regions_share_one_reason_whatever_their_index():
+    """Each side's strength at rest went into the reason (5.4 and 9.1 on the sample),
+    so the two sides' reasons differed and both were printed in full."""
+    from movement.activation import _line_flags
+    from movement.creases import CreaseChange
+
+    def flags(rest: float) -> tuple[str, ...]:
+        return _line_flags(CreaseChange(float("nan"), rest, rest, np.zeros((2, 2)),
+                                        np.eye(3), True))
+
+    assert flags(5.4) == flags(9.1)
+    assert flags(5.4) and flags(5.4)[0].startswith("region unreadable")
+    assert flags(1.0) == ()
