@@ -35,12 +35,20 @@ def _analyze_one(tmp: Path, step: str, protocol=STANDARD):
     return session
 
 
-FROWN = synth.SynthSpec(
-    steps=(synth.StepMotion("frown", 1.2, 2.7, 4.2, 0.12, 3.08),),
-    duration_s=5.5,
-    frame_size=(1280, 720),
-    seed=121,
-)
+def _one_step(name: str, right: float, left: float, **kw) -> synth.SynthSpec:
+    """A 5.5 s clip of one step (moving 1.2-4.2 s, peak at 2.7 s), 960x540 unless given."""
+    kw.setdefault("frame_size", (960, 540))
+    return synth.SynthSpec(
+        steps=(synth.StepMotion(name, 1.2, 2.7, 4.2, right, left),), duration_s=5.5, **kw
+    )
+
+
+def _want(truth: dict) -> dict:
+    """The primary group's truth of a one-step clip."""
+    return next(g for g in truth["steps"][0]["groups"] if g["primary"])
+
+
+FROWN = _one_step("frown", 0.12, 3.08, frame_size=(1280, 720), seed=121)
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -54,7 +62,7 @@ def test_frown_inner_brow_bunching_is_read(tmp_path, affine):
         replace(s, groups=groups) if s.name == "frown" else s for s in STANDARD.steps
     ))
     right, left, _ = _primary(_analyze_one(tmp_path, "frown", proto), "frown")
-    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    want = _want(truth)
     err = abs(left - want["left_mm"])
     if affine:
         assert err < 0.5, (right, left, want)
@@ -84,17 +92,10 @@ def test_exposure_drift_does_not_lose_the_step(tmp_path):
     """The camera brightens 10 % between the rest and the squint's peak: without
     undoing the gain the squint's lid points were lost (a consult with a 25 %
     drift lost its frown and squint)."""
-    spec = synth.SynthSpec(
-        steps=(synth.StepMotion("squint", 1.2, 2.7, 4.2, 2.9, 0.2),),
-        duration_s=5.5,
-        frame_size=(960, 540),
-        light_drift=0.3,
-        noise_sigma=1.0,
-        seed=801,
-    )
-    truth = _clip(tmp_path, spec)
+    truth = _clip(tmp_path, _one_step("squint", 2.9, 0.2, light_drift=0.3, noise_sigma=1.0,
+                                      seed=801))
     right, left, quality = _primary(_analyze_one(tmp_path, "squint"), "squint")
-    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    want = _want(truth)
     assert quality in ("ok", "low"), quality
     assert abs(right - want["right_mm"]) < 0.35, (right, left, want)
     assert abs(left - want["left_mm"]) < 0.35, (right, left, want)
@@ -108,15 +109,8 @@ def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeyp
     under the 1 % at which it was applied, and the mouth corner read 6 % short.
     Read on 10 mm windows placed by the head's motion, the corrected crops match
     the keyframe's exposure (measured 0.13 % at most; 5.9 % before)."""
-    spec = synth.SynthSpec(
-        steps=(synth.StepMotion("eee", 1.2, 2.7, 4.2, 0.5, 1.6),),
-        duration_s=5.5,
-        frame_size=(960, 540),
-        light_drift=0.06,
-        noise_sigma=1.0,
-        seed=802,
-    )
-    truth = _clip(tmp_path, spec)
+    truth = _clip(tmp_path, _one_step("eee", 0.5, 1.6, light_drift=0.06, noise_sigma=1.0,
+                                      seed=802))
     levels: list[tuple[float, float, float]] = []
     real = imagetrack._Tracker._image
 
@@ -133,7 +127,7 @@ def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeyp
     drifted = np.abs(raw) > 0.01
     assert drifted.sum() > 50  # the clip does drift
     assert np.abs(fixed[drifted]).max() < 0.004, np.abs(fixed[drifted]).max()
-    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    want = _want(truth)
     assert abs(left - want["left_mm"]) < 0.05, (right, left, want)
 
 
@@ -144,20 +138,11 @@ def test_a_jaw_outline_is_read_across_itself_under_head_roll(tmp_path, seed):
     (a still left jaw, 0.4 mm, read 1.0 and 0.77 mm on these two clips). Read as the
     outline's widening at their height (their movement across the outline) the
     side reads within 0.2 mm."""
-    spec = synth.SynthSpec(
-        steps=(synth.StepMotion("clench", 1.2, 2.7, 4.2, 1.5, 0.4),),
-        duration_s=5.5,
-        frame_size=(960, 540),
-        roll_deg=2.0,
-        shift_px=8.0,
-        zoom=0.02,
-        noise_sigma=1.5,
-        seed=seed,
-        protocol="extended",
-    )
+    spec = _one_step("clench", 1.5, 0.4, roll_deg=2.0, shift_px=8.0, zoom=0.02,
+                     noise_sigma=1.5, seed=seed, protocol="extended")
     truth = _clip(tmp_path, spec)
     right, left, _ = _primary(_analyze_one(tmp_path, "clench", EXTENDED), "clench")
-    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    want = _want(truth)
     assert abs(left - want["left_mm"]) < 0.2, (right, left, want)
     assert abs(right - want["right_mm"]) < 0.3, (right, left, want)
 
@@ -257,7 +242,7 @@ def test_points_lucas_kanade_loses_are_restarted_by_the_patch_match(tmp_path, mo
     weaker). Restarted from the previous frame by the patch match, the side reads
     as when nothing is lost."""
     truth = _clip(tmp_path, FROWN)
-    want = next(g for g in truth["steps"][0]["groups"] if g["primary"])
+    want = _want(truth)
     clean = _primary(_analyze_one(tmp_path, "frown"), "frown")
     drop = {336, 295}
     masks: dict[int, np.ndarray] = {}
