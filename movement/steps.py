@@ -54,15 +54,14 @@ def _side_signal(
     pos: np.ndarray, baseline: np.ndarray, g: MuscleGroup, kind: str, col: dict[int, int]
 ) -> np.ndarray:
     vals = []
-    # A face outline's points (a half ring on the jaw contour) sit on an edge with
-    # smooth skin beside it: along the edge their windows see nothing, and a slight
-    # head roll slid one jaw point 1 mm along it and back (a clench then went
-    # unfound under mild head motion). Their median ignores the one that slides.
-    outline = g.half_ring and kind in ("medial", "lateral")
+    # A face outline's points (the jaw contour) sit on an edge with smooth skin
+    # beside it: along the edge their windows see nothing, and a slight head roll
+    # slid one jaw point 1 mm along it and back (a clench then went unfound under
+    # mild head motion). With three or more, their median ignores the one that slides.
     for side in ("right", "left"):
         cols = np.array([col[p] for p in g.points(side)])
         lower = np.array([col[p] for p in g.lower_points(side)]) if g.lower_points(side) else None
-        if outline and lower is None and len(cols) >= 3:
+        if g.outline and len(cols) >= 3:
             each = [measure_series(pos, baseline, kind, cols[i : i + 1], None, side)
                     for i in range(len(cols))]
             with warnings.catch_warnings():
