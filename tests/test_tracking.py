@@ -111,7 +111,7 @@ def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeyp
     the keyframe's exposure (measured 0.13 % at most; 5.9 % before)."""
     truth = _clip(tmp_path, _one_step("eee", 0.5, 1.6, light_drift=0.06, noise_sigma=1.0,
                                       seed=802))
-    levels: list[tuple[float, float, float]] = []
+    levels: list[tuple[float, float]] = []
     real = imagetrack._Tracker._image
 
     def spy(self, t, guess):
