@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from movement.activation import GroupMeasure, StepResult
+from movement.activation import GroupMeasure, StepResult, _line_flags
 from movement.asymmetry import asymmetry_index, dominant_side, tables
+from movement.creases import CreaseChange
 from movement.protocol import Thresholds, load_protocol
 from movement.steps import StepWindow
 
@@ -60,8 +61,6 @@ def test_a_reason_both_sides_share_is_said_once():
 def test_cluttered_line_regions_share_one_reason_whatever_their_index():
     """Each side's strength at rest went into the reason (5.4 and 9.1 on the sample),
     so the two sides' reasons differed and both were printed in full."""
-    from movement.activation import _line_flags
-    from movement.creases import CreaseChange
 
     def flags(rest: float) -> tuple[str, ...]:
         return _line_flags(CreaseChange(float("nan"), rest, rest, np.zeros((2, 2)),

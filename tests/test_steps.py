@@ -118,8 +118,8 @@ def test_a_jaw_point_sliding_along_the_outline_does_not_hide_a_clench():
     """Jaw-contour points sit on an edge with smooth skin beside it; under a slight
     head roll one of them slid about 1 mm along the outline and back, which raised
     the clench's detection signal by a third of that all video long (two generated
-    consults with mild head motion lost a 1.4 mm clench under the noise floor it
-    made). The median of the outline's points ignores the one that slides."""
+    consults with mild head motion lost their 1.2-1.5 mm clenches under the noise
+    floor it made). The median of the outline's points ignores the one that slides."""
     ext = load_protocol("extended")
     g = ext.step("clench").primary
     traj = _traj([], duration=40.0)
