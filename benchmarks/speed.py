@@ -95,7 +95,8 @@ def full_analysis(path: Path, out: Path) -> tuple[float, float]:
     )
     wall = time.perf_counter() - t0
     if res.returncode != 0:
-        raise SystemExit(f"analyze failed: {res.stderr.strip().splitlines()[-1]}")
+        said = [x for x in res.stderr.strip().splitlines() if not x.startswith("MAXRSS_KB")]
+        raise SystemExit(f"analyze failed (exit {res.returncode}): {said[-1] if said else ''}")
     kb = next(int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("MAXRSS_KB"))
     return wall, kb / 1024
 

@@ -93,7 +93,8 @@ class LandmarkTrack:
     Attributes
     ----------
     t : (T,) seconds
-    xy : (T, 478, 2) image pixels, NaN where no face
+    xy : (T, 478, 2) float32 image pixels, NaN where no face (float32 is the face
+        mesh's own precision, and halves the largest array of a long video)
     n_faces : (T,) faces seen in the frame
     """
 
@@ -179,8 +180,8 @@ def track_landmarks(
         writer.start()
         ts: list[float] = []
         # Filled in place (a list of per-frame arrays plus the stacked copy would
-        # double the largest array of a long video).
-        xy = np.full((info.frame_count + 16, 478, 2), np.nan)
+        # double the largest array of a long video); float32 as the mesh gives it.
+        xy = np.full((info.frame_count + 16, 478, 2), np.nan, dtype=np.float32)
         nf: list[int] = []
         nan = np.full((478, 2), np.nan)
         last_center: np.ndarray | None = None

@@ -47,8 +47,8 @@ class Trajectories:
     Attributes
     ----------
     t : (T,) seconds
-    mm : (T, 478, 2) position in mm in the face frame: x toward the patient's
-        left, y up, origin between the iris centres; NaN where no face
+    mm : (T, 478, 2) float32 position in mm in the face frame: x toward the
+        patient's left, y up, origin between the iris centres; NaN where no face
     roll_deg : (T,) head roll (positive: patient's left eye higher in the image)
     yaw_index : (T,) nose offset between the eyes (-1..1), a head-turn proxy
     zoom : (T,) inter-iris distance relative to the reference
@@ -82,9 +82,11 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
     ok = track.valid
     if not ok.any():
         raise ValueError("no tracked frames")
-    d = iris_diameter_px(track.xy[ok])
-    r, left = iris_centres(track.xy[ok])
-    ipd = np.linalg.norm(left - r, axis=-1)
+    # Per-frame values first, then the tracked frames: ``track.xy[ok]`` would copy
+    # every landmark of a long video (130 MB for ten minutes) to read a few.
+    d = iris_diameter_px(track.xy)[ok]
+    r, left = iris_centres(track.xy)
+    ipd = np.linalg.norm(left - r, axis=-1)[ok]
     med = float(np.median(d))
     q1, q3 = np.percentile(d, [25, 75])
     mm_per_px = IRIS_DIAMETER_MM / med
@@ -122,7 +124,7 @@ def stabilise(track: LandmarkTrack, scale: Scale, smooth: int = 3) -> Trajectori
     # In blocks of frames: (T, 478, 2) arrays are the largest of a long video,
     # and whole-video temporaries would double or triple them.
     k = (scale.mm_per_px * scale.ipd_px / ipd)[:, None]
-    mm = np.empty_like(xy)
+    mm = np.empty(xy.shape, np.float32)
     for a in range(0, len(xy), 1024):
         b = a + 1024
         rel = xy[a:b] - origin[a:b, None, :]

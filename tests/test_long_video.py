@@ -38,13 +38,13 @@ def test_ten_minute_video_memory_stays_flat(tmp_path):
     big = _peak_mb(long, tmp_path / "l")
     frames = 20 * 900
     # Allowed growth: the per-frame landmark arrays (478 landmarks in image px
-    # and in stabilised mm; the ~100 points tracked for finding steps, as
-    # tracked, aligned and in mm; float64) and nothing else that scales with
+    # and in stabilised mm, float32; the ~100 points tracked for finding steps,
+    # as tracked, aligned and in mm, float64) and nothing else that scales with
     # the video's length.
     points = len(dict.fromkeys(p for s in load_protocol("standard").steps
                                for p in s.primary.all_points))
     points += len({p for v in load_protocol("standard").anchors.values() for p in v})
-    per_frame_mb = (2 * 478 + 3 * points) * 2 * 8 * frames / 2**20
+    per_frame_mb = (2 * 478 * 4 + 3 * points * 8) * 2 * frames / 2**20
     print(f"peak memory: 1 min {small:.0f} MB, 10 min {big:.0f} MB "
           f"(landmark arrays {per_frame_mb:.0f} MB)")
     assert big <= 1.5 * small + per_frame_mb
