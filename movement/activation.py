@@ -329,9 +329,9 @@ def measure_step(
                 if has_check:
                     check = _range(sensor_series(g, side, other)[seg])
             else:
-                act = float(np.nanmean(series[(g.name, side)][peak]))
+                act = _mean(series[(g.name, side)][peak])
                 if has_check:
-                    check = float(np.nanmean(sensor_series(g, side, other)[peak]))
+                    check = _mean(sensor_series(g, side, other)[peak])
             pos, cols = (wt.image_mm, img_cols) if sensor == "image" else (wt.landmarks_mm, lm_cols)
             lvl = _level(pos, g, side, cols)
             flags = []
@@ -360,8 +360,8 @@ def measure_step(
                     primary=g.primary,
                     side=side,
                     activation_mm=act,
-                    rest_mm=float(np.nanmean(lvl[rest_pos])),
-                    peak_mm=float(np.nanmean(lvl[peak])),
+                    rest_mm=_mean(lvl[rest_pos]),
+                    peak_mm=_mean(lvl[peak]),
                     check_mm=check,
                     flags=tuple(flags),
                 )
@@ -477,6 +477,14 @@ def _line_flags(c: CreaseChange) -> tuple[str, ...]:
             "movement reads as lines; see the pictures",
         )
     return ()
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean of the finite values; NaN (without numpy's warning on the clinician's
+    terminal) where a side was lost in every frame, which the flags report."""
+    x = np.asarray(x, dtype=float)
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else float("nan")
 
 
 def _smooth(x: np.ndarray, fps: float, seconds: float) -> np.ndarray:
