@@ -343,6 +343,51 @@ def write_flipped(src: Path, dst: Path, fourcc: str = "mp4v", flip: bool = True)
     return n
 
 
+def tracked_truth(spec: object, out: Path) -> tuple[dict[tuple[str, str], tuple[float, float]],
+                                                     float]:
+    """The truth re-read at the points the analysis tracked, and the scale's error.
+
+    A diagnostic, not a target. The reference truth (the targets) is the movement at
+    the generator's landmarks, found by FaceMesh on the uncompressed base photo; the
+    analysis tracks the landmarks FaceMesh finds on the video's keyframe, which sit
+    about 1 mm away (another image, compressed, tracking mode). Where a field is steep
+    that alone changes a side's truth by several percent. Reading the field at the
+    tracked points (``q = p + f(q)`` from each step's keyframe landmarks, mapped to the
+    base photo through the known head motion) separates that from the tracking.
+    Returns {(step, group): (right, left)} and our mm/px over the generator's.
+    """
+    from movement import synth
+
+    session = json.loads((out / "session.json").read_text(encoding="utf-8"))
+    clip = session["clips"][0]
+    px = np.load(out / "landmarks.npz")["px"]
+    ren = synth.Renderer(spec)  # type: ignore[arg-type]
+    face = ren.face
+    proto = synth.protocol(spec.protocol)  # type: ignore[attr-defined]
+    found = {s["name"]: s for s in session["steps"] if s.get("found")}
+    res: dict[tuple[str, str], tuple[float, float]] = {}
+    for st in spec.steps:  # type: ignore[attr-defined]
+        k = found.get(st.name, {}).get("keyframe", -1)
+        # Speech has no single peak: its truth is a range over the step.
+        if st.syllable_hz > 0 or k is None or not 0 <= k < len(px):
+            continue
+        a = ren.frame_to_base(k / clip["fps"])
+        p = px[k].astype(float) @ a[:, :2].T + a[:, 2]
+        if not np.isfinite(p).all():
+            continue
+        cal = ren.steps[(st.name, st.right_mm, st.left_mm)]
+        try:
+            moved = synth.solve_forward(p, cal.field, 1.0)
+        except RuntimeError:
+            continue
+        for g in proto.step(st.name).groups:
+            res[(st.name, g.name)] = tuple(  # type: ignore[assignment]
+                synth.measure_group(g, side, p, moved, face.up, face.mm_per_px)
+                for side in ("right", "left")
+            )
+    return res, float(clip["scale"]["mm_per_px"] / ren.frame_mm_per_px)
+
+
 def run_case(args: tuple[Case, str]) -> dict:
     """Generate one case, analyse it with the CLI, compare with the truth.
 
@@ -373,6 +418,7 @@ def run_case(args: tuple[Case, str]) -> dict:
     run = run_cli(d / "consult.mp4", d / "out", *extra)
     rows = read_rows(run.out) if run.code == 0 else {}
     peaks = session_peaks(run.out) if run.code == 0 else {}
+    at_tracked, scale_ratio = tracked_truth(spec, run.out) if run.code == 0 else ({}, np.nan)
     steps = []
     for st in truth["steps"]:
         for g in st["groups"]:
@@ -387,6 +433,8 @@ def run_case(args: tuple[Case, str]) -> dict:
                     label=st["name"] if g["primary"] else f"{st['name']}/{g['muscle_group']}",
                     primary=bool(g["primary"]),
                     truth=(tr, tl),
+                    truth_tracked=at_tracked.get((st["name"], g["muscle_group"]),
+                                                 (np.nan, np.nan)),
                     kind=truth_kind(tr, tl),
                     measured=(fnum(r.get("right_mm")), fnum(r.get("left_mm"))),
                     dominant=r.get("dominant_side", "undetermined"),
@@ -417,7 +465,7 @@ def run_case(args: tuple[Case, str]) -> dict:
         r = next((r for k, r in rows.items() if k[0] == name and r["primary"] == "True"), {})
         skipped.append((name, r.get("quality", "error")))
     return dict(case=case, steps=steps, gen_s=gen_s, run_s=run.seconds, error=run.error,
-                skipped=skipped, lines=lines)
+                skipped=skipped, lines=lines, scale_ratio=scale_ratio)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -552,6 +600,56 @@ def print_case(res: dict, out: Callable[[str], None]) -> None:
             f"{'' if quality == 'missing' else '  (WRONG: should be missing)'}")
 
 
+def decomposition(results: list[dict], out: Callable[[str], None]) -> str:
+    """Where the error comes from: the same measured values against the reference
+    truth, against the truth at the tracked points (:func:`tracked_truth`), and that
+    again with the generator's own mm/px instead of the iris scale the analysis read.
+    Diagnostic only; the targets are on the reference truth."""
+    variants = ("reference", "at tracked points", "tracked + true scale")
+    per: dict[str, list[Stats]] = {}
+    ratios = [r["scale_ratio"] for r in results if np.isfinite(r.get("scale_ratio", np.nan))]
+    for res in results:
+        k = res.get("scale_ratio", np.nan)
+        for s in res["steps"]:
+            if not s["primary"] or not np.isfinite(s["truth_tracked"]).all():
+                continue
+            group = "standard" if s["step"] in STEPS else "extended"
+            mr, ml = s["measured"]
+            alts = (s, {**s, "truth": s["truth_tracked"]},
+                    {**s, "truth": s["truth_tracked"], "measured": (mr / k, ml / k),
+                     "dominant": dominant(mr / k, ml / k) if s["quality"] in ("ok", "low")
+                     else s["dominant"]})
+            for key in (s["step"], group):
+                for st, alt in zip(per.setdefault(key, [Stats() for _ in variants]), alts,
+                                   strict=True):
+                    st.add(alt)
+    out("\n# Where the error comes from (diagnostic; the targets use the reference truth)")
+    out("reference = the generator's landmarks on the base photo; at tracked points = the\n"
+        "same fields read at the landmarks the analysis found on each step's keyframe\n"
+        "(FaceMesh places them ~1 mm away on the video); + true scale = measured values\n"
+        "rescaled by the generator's mm/px over the iris scale the analysis read. Primary\n"
+        "values; decisive-side (ok/decisive), median |error| mm, bias mm per column.")
+    head = f"{'step':<12}" + "".join(f" {v:>26}" for v in variants)
+    out(head)
+    summary = ""
+    order = [k for k in (*STEPS, *EXTENDED_STEPS, "standard", "extended") if k in per]
+    for key in order:
+        cells = "".join(
+            f" {pct(st.side)} ({st.side_ok:2d}/{st.decisive:2d}) {q(st.errors, 50):4.2f}"
+            f" {float(np.mean(st.signed)) if st.signed else np.nan:+5.2f}"
+            for st in per[key]
+        )
+        out(f"{key:<12}{cells}")
+        if key == "standard":
+            summary = ("DECOMPOSITION standard decisive-side " + ", ".join(
+                f"{v} {pct1(st.side)}" for v, st in zip(variants, per[key], strict=True)))
+    if ratios:
+        out(f"iris scale read / generator's mm/px: median {np.median(ratios):.3f}"
+            f" (range {min(ratios):.3f}-{max(ratios):.3f}, {len(ratios)} videos)")
+        summary += f"; iris scale median {np.median(ratios):.3f}"
+    return summary
+
+
 def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     """Tables and target checks: the standard steps' primary values (the headline,
     comparable across versions) and, separately, every value of the extended steps."""
@@ -638,6 +736,7 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
              f"max {q(st.peaks, 100):.2f} s"),
         ]
 
+    decomposed = decomposition(results, out)
     crease_met = crease_summary(results, out)
     n_std = sum(1 for r in results if any(s["step"] in STEPS for s in r["steps"]))
     n_ext = sum(1 for r in results if r["case"].protocol == "extended")
@@ -658,6 +757,9 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     if crease_met:
         summary += "\n" + crease_met.pop("line")
         met.update(crease_met)
+    if decomposed:
+        out(decomposed)
+        summary += "\n" + decomposed
     return dict(summary=summary, met=met)
 
 
