@@ -158,7 +158,7 @@ def _hybrid_choice(
     image_series: np.ndarray, landmark_aperture: np.ndarray, rest: np.ndarray, step: np.ndarray
 ) -> str:
     """Image tracker for a lid that stays open; landmarks once it closes or is lost."""
-    ap_rest = np.nanmean(landmark_aperture[rest])
+    ap_rest = _mean(landmark_aperture[rest])
     ap_min = (
         np.nanmin(landmark_aperture[step]) if np.isfinite(landmark_aperture[step]).any() else np.nan
     )
@@ -279,8 +279,8 @@ def measure_step(
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
     lm_cols = {i: i for i in range(478)}
-    img_rest = np.nanmean(wt.image_mm[rest_pos], axis=0)
-    lm_rest = np.nanmean(wt.landmarks_mm[rest_pos], axis=0)
+    img_rest = _mean(wt.image_mm[rest_pos], axis=0)
+    lm_rest = _mean(wt.landmarks_mm[rest_pos], axis=0)
 
     def sensor_series(g: MuscleGroup, side: str, sensor: str) -> np.ndarray:
         if sensor == "image":
@@ -302,7 +302,7 @@ def measure_step(
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
     prim = step.primary
-    mean_prim = np.nanmean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
+    mean_prim = _mean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
     peak = _peak_window(mean_prim, win.start - first, win.end - first, fps)
     res = StepResult(
         win,
@@ -391,11 +391,11 @@ def measure_step(
                              (f"{g.name}:{side}:lower", g.lower_points(side))):
                 if pts:
                     c = np.array([cols[p] for p in pts])
-                    d = np.nanmean(pos[peak][:, c], axis=(0, 1)) - np.nanmean(rest[c], axis=0)
+                    d = _mean(pos[peak][:, c], axis=(0, 1)) - _mean(rest[c], axis=0)
                     res.displacement_mm[key] = d
     for name, pts in protocol.midline.items():
         c = np.array([img_cols[p] for p in pts])
-        d = np.nanmean(wt.image_mm[peak][:, c, 0]) - np.nanmean(img_rest[c, 0])
+        d = _mean(wt.image_mm[peak][:, c, 0]) - _mean(img_rest[c, 0])
         res.drift_mm[name] = float(d)
     for lr in _measure_lines(step, win, res.peak_frames, track, cache):
         res.lines.append(lr)
@@ -479,12 +479,15 @@ def _line_flags(c: CreaseChange) -> tuple[str, ...]:
     return ()
 
 
-def _mean(x: np.ndarray) -> float:
-    """Mean of the finite values; NaN (without numpy's warning on the clinician's
-    terminal) where a side was lost in every frame, which the flags report."""
+def _mean(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> float | np.ndarray:
+    """Mean of the finite values (over ``axis``); NaN (without numpy's warning on the
+    clinician's terminal) where a point or side was lost in every frame, which the
+    flags report."""
     x = np.asarray(x, dtype=float)
     ok = np.isfinite(x)
-    return float(x[ok].mean()) if ok.any() else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(ok, x, 0.0).sum(axis=axis) / ok.sum(axis=axis)
+    return float(m) if axis is None else m
 
 
 def _smooth(x: np.ndarray, fps: float, seconds: float) -> np.ndarray:

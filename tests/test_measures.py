@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from movement import synth
-from movement.activation import _peak_window, count_movements
+from movement.activation import _mean, _peak_window, count_movements
 from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
 from movement.face import measure_series
 from movement.protocol import Thresholds, load_protocol
@@ -95,3 +97,18 @@ def test_peak_time_is_the_middle_of_the_movement_not_of_its_noisy_top():
         errors.append(abs(float(t[frames].mean()) - motion.peak_s))
     assert np.percentile(errors, 90) < 0.1, np.round(sorted(errors)[-8:], 3)
     assert max(errors) <= 0.2, np.round(sorted(errors)[-8:], 3)
+
+
+def test_a_point_lost_in_every_frame_reads_nan_without_a_numpy_warning():
+    # A lid or corner lost in all rest frames must not print "Mean of empty slice" on
+    # the clinician's terminal; its NaN is reported by the flags instead.
+    x = np.array([[1.0, np.nan, 2.0], [3.0, np.nan, np.nan], [np.nan, np.nan, 4.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cols = _mean(x, axis=0)
+        whole = _mean(x)
+        empty = _mean(x[:, 1])
+    np.testing.assert_allclose(cols, [2.0, np.nan, 3.0])
+    assert whole == pytest.approx(2.5)
+    assert np.isnan(empty)
+    np.testing.assert_allclose(_mean(np.ones((2, 3, 2)), axis=(0, 1)), [1.0, 1.0])
