@@ -656,6 +656,36 @@ def decomposition(results: list[dict], out: Callable[[str], None]) -> str:
     return summary
 
 
+def between_recordings(results: list[dict], out: Callable[[str], None]) -> str:
+    """How far two recordings of the same movement can read apart: per step, the
+    spread of the difference between two cases' signed errors (every pair of
+    primary side values of ok/low quality, across conditions). A change between
+    two visits smaller than this is within what the measurement itself reproduces,
+    before the patient's own variation (effort, pose, light) adds to it."""
+    signed: dict[str, list[float]] = {}
+    for res in results:
+        for s in res["steps"]:
+            if not s["primary"] or s["quality"] not in ("ok", "low") or s["moves_truth"]:
+                continue
+            for m, t in zip(s["measured"], s["truth"], strict=True):
+                if np.isfinite(m):
+                    signed.setdefault(s["step"], []).append(m - t)
+    out("\n# Between recordings (what a change between two visits must exceed)")
+    out("|error of one recording - error of another| over every pair of primary side values\n"
+        "of a step across the cases (conditions differ, the movement is known in both).")
+    out(f"{'step':<12} {'values':>6} {'median':>7} {'p90':>6} {'p95':>6}")
+    p95 = {}
+    for st in (*STEPS, *EXTENDED_STEPS):
+        e = np.asarray(signed.get(st, []))
+        if len(e) < 4:
+            continue
+        d = np.abs(e[:, None] - e[None, :])[np.triu_indices(len(e), 1)]
+        p95[st] = float(np.percentile(d, 95))
+        out(f"{st:<12} {len(e):6d} {np.median(d):7.2f} {np.percentile(d, 90):6.2f}"
+            f" {p95[st]:6.2f}")
+    return "BETWEEN RECORDINGS p95 " + " ".join(f"{k} {v:.2f}" for k, v in p95.items())
+
+
 def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     """Tables and target checks: the standard steps' primary values (the headline,
     comparable across versions) and, separately, every value of the extended steps."""
@@ -743,6 +773,7 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
         ]
 
     decomposed = decomposition(results, out)
+    between = between_recordings(results, out)
     crease_met = crease_summary(results, out)
     n_std = sum(1 for r in results if any(s["step"] in STEPS for s in r["steps"]))
     n_ext = sum(1 for r in results if r["case"].protocol == "extended")
@@ -766,6 +797,8 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     if decomposed:
         out(decomposed)
         summary += "\n" + decomposed
+    out(between)
+    summary += "\n" + between
     return dict(summary=summary, met=met)
 
 
