@@ -30,6 +30,7 @@ from typing import Any
 
 from movement import __version__
 from movement.htmlkit import BASE_CSS, staged_folder
+from movement.protocol import ProtocolError, load_protocol
 from movement.store import (
     COMPARISON_FILE,
     History,
@@ -78,6 +79,15 @@ class GroupView:
     title: str
     rows: list[dict[str, Any] | None]  # per session (same order), the asymmetry row or None
     statement: str = ""
+    # Two recordings of one movement read this far apart (the protocol's repeat_mm);
+    # a smaller change is within the measurement's own variation. None: not known.
+    repeat_mm: float | None = None
+
+    def within_variation(self, change_mm: float | None) -> bool:
+        return (
+            self.repeat_mm is not None and change_mm is not None
+            and abs(change_mm) < self.repeat_mm
+        )  # fmt: skip
 
 
 @dataclass
@@ -145,6 +155,7 @@ def build(
             k = (r["step"], r["muscle_group"], r["measure"])
             keys[k] = keys.get(k, False) or bool(r["primary"])
     names = [k[1] for k in keys]
+    repeat = _repeatability(chosen)
     for k, primary in keys.items():
         step, group, measure = k
         what = {"crease": " lines", "movements": " movements", "range_mm": " range"}.get(
@@ -158,7 +169,9 @@ def build(
                 if (r["step"], r["muscle_group"], r["measure"]) == k
             ]  # fmt: skip
             rows.append(match[0] if match else None)
-        cmp.groups.append(GroupView(step, group, measure, primary, title, rows))
+        cmp.groups.append(
+            GroupView(step, group, measure, primary, title, rows, repeat_mm=repeat.get(k))
+        )
     # Primary measurements first: they are what each step is for.
     cmp.groups.sort(key=lambda g: not g.primary)
     bi = _index(cmp, cmp.baseline)
@@ -180,6 +193,23 @@ def build(
             "side follows its own protocol."
         )
     return cmp
+
+
+def _repeatability(sessions: Sequence[SessionSummary]) -> dict[tuple[str, str, str], float]:
+    """repeat_mm per (step, muscle group, measure) from the sessions' protocols, the
+    latest session's first. A protocol no longer installed (a clinic's own file that
+    moved) gives none: changes are then shown without the marker."""
+    out: dict[tuple[str, str, str], float] = {}
+    for name in dict.fromkeys(s.protocol for s in reversed(sessions)):
+        try:
+            proto = load_protocol(name)
+        except ProtocolError:
+            continue
+        for st in proto.steps:
+            for g in st.groups:
+                if g.repeat_mm is not None:
+                    out.setdefault((st.name, g.name, g.measure), g.repeat_mm)
+    return out
 
 
 def _index(cmp: Comparison, s: SessionSummary) -> int:
@@ -323,6 +353,9 @@ def statement(
         mm, pct = change(b, n)
         u = unit(g.measure)
         rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)}{u}"
+        # "±0 %" already says nothing changed.
+        if g.within_variation(mm) and not rel.startswith("±"):
+            rel += ", within measurement variation"
         parts.append((side, f"{_mm(b)} → {_mm(n)}{u} ({rel})"))
     parts.sort(key=lambda p: p[0] != lead)
     text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
@@ -412,7 +445,7 @@ tr.q-low td{background:#fff8e6}tr.q-unusable td,tr.q-missing td{background:#fdee
 .badge{display:inline-block;border-radius:3px;padding:1px 7px;font-size:12px;font-weight:600}
 .statements{margin:6px 0 4px;padding-left:20px}.statements li{margin:5px 0;font-size:15px}
 .statement{font-size:15px;margin:2px 0 6px}
-.down{color:#1d6b2f}.up{color:#8a2b0c}
+.down{color:#1d6b2f}.up{color:#8a2b0c}.same{color:#777}
 .alert{border-left:4px solid #e69a00;background:#fff6e3;padding:7px 12px;margin:5px 0}
 .note{font-size:12px;color:#566}
 """
@@ -603,11 +636,17 @@ def _timeline(cmp: Comparison, out_dir: Path) -> str:
     return f"<table>{head}{''.join(i[2] for i in items)}</table>"
 
 
-def _pct_cell(mm: float | None, pct: float | None, u: str = " mm") -> str:
+def _pct_cell(
+    mm: float | None, pct: float | None, u: str = " mm", repeat_mm: float | None = None
+) -> str:
     if mm is None:
         return "<td>—</td>"
-    cls = "down" if mm < 0 else "up" if mm > 0 else ""
     rel = f" ({_signed(pct, 0)} %)" if pct is not None else ""
+    if repeat_mm is not None and abs(mm) < repeat_mm:
+        tip = (f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
+               "can read apart: within the measurement's own variation")
+        return (f"<td class='ch same' title='{_esc(tip)}'>≈ {_signed(mm, 2)}{u}{rel}</td>")
+    cls = "down" if mm < 0 else "up" if mm > 0 else ""
     return f"<td class='ch {cls}'>{_signed(mm, 2)}{u}{rel}</td>"
 
 
@@ -632,7 +671,8 @@ def _group_table(cmp: Comparison, g: GroupView) -> str:
             changes = "<td>baseline</td><td>baseline</td>"
         else:
             changes = "".join(
-                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure))
+                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure),
+                          g.repeat_mm)
                 for side in ("right", "left")
             )
         body.append(
@@ -694,7 +734,9 @@ def render_html(cmp: Comparison, out_dir: Path) -> str:
 side (mm); the change is from the baseline session, in mm and % of the baseline. Each line
 names the last treatment of that muscle group before the compared session; a treatment on the
 same day as a session counts as given after filming. Dominance follows each session's protocol
-thresholds.</p></section>
+thresholds. A change marked ≈ (grey) is smaller than two recordings of the same movement can
+read apart (the protocol's repeat_mm, from the accuracy benchmark): within the measurement's
+own variation, before the patient's effort, pose and light add to it.</p></section>
 <section id="timeline"><h2>Sessions and treatments</h2>{_timeline(cmp, out_dir)}</section>
 <section id="balance"><h2>Asymmetry index over time</h2>
 <p class="note">Positive = the patient's right pulls harder, negative = left; 0 = balanced.

@@ -46,6 +46,7 @@ class MuscleGroup:
     affine: bool = False  # refine each image point with an affine patch (skin that bunches)
     cross_check_mm: float | None = None  # own limit of image vs landmark disagreement
     reliability: str = ""  # why a value may mislead (shown beside every reading)
+    repeat_mm: float | None = None  # two recordings of one movement read this far apart
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -226,6 +227,16 @@ def _ints(value: object, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _positive_mm(raw: dict, key: str, where: str) -> float | None:
+    """An optional positive number of mm; a clear error for anything else."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ProtocolError(f"{where}: {key} must be a positive number of mm")
+    return float(value)
+
+
 def _group(raw: dict, where: str) -> MuscleGroup:
     try:
         g = MuscleGroup(
@@ -241,10 +252,9 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             note=str(raw.get("note", "")),
             half_ring=bool(raw.get("half_ring", False)),
             affine=bool(raw.get("affine", False)),
-            cross_check_mm=(
-                float(raw["cross_check_mm"]) if raw.get("cross_check_mm") is not None else None
-            ),
+            cross_check_mm=_positive_mm(raw, "cross_check_mm", where),
             reliability=str(raw.get("reliability", "")),
+            repeat_mm=_positive_mm(raw, "repeat_mm", where),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None
@@ -256,8 +266,6 @@ def _group(raw: dict, where: str) -> MuscleGroup:
         raise ProtocolError(f"{where}: sensor must be one of {sorted(SENSORS)}")
     if not isinstance(raw.get("affine", False), bool):
         raise ProtocolError(f"{where}: affine must be true or false")
-    if g.cross_check_mm is not None and not g.cross_check_mm > 0:
-        raise ProtocolError(f"{where}: cross_check_mm must be a positive number of mm")
     if not g.right or not g.left:
         raise ProtocolError(f"{where}: both sides need points")
     if g.kind in ("aperture", "opening") and (not g.right_lower or not g.left_lower):

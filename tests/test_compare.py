@@ -50,7 +50,8 @@ def test_two_sessions_and_a_treatment(clinic, tmp_path):
         "14 days after 6 U right / 4 U left (Botox, 2026-01-05); now balanced"
     )
     assert st["corrugator_procerus"] == (
-        "right corrugator procerus: 2.9 → 1.0 mm (−66 %), left 1.4 → 0.9 mm (−36 %), "
+        "right corrugator procerus: 2.9 → 1.0 mm (−66 %), "
+        "left 1.4 → 0.9 mm (−36 %, within measurement variation), "
         "14 days after 4 U right / 4 U left / 10 U midline (Botox, 2026-01-05); now balanced"
     )
     assert st["platysma"] == (
@@ -231,3 +232,31 @@ def test_concurrent_analyses_leave_the_newest_comparison(tmp_path):
     rows = _rows(link.parent / "comparison.csv")
     assert len({r["session_id"] for r in rows}) == 8
     assert not [p for p in link.parent.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path, monkeypatch):
+    # The frown reads 0.66 mm apart between two recordings of one movement (the
+    # protocol's repeat_mm): its left 1.4 -> 0.9 mm is within that, its right
+    # 2.9 -> 1.0 mm and the raise's 2.0 -> 1.0 mm are not.
+    cmp = compare.compare(clinic, "p1", tmp_path / "cmp")
+    g = {x.muscle_group: x for x in cmp.groups}
+    assert g["corrugator_procerus"].repeat_mm == pytest.approx(0.66)
+    assert "left 1.4 → 0.9 mm (−36 %, within measurement variation)" in g[
+        "corrugator_procerus"].statement
+    assert "within" not in g["frontalis"].statement
+    page = (tmp_path / "cmp" / compare.COMPARISON_FILE).read_text(encoding="utf-8")
+    marked = re.findall(r"<td class='ch same' title='([^']*)'>≈ ([^<]*)</td>", page)
+    # The unchanged smile and squint are within it too.
+    assert sorted(m[1] for m in marked) == ["±0.00 mm (±0 %)"] * 4 + ["−0.50 mm (−36 %)"]
+    assert any("0.66 mm two recordings" in m[0] for m in marked)
+    assert "<td class='ch down'>−2.90 mm (−71 %)</td>" in page
+    # A protocol that is no longer installed gives no figure: changes stay unmarked.
+    def gone(name):
+        raise compare.ProtocolError(f"protocol '{name}' not found")
+
+    monkeypatch.setattr(compare, "load_protocol", gone)
+    cmp = compare.compare(clinic, "p1", tmp_path / "cmp2")
+    assert all(x.repeat_mm is None for x in cmp.groups)
+    assert not any("within" in x.statement for x in cmp.groups)
+    assert "class='ch same'" not in (tmp_path / "cmp2" / compare.COMPARISON_FILE).read_text(
+        encoding="utf-8")

@@ -48,6 +48,9 @@ def _data():
         (lambda d: d.update(steps=[]), "no \\[\\[steps\\]\\]"),
         (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm=-1), "cross_check_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(affine="yes"), "affine"),
+        (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm="abc"), "cross_check_mm"),
+        (lambda d: d["steps"][0]["groups"][0].update(repeat_mm=0), "repeat_mm"),
+        (lambda d: d["steps"][0]["groups"][0].update(repeat_mm="0.5"), "repeat_mm"),
     ],
 )
 def test_invalid_protocols_are_refused_with_a_reason(mutate, message):
@@ -125,3 +128,13 @@ def test_a_clinic_protocol_can_extend_another_and_loops_are_refused(tmp_path):
     (tmp_path / "b.toml").write_text('extends = "a"\nname = "b"\n')
     with pytest.raises(ProtocolError, match="loops"):
         load_protocol(tmp_path / "a.toml")
+
+
+def test_every_primary_mm_measure_says_how_far_two_recordings_read_apart():
+    # The comparison marks smaller changes between visits as within the measurement's
+    # variation; a primary group without the figure would never be marked.
+    for name in ("standard", "extended"):
+        for st in load_protocol(name).steps:
+            if st.mode == "range":
+                continue
+            assert st.primary.repeat_mm is not None and 0 < st.primary.repeat_mm < 1, st.name
