@@ -227,6 +227,25 @@ def _ints(value: object, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _number(raw: dict, key: str, where: str, default: float | None = None) -> float | None:
+    """An optional number; a clear error for a text or a list where one belongs."""
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{where}: {key} must be a number (got {value!r})")
+    return float(value)
+
+
+def _numbers(table: object, where: str) -> dict:
+    """A table of numbers ([thresholds], [detection], [plausibility]), checked."""
+    if not isinstance(table, dict):
+        raise ProtocolError(f"{where} must be a table")
+    for k in table:
+        _number(table, k, where)
+    return dict(table)
+
+
 def _positive_mm(raw: dict, key: str, where: str) -> float | None:
     """An optional positive number of mm; a clear error for anything else."""
     value = raw.get(key)
@@ -355,18 +374,14 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             Step(
                 name=str(rs["name"]),
                 instruction=str(rs.get("instruction", "")),
-                duration_s=float(rs.get("duration_s", 3.0)),
+                duration_s=float(_number(rs, "duration_s", sw, 3.0)),  # type: ignore[arg-type]
                 anchors=regions,
                 groups=groups,
                 detect=str(rs.get("detect", "")),
                 creases=creases,
                 mode=str(rs.get("mode", "peak")),
-                merge_gap_s=(
-                    float(rs["merge_gap_s"]) if rs.get("merge_gap_s") is not None else None
-                ),
-                min_bout_s=(
-                    float(rs["min_bout_s"]) if rs.get("min_bout_s") is not None else None
-                ),
+                merge_gap_s=_number(rs, "merge_gap_s", sw),
+                min_bout_s=_number(rs, "min_bout_s", sw),
             )
         )
     names = [s.name for s in steps]
@@ -407,9 +422,11 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             midline=midline,
             rest_measures=tuple(rest),
             pairs=pairs,
-            thresholds=Thresholds(**data.get("thresholds", {})),
-            detection=Detection(**data.get("detection", {})),
-            plausibility=Plausibility(**data.get("plausibility", {})),
+            thresholds=Thresholds(**_numbers(data.get("thresholds", {}), f"{where}: thresholds")),
+            detection=Detection(**_numbers(data.get("detection", {}), f"{where}: detection")),
+            plausibility=Plausibility(
+                **_numbers(data.get("plausibility", {}), f"{where}: plausibility")
+            ),
             path=path,
         )
     except TypeError as exc:

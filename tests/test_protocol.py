@@ -51,6 +51,10 @@ def _data():
         (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm="abc"), "cross_check_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(repeat_mm=0), "repeat_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(repeat_mm="0.5"), "repeat_mm"),
+        (lambda d: d["steps"][0].update(duration_s="abc"), "duration_s must be a number"),
+        (lambda d: d["thresholds"].update(min_diff_mm="x"), "min_diff_mm must be a number"),
+        (lambda d: d["detection"].update(min_bout_s=[1]), "min_bout_s must be a number"),
+        (lambda d: d.update(plausibility=3), "plausibility must be a table"),
     ],
 )
 def test_invalid_protocols_are_refused_with_a_reason(mutate, message):
