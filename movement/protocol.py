@@ -429,7 +429,7 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             ),
             path=path,
         )
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{where}: {exc}") from None
 
 
