@@ -63,7 +63,7 @@ COMPARISON_COLUMNS = [
     "patient", "session_id", "date", "label", "baseline_session_id", "days_since_treatment",
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
     "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
-    "left_change_pct", "asymmetry_index_change", "group_last_treated", "units_right",
+    "left_change_pct", "repeat_mm", "asymmetry_index_change", "group_last_treated", "units_right",
     "units_left", "units_midline", "products", "statement",
 ]  # fmt: skip
 
@@ -415,6 +415,8 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
                     right_change_pct=_r(chg["right"][1], 1),
                     left_change_mm=_r(chg["left"][0]),
                     left_change_pct=_r(chg["left"][1], 1),
+                    # A change smaller than this is within the measurement's variation.
+                    repeat_mm=_r(g.repeat_mm, 2),
                     asymmetry_index_change=_r(None if ai is None or bai is None else ai - bai),
                     group_last_treated=tx[0].date if tx else "",
                     units_right=_r(u.get("right"), 1),

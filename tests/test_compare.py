@@ -70,6 +70,7 @@ def test_two_sessions_and_a_treatment(clinic, tmp_path):
     assert (two["right_mm"], two["left_mm"]) == ("1.200", "1.000")
     assert (two["right_change_mm"], two["right_change_pct"]) == ("-2.900", "-70.7")
     assert (two["left_change_mm"], two["left_change_pct"]) == ("-1.000", "-50.0")
+    assert two["repeat_mm"] == "0.23"  # the raise's: both changes are beyond it
     assert two["asymmetry_index_change"] == f"{(0.2 / 2.2) - (2.1 / 6.1):.3f}"
     assert (two["days_since_treatment"], two["group_last_treated"]) == ("14", "2026-01-05")
     assert (two["units_right"], two["units_left"], two["units_midline"]) == ("6.0", "4.0", "")
