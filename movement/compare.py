@@ -83,12 +83,6 @@ class GroupView:
     # a smaller change is within the measurement's own variation. None: not known.
     repeat_mm: float | None = None
 
-    def within_variation(self, change_mm: float | None) -> bool:
-        return (
-            self.repeat_mm is not None and change_mm is not None
-            and abs(change_mm) < self.repeat_mm
-        )  # fmt: skip
-
 
 @dataclass
 class Comparison:
@@ -193,6 +187,11 @@ def build(
             "side follows its own protocol."
         )
     return cmp
+
+
+def _within_variation(change_mm: float | None, repeat_mm: float | None) -> bool:
+    """The change is smaller than two recordings of one movement read apart."""
+    return repeat_mm is not None and change_mm is not None and abs(change_mm) < repeat_mm
 
 
 def _repeatability(sessions: Sequence[SessionSummary]) -> dict[tuple[str, str, str], float]:
@@ -354,7 +353,7 @@ def statement(
         u = unit(g.measure)
         rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)}{u}"
         # "±0 %" already says nothing changed.
-        if g.within_variation(mm) and not rel.startswith("±"):
+        if _within_variation(mm, g.repeat_mm) and not rel.startswith("±"):
             rel += ", within measurement variation"
         parts.append((side, f"{_mm(b)} → {_mm(n)}{u} ({rel})"))
     parts.sort(key=lambda p: p[0] != lead)
@@ -644,7 +643,7 @@ def _pct_cell(
     if mm is None:
         return "<td>—</td>"
     rel = f" ({_signed(pct, 0)} %)" if pct is not None else ""
-    if repeat_mm is not None and abs(mm) < repeat_mm:
+    if _within_variation(mm, repeat_mm):
         tip = (f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
                "can read apart: within the measurement's own variation")
         return (f"<td class='ch same' title='{_esc(tip)}'>≈ {_signed(mm, 2)}{u}{rel}</td>")

@@ -227,13 +227,15 @@ def _ints(value: object, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _number(raw: dict, key: str, where: str, default: float | None = None) -> float | None:
+def _number(
+    raw: dict, key: str, where: str, default: float | None = None, what: str = "a number"
+) -> float | None:
     """An optional number; a clear error for a text or a list where one belongs."""
     value = raw.get(key, default)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(f"{where}: {key} must be a number (got {value!r})")
+        raise ProtocolError(f"{where}: {key} must be {what} (got {value!r})")
     return float(value)
 
 
@@ -248,12 +250,11 @@ def _numbers(table: object, where: str) -> dict:
 
 def _positive_mm(raw: dict, key: str, where: str) -> float | None:
     """An optional positive number of mm; a clear error for anything else."""
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ProtocolError(f"{where}: {key} must be a positive number of mm")
-    return float(value)
+    what = "a positive number of mm"
+    value = _number(raw, key, where, what=what)
+    if value is not None and not value > 0:
+        raise ProtocolError(f"{where}: {key} must be {what} (got {raw[key]!r})")
+    return value
 
 
 def _group(raw: dict, where: str) -> MuscleGroup:
