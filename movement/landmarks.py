@@ -23,7 +23,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from movement.face import IRIS_DIAMETER_MM, iris_diameter_px
 from movement.video import VideoInfo, frames
 
 CACHE_FACE_PX = 320
@@ -279,18 +278,3 @@ def _crop(
         borderValue=0,
     )
     return out, (ox, oy)
-
-
-def scale_mm_per_px(track: LandmarkTrack, frames_idx: np.ndarray) -> tuple[float, float]:
-    """mm per pixel from the iris diameter, median over the given frames.
-
-    Returns (mm_per_px, relative spread). The spread (IQR / median) tells how
-    stable the iris reading was.
-    """
-    d = iris_diameter_px(track.xy[frames_idx])
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return float("nan"), float("nan")
-    med = float(np.median(d))
-    q1, q3 = np.percentile(d, [25, 75])
-    return IRIS_DIAMETER_MM / med, float((q3 - q1) / med)
