@@ -41,6 +41,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CLIP = ROOT.parent / "shared" / "data" / "pexels_wolfganglanger_cry_laugh.mp4"
+SECOND_FACE_FRAME = 240
+"""Frame of the real clip the second face is taken from (10.0 s): frontal (nose within 3 %
+of the inter-eye distance from the eyes' midpoint), eyes open, lips slightly apart."""
 STEPS = ("frown", "raise", "squint", "eee", "smile")
 EXTENDED_STEPS = ("pout", "scrunch", "gummy_smile", "sad_mouth", "clench", "speech")
 
@@ -103,7 +106,10 @@ class Case:
     def describe(self) -> str:
         s = dict(self.spec)
         w, h = s.pop("frame_size", (960, 540))
+        face = s.pop("face", None)
         bits = [f"{w}x{h}"] + [f"{k}={v}" for k, v in s.items()]
+        if face:
+            bits.append(f"face {Path(face).name}")
         if self.mirrored:
             bits.append("analysed --mirrored")
         if self.protocol != "standard":
@@ -168,6 +174,20 @@ def all_cases() -> list[Case]:
         creases=True, frame_size=SD, noise_sigma=3.0, jpeg_quality=35)
     add("ext-skip", "extended, steps skipped", "mix", 1, 1241, protocol="extended",
         skip=("sad_mouth", "scrunch"), creases=True, frame_size=SD, **MILD)
+    # A second face: one frame of the real clip, when ../shared is present. Another
+    # skin, lighting, eye shape and resolution (upscaled from a 640x360 video frame).
+    if REAL_CLIP.exists():
+        face = f"{REAL_CLIP}@{SECOND_FACE_FRAME}"
+        add("face2-asym", "second face, clean 960x540", "asym", 2, 1301, frame_size=SD,
+            face=face)
+        add("face2-mix", "second face, clean 960x540", "mix", 2, 1311, frame_size=SD,
+            face=face)
+        add("face2-sym", "second face, clean 960x540", "sym", 1, 1321, frame_size=SD,
+            face=face)
+        add("face2-mild", "second face, mild motion", "mix", 2, 1331, frame_size=SD,
+            face=face, **MILD)
+        add("face2-mirrored", "second face, mirrored selfie", "mix", 1, 1341, mirrored=True,
+            frame_size=SD, face=face, **MILD)
     return c
 
 
@@ -1173,8 +1193,11 @@ def main(argv: list[str] | None = None) -> int:
     src0 = source_hash(pkg)
     where = "" if pkg.parent == ROOT else " -- not this checkout (PYTHONPATH)"
     out(f"Code measured: {pkg} (sources {src0}){where}")
-    out("Generated consults (movement.synth: astronaut photo, warp fields with exact truth), "
-        "standard layout ~26.5 s, 30 fps, analysed with `movement analyze -q` (subprocess).")
+    second = (f"; a second face from {REAL_CLIP.name} frame {SECOND_FACE_FRAME}"
+              if REAL_CLIP.exists() else "; no second face (../shared/data absent)")
+    out("Generated consults (movement.synth: astronaut photo" + second + "; warp fields with "
+        "exact truth), standard layout ~26.5 s, 30 fps, analysed with `movement analyze -q` "
+        "(subprocess).")
     out("Not covered: head turn (yaw) -- the generator has none; only roll, shift and zoom.")
     summary: dict = {}
     figures: dict[str, float] = {}

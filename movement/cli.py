@@ -367,6 +367,11 @@ def protocols(name: str | None) -> None:
 @click.option("--noise", type=float, default=0.0, help="Gaussian pixel noise sigma.")
 @click.option("--size", default="960x540", show_default=True, help="Frame size WxH.")
 @click.option("--seed", type=int, default=0)
+@click.option(
+    "--face", default=None, metavar="PHOTO",
+    help="Warp this face instead of the astronaut: an image file, or VIDEO@FRAME "
+    "(a frame of a video). A frontal face with open eyes.",
+)
 def synth(
     out: str,
     sample: bool,
@@ -380,9 +385,18 @@ def synth(
     noise: float,
     size: str,
     seed: int,
+    face: str | None,
 ) -> None:
     """Write a synthetic consult video with known per-side movement (and its truth)."""
     from movement import synth as sy
+
+    if face is not None:
+        if sample:
+            raise Failure("--face: the sample is the astronaut; leave out --sample", 2)
+        try:
+            sy.use_face(face)
+        except ValueError as exc:
+            raise Failure(f"--face: {exc}", 2) from None
 
     extended = protocol_name == "extended"
     if sample:
@@ -404,6 +418,7 @@ def synth(
         spec = sy.standard_spec(
             amps, creases=folds, protocol=protocol_name, frame_size=(w, h), roll_deg=roll_deg,
             shift_px=shift_px, zoom=zoom, noise_sigma=noise, mirrored=mirrored, seed=seed,
+            face=face or sy.ASTRONAUT,
         )
     except ValueError as exc:
         raise Failure(str(exc), 2) from None

@@ -3,7 +3,8 @@
 One pass over the video produces
 
 * :class:`LandmarkTrack`: per-frame 478 landmarks in image pixels (NaN where no
-  face was found), timestamps and the number of faces seen;
+  face was found), timestamps and the number of faces seen, and every half second
+  a fresh detection of the face (for the millimetre scale);
 * a :class:`FrameCache`: a grey-level crop around the face of every frame, on
   disk (memory-mapped), so the image tracker can revisit any frame without
   decoding the video again and memory stays flat in the video's length.
@@ -17,7 +18,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -95,11 +96,17 @@ class LandmarkTrack:
     xy : (T, 478, 2) float32 image pixels, NaN where no face (float32 is the face
         mesh's own precision, and halves the largest array of a long video)
     n_faces : (T,) faces seen in the frame
+    fresh_frames : (K,) frames that also had a fresh detection (static mode)
+    fresh_xy : (K, 478, 2) float32 its landmarks, image pixels
     """
 
     t: np.ndarray
     xy: np.ndarray
     n_faces: np.ndarray
+    fresh_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    fresh_xy: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 478, 2), np.float32)
+    )
 
     @property
     def valid(self) -> np.ndarray:
@@ -107,6 +114,16 @@ class LandmarkTrack:
 
     def __len__(self) -> int:
         return len(self.t)
+
+
+FRESH_EVERY_S = 0.5
+"""A fresh (static-mode) detection of the face this often, for the iris scale. Tracking
+mode's iris depends on the face: on two generated faces it read the iris 1.7 % and
+8.6 % larger than a still-image detection of the same face at the same size, fresh
+detections of the videos 2.4 % and 1.7 % (benchmark, docs/METHOD.md §3)."""
+FRESH_MAX = 120
+"""At most this many fresh detections per video (about 30 ms each): a long video
+spaces them out."""
 
 
 def _face_height(pts: np.ndarray) -> float:
@@ -137,7 +154,8 @@ def track_landmarks(
     is lost; it is several times faster than per-frame detection and smoother.
     Up to two faces are tracked. The mesh's own detector is short-range and
     misses a smaller second person in a wide frame, so a full-range face
-    detector also counts the faces twice a second (about 5 ms each).
+    detector also counts the faces twice a second (about 5 ms each). As often,
+    the face is also detected afresh (static mode) for the scale (FRESH_EVERY_S).
     """
     import mediapipe as mp
 
@@ -154,6 +172,14 @@ def track_landmarks(
         min_detection_confidence=0.5,
         min_tracking_confidence=0.5,
     )
+    fresh_mesh = mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+        min_detection_confidence=0.5,
+    )
+    fresh_every = max(int(round(info.fps * FRESH_EVERY_S)), 1,
+                      -(-max(info.frame_count, 0) // FRESH_MAX))
+    fresh_frames: list[int] = []
+    fresh_xy: list[np.ndarray] = []
     tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
     cache: FrameCache | None = None
     done = False
@@ -204,6 +230,11 @@ def track_landmarks(
                         pts = max(cands, key=lambda c: c[:, 0].mean())
                     else:
                         pts = max(cands, key=_face_height)
+                if faces and fr.index % fresh_every == 0:
+                    again = _fresh(fresh_mesh, rgb, pts, wh)
+                    if again is not None:
+                        fresh_frames.append(len(ts))
+                        fresh_xy.append(again)
                 if cache is None and faces:
                     # Small faces are upsampled (at most 2x) so that the image
                     # tracker's few-millimetre window spans enough pixels.
@@ -228,6 +259,7 @@ def track_landmarks(
             writer_q.put(None)
             writer.join()
             mesh.close()
+            fresh_mesh.close()
             counter.close()
         if writer_error:
             raise writer_error[0]
@@ -241,7 +273,22 @@ def track_landmarks(
             # Only the folder: the step-finding tracker may still be reading
             # the open file (the caller stops it), and a running writer too.
             shutil.rmtree(tmp, ignore_errors=True)
-    return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf)), cache
+    fresh = (np.array(fresh_frames, dtype=int),
+             np.array(fresh_xy, dtype=np.float32).reshape(-1, 478, 2))
+    return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf), *fresh), cache
+
+
+def _fresh(mesh: object, rgb: np.ndarray, pts: np.ndarray, wh: np.ndarray) -> np.ndarray | None:
+    """The fresh detection of the tracked face ``pts`` in this frame, or None."""
+    found = mesh.process(rgb).multi_face_landmarks or []  # type: ignore[attr-defined]
+    centre = np.nanmean(pts[:468], axis=0)
+    best, dist = None, 0.2 * _face_height(pts)  # another face is further away than this
+    for f in found:
+        c = np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
+        d = float(np.linalg.norm(c[:468].mean(axis=0) - centre))
+        if d < dist:
+            best, dist = c.astype(np.float32), d
+    return best
 
 
 def _crop(

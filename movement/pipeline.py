@@ -323,7 +323,8 @@ def session_record(session: Session) -> dict:
             dict(
                 stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"
             ),
-            dict(stage="scale", method="median visible iris diameter = 11.7 mm"),
+            dict(stage="scale", method="visible iris diameter = 11.7 mm, median of fresh "
+                 "(static-mode) detections every 0.5 s relative to the inter-iris distance"),
             dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),
             dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
             dict(

@@ -54,6 +54,72 @@ _ASTRONAUT_FACE_BOX = (179.0, 71.0, 271.0, 177.0)
 _CROP_FACE_FRAC = 0.55
 # Crop aspect: 16:9 so that the default 1280x720 frame shows real photo everywhere.
 _CROP_ASPECT = 16 / 9
+_PAD_FRAC = 0.3
+"""Margin (share of the crop) added around another photo's crop by replicating its
+edge, where the photo holds too little around the face (a close-up video frame);
+replicated rather than reflected so that no mirror copy of the face appears."""
+
+ASTRONAUT = "astronaut"
+"""The default face: ``skimage.data.astronaut``."""
+
+_face = ASTRONAUT
+"""The photo :func:`base_face` builds from (see :func:`use_face`)."""
+
+
+def use_face(face: str) -> None:
+    """Render every later base face, field and truth from ``face``.
+
+    ``face`` is ``"astronaut"``, an image file, or ``"VIDEO@FRAME"`` (a frame of a
+    video, e.g. a real clip, for a benchmark on more than one face). The caches built
+    on the previous face are dropped. :class:`Renderer` calls this with its spec's face,
+    so a spec always renders its own face.
+    """
+    global _face
+    if face == _face:
+        return
+    from movement import synth_creases  # imported here: it builds on this module
+
+    _face_source(face)  # fail here, on a bad name, not in a later render
+    _face = face
+    for fn in (_base_face, calibrate_step, synth_creases._placed, synth_creases.hair_texture,
+               synth_creases.beard_texture, synth_creases.glasses_texture):
+        fn.cache_clear()
+
+
+@lru_cache(maxsize=2)
+def _face_source(face: str) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """(BGR photo, face box x0, y0, x1, y1 of its landmarks) for a face name."""
+    if face == ASTRONAUT:
+        from skimage import data  # imported lazily: only the generator needs it
+
+        return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), _ASTRONAUT_FACE_BOX
+    path, _, frame = face.rpartition("@") if "@" in face else (face, "", "")
+    if frame and not frame.isdigit():
+        raise ValueError(f"{face}: use VIDEO@FRAME with a frame number")
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    if frame:
+        cap = cv2.VideoCapture(path)
+        try:
+            img = None
+            # Read up to the frame: seeking is inexact in compressed video.
+            for _ in range(int(frame) + 1):
+                ok, img = cap.read()
+                if not ok:
+                    raise ValueError(f"{path}: no frame {frame}")
+        finally:
+            cap.release()
+    else:
+        img = cv2.imread(path)
+        if img is None:
+            raise ValueError(f"{path}: not an image")
+    lm = detect_landmarks(img)
+    if lm is None:
+        raise ValueError(f"{face}: no face found")
+    x0, y0 = lm[:468].min(axis=0)
+    x1, y1 = lm[:468].max(axis=0)
+    img.flags.writeable = False
+    return img, (float(x0), float(y0), float(x1), float(y1))
 
 HOLD_S = 0.15
 """Half-width of the plateau of the activation envelope around ``peak_s``."""
@@ -134,9 +200,8 @@ def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray | None:
     return np.array([[p.x * w, p.y * h] for p in pts], dtype=float)
 
 
-@lru_cache(maxsize=4)
 def base_face(size: int = BASE_SIZE) -> BaseFace:
-    """Build (once per ``size``) the base photo, its canvas and its landmarks.
+    """Build (once per ``size`` and face) the base photo, its canvas and its landmarks.
 
     Parameters
     ----------
@@ -147,12 +212,14 @@ def base_face(size: int = BASE_SIZE) -> BaseFace:
     -----
     The source is upscaled with one ``cv2.warpAffine`` (INTER_CUBIC) into a canvas that
     holds the whole photo; the crop is a sub-array of that canvas, so crop and canvas
-    pixels are identical by construction.
+    pixels are identical by construction. The face is the one :func:`use_face` set.
     """
-    from skimage import data  # imported lazily: only the generator needs it
+    return _base_face(size, _face)
 
-    src = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    x0, y0, x1, y1 = _ASTRONAUT_FACE_BOX
+
+@lru_cache(maxsize=4)
+def _base_face(size: int, face: str) -> BaseFace:
+    src, (x0, y0, x1, y1) = _face_source(face)
     k = size * _CROP_FACE_FRAC / (y1 - y0)
     width = int(round(size * _CROP_ASPECT))
     # Pixel-centre convention: source pixel centre x maps to k * x + t.
@@ -161,14 +228,18 @@ def base_face(size: int = BASE_SIZE) -> BaseFace:
     # Integer offsets make the crop an exact sub-array of the canvas.
     ox = int(math.ceil(0.5 * k - 0.5 - tx))
     oy = int(math.ceil(0.5 * k - 0.5 - ty))
+    # The astronaut photo holds the crop; another may not, and gets a margin.
+    pad = 0 if face == ASTRONAUT else int(round(_PAD_FRAC * size))
+    ox, oy = max(ox, pad), max(oy, pad)
     sh, sw = src.shape[:2]
-    cw = int(math.ceil(k * (sw - 0.5) + tx + ox + 0.5))
-    ch = int(math.ceil(k * (sh - 0.5) + ty + oy + 0.5))
+    cw = max(int(math.ceil(k * (sw - 0.5) + tx + ox + 0.5)), ox + width + pad)
+    ch = max(int(math.ceil(k * (sh - 0.5) + ty + oy + 0.5)), oy + size + pad)
     if ox < 0 or oy < 0 or ox + width > cw or oy + size > ch:
         raise RuntimeError("base photo crop does not fit inside the source photo")
     m = np.array([[k, 0.0, tx + ox], [0.0, k, ty + oy]])
     canvas = cv2.warpAffine(
-        src, m, (cw, ch), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        src, m, (cw, ch), flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REFLECT if face == ASTRONAUT else cv2.BORDER_REPLICATE,
     )
     canvas.flags.writeable = False
     image = canvas[oy : oy + size, ox : ox + width]
@@ -850,6 +921,7 @@ class SynthSpec:
     mirrored: bool = False  # selfie video: flip every frame horizontally
     seed: int = 0
     protocol: str = "standard"  # the protocol the video performs (order, truth record)
+    face: str = ASTRONAUT  # the photo warped (see use_face)
 
     def __post_init__(self) -> None:
         # Accept lists from callers but keep the spec immutable (and hashable).
@@ -1049,6 +1121,7 @@ class Renderer:
 
     def __init__(self, spec: SynthSpec, size: int = BASE_SIZE) -> None:
         self.spec = spec
+        use_face(spec.face)
         self.face = base_face(size)
         self.size = size
         self.steps = {
@@ -1311,7 +1384,7 @@ def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str,
         "head_motion": r.head.describe(),
         "envelope": f"raised cosine start->peak-{HOLD_S}s, hold, raised cosine ->end",
         "base": {
-            "photo": "skimage.data.astronaut",
+            "photo": "skimage.data.astronaut" if spec.face == ASTRONAUT else spec.face,
             "size_px": [int(face.image.shape[1]), int(face.image.shape[0])],
             "face_height_px": face.height_px,
             "rest_aperture_mm": {k: round(v, 4) for k, v in aperture.items()},

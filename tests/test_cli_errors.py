@@ -68,3 +68,15 @@ def test_help_is_instant_and_lists_commands():
     assert res.exit_code == 0
     for cmd in ("analyze", "protocols", "synth"):
         assert cmd in res.output
+
+
+def test_synth_face_that_is_not_there(tmp_path):
+    out = tmp_path / "v.mp4"
+    _one_line_error(_run(["synth", str(out), "--face", str(tmp_path / "nope.png")]), 2,
+                    "no such file")
+    _one_line_error(_run(["synth", str(out), "--face", f"{tmp_path / 'c.mp4'}@ten"]), 2,
+                    "frame number")
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image\n")
+    _one_line_error(_run(["synth", str(out), "--face", str(notes)]), 2, "not an image")
+    assert not out.exists()

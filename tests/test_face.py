@@ -47,3 +47,35 @@ def test_measure_kinds():
     assert ap == pytest.approx([0, 0, 1.5])
     with pytest.raises(ValueError):
         measure_series(pos, rest, "aperture", cols)
+
+
+def _with_iris(lm, diameter):
+    """``lm`` with both iris rings redrawn at ``diameter`` px about their centres."""
+    out = lm.copy()
+    for ring in ((468, 469, 470, 471, 472), (473, 474, 475, 476, 477)):
+        c = out[ring[0]]
+        out[list(ring[1:])] = c + (out[list(ring[1:])] - c) * diameter / 20.0
+    return out
+
+
+def test_scale_reads_the_iris_on_fresh_detections():
+    from movement.landmarks import LandmarkTrack
+    from movement.stabilise import estimate_scale
+
+    n = 20
+    t = np.arange(n) / 10
+    tracked = np.repeat(_face()[None], n, axis=0).astype(np.float32)  # iris 20 px, ipd 140
+    # Fresh detections read the iris 18 px; one of them with the head 10 % nearer, which
+    # the inter-iris distance of the same detection takes out.
+    fresh = np.stack([_with_iris(_face(), 18.0)] * 3 + [_with_iris(_face(), 18.0) * 1.1])
+    track = LandmarkTrack(t, tracked, np.ones(n, int), np.array([0, 5, 10, 15]),
+                          fresh.astype(np.float32))
+    s = estimate_scale(track)
+    assert s.iris_px == pytest.approx(18.0, rel=1e-4)
+    assert s.mm_per_px == pytest.approx(11.7 / 18.0, rel=1e-4)
+    assert s.ipd_px == pytest.approx(140.0) and s.frames_used == 4
+    # Fewer than three fresh detections: the tracked frames' own iris.
+    few = LandmarkTrack(t, tracked, np.ones(n, int), np.array([0, 5]),
+                        fresh[:2].astype(np.float32))
+    assert estimate_scale(few).iris_px == pytest.approx(20.0, rel=1e-4)
+    assert estimate_scale(few).frames_used == n

@@ -381,3 +381,39 @@ def test_video_path_must_be_mp4(tmp_path: Path) -> None:
     st = S.StepMotion("smile", 0.3, 1.0, 1.7, 5.0, 3.0)
     with pytest.raises(ValueError, match=".mp4"):
         S.make_video(S.SynthSpec(steps=(st,), duration_s=2.0), tmp_path / "x.avi")
+
+
+# --------------------------------------------------------------------------- another face
+# Last in this file: switching the face drops the generator's caches.
+
+
+def test_another_face_keeps_the_truth_exact(tmp_path: Path, face: S.BaseFace) -> None:
+    # A close-up (the face fills 60 % of the photo's height, more than the base crop's
+    # 55 %), so the canvas must be padded around it.
+    from skimage import data
+
+    photo = cv2.cvtColor(data.astronaut()[40:220, 150:300], cv2.COLOR_RGB2BGR)
+    path = tmp_path / "close-up.png"
+    cv2.imwrite(str(path), cv2.resize(photo, None, fx=2.0, fy=2.0))
+    try:
+        S.use_face(str(path))
+        other = S.base_face()
+        assert other.image.shape[0] == 720 and 0.5 < other.height_px / 720 < 0.62
+        ox, oy = other.offset
+        np.testing.assert_array_equal(
+            other.canvas[oy : oy + 720, ox : ox + other.image.shape[1]], other.image)
+        # Padded by replicating the photo's edge: no mirror copy of the face.
+        assert (other.canvas[:, 0] == other.canvas[:, 1]).all()
+        assert (other.canvas[0] == other.canvas[1]).all()
+        assert not np.array_equal(other.landmarks, face.landmarks)
+        cal = S.calibrate_step("raise", 4.2, 2.3)
+        truth = independent_truth("raise", cal.field, other)
+        assert truth["right"] == pytest.approx(4.2, abs=0.01)
+        assert truth["left"] == pytest.approx(2.3, abs=0.01)
+        spec = S.standard_spec(REQUESTS, face=str(path), frame_size=(320, 180))
+        assert S.Renderer(spec).face is other
+    finally:
+        S.use_face(S.ASTRONAUT)
+    # Back to the astronaut: the caches hold nothing of the other face.
+    np.testing.assert_allclose(S.base_face().landmarks, face.landmarks)
+    assert S.Renderer(S.standard_spec(REQUESTS)).face.mm_per_px == face.mm_per_px
