@@ -275,6 +275,8 @@ def session_record(session: Session) -> dict:
                     iris_spread=c.scale.spread,
                     ipd_mm=c.scale.ipd_mm,
                     frames_used=c.scale.frames_used,
+                    fresh_factor=c.scale.fresh_factor,
+                    fresh_used=c.scale.fresh_used,
                 ),
                 tracking=dict(
                     face_tracked_fraction=float(c.track.valid.mean()),
@@ -323,8 +325,9 @@ def session_record(session: Session) -> dict:
             dict(
                 stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"
             ),
-            dict(stage="scale", method="visible iris diameter = 11.7 mm, median of fresh "
-                 "(static-mode) detections every 0.5 s relative to the inter-iris distance"),
+            dict(stage="scale", method="visible iris diameter = 11.7 mm relative to the "
+                 "inter-iris distance, median over tracked frames, corrected by fresh "
+                 "(static-mode) detections every 0.5 s"),
             dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),
             dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
             dict(

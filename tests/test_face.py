@@ -58,24 +58,31 @@ def _with_iris(lm, diameter):
     return out
 
 
-def test_scale_reads_the_iris_on_fresh_detections():
+def test_scale_corrects_the_tracked_iris_by_fresh_detections():
     from movement.landmarks import LandmarkTrack
     from movement.stabilise import estimate_scale
 
     n = 20
     t = np.arange(n) / 10
-    tracked = np.repeat(_face()[None], n, axis=0).astype(np.float32)  # iris 20 px, ipd 140
-    # Fresh detections read the iris 18 px; one of them with the head 10 % nearer, which
-    # the inter-iris distance of the same detection takes out.
-    fresh = np.stack([_with_iris(_face(), 18.0)] * 3 + [_with_iris(_face(), 18.0) * 1.1])
-    track = LandmarkTrack(t, tracked, np.ones(n, int), np.array([0, 5, 10, 15]),
+    # Tracking mode reads the iris 20 px (ipd 140); in the frames where the patient
+    # squints (every other one here) 16 px.
+    tracked = np.stack([_with_iris(_face(), 20.0 if i % 2 else 16.0) for i in range(n)])
+    tracked[1] *= 1.1  # the head 10 % nearer in one frame: the ratio takes it out
+    # Fresh detections read 0.9 of the tracked iris of the same frame, whatever it is.
+    at = np.array([1, 4, 5, 9, 10])
+    fresh = np.stack([_with_iris(_face(), 0.9 * (20.0 if i % 2 else 16.0)) for i in at])
+    fresh[0] *= 1.1
+    track = LandmarkTrack(t, tracked.astype(np.float32), np.ones(n, int), at,
                           fresh.astype(np.float32))
     s = estimate_scale(track)
-    assert s.iris_px == pytest.approx(18.0, rel=1e-4)
-    assert s.mm_per_px == pytest.approx(11.7 / 18.0, rel=1e-4)
-    assert s.ipd_px == pytest.approx(140.0) and s.frames_used == 4
-    # Fewer than three fresh detections: the tracked frames' own iris.
-    few = LandmarkTrack(t, tracked, np.ones(n, int), np.array([0, 5]),
+    assert s.fresh_factor == pytest.approx(0.9, rel=1e-4) and s.fresh_used == 5
+    # The median tracked ratio lies between the squint's and the open eye's, at 18 px;
+    # corrected: 16.2 px.
+    assert s.iris_px == pytest.approx(0.9 * 18.0, rel=1e-3)
+    assert s.mm_per_px == pytest.approx(11.7 / (0.9 * 18.0), rel=1e-3)
+    assert s.ipd_px == pytest.approx(140.0) and s.frames_used == n
+    # Fewer than three fresh detections: no correction.
+    few = LandmarkTrack(t, tracked.astype(np.float32), np.ones(n, int), at[:2],
                         fresh[:2].astype(np.float32))
-    assert estimate_scale(few).iris_px == pytest.approx(20.0, rel=1e-4)
-    assert estimate_scale(few).frames_used == n
+    assert estimate_scale(few).iris_px == pytest.approx(18.0, rel=1e-3)
+    assert (estimate_scale(few).fresh_factor, estimate_scale(few).fresh_used) == (1.0, 0)
