@@ -119,10 +119,11 @@ class LandmarkTrack:
 FRESH_EVERY_S = 0.5
 """A fresh (static-mode) detection of the face this often, for the iris scale. Tracking
 mode's iris depends on the face: on two generated faces it read the iris 1.7 % and
-8.7 % larger than the generator's still-image detection of the photo, fresh detections
-every half second 1.6 % on both (benchmark medians, docs/METHOD.md §3)."""
+8.7 % larger than the generator's still-image detection of the photo; corrected by
+fresh detections every half second, 1.7 % and 1.5 % (benchmark medians, docs/METHOD.md
+§3)."""
 FRESH_MAX = 120
-"""At most this many fresh detections per video (about 30 ms each): a long video
+"""At most this many fresh detections per video (about 6 ms each at 1080p): a long video
 spaces them out."""
 
 

@@ -88,8 +88,9 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
     The iris is read relative to the inter-iris distance in every tracked frame, and
     that ratio's median times the median inter-iris distance is the iris in pixels at
     the reference distance. Tracking mode reads the iris larger than a fresh
-    (static-mode) detection by an amount that depends on the face (1.7 % and 8.7 % on
-    the benchmark's two faces, fresh detections 1.6 % on both), so the landmark pass
+    (static-mode) detection by an amount that depends on the face (1.7 % and 8.7 %
+    larger than the generator's truth on the benchmark's two faces; corrected, 1.7 %
+    and 1.5 %), so the landmark pass
     also detects the face afresh every half second, and the median of fresh / tracked
     ratio over those frames corrects it. Paired frame by frame, the correction leaves
     out what changes between frames (expression, pose, blur): on the real clip a

@@ -70,7 +70,7 @@ def test_two_sessions_and_a_treatment(clinic, tmp_path):
     assert (two["right_mm"], two["left_mm"]) == ("1.200", "1.000")
     assert (two["right_change_mm"], two["right_change_pct"]) == ("-2.900", "-70.7")
     assert (two["left_change_mm"], two["left_change_pct"]) == ("-1.000", "-50.0")
-    assert two["repeat_mm"] == "0.29"  # the raise's: both changes are beyond it
+    assert two["repeat_mm"] == "0.26"  # the raise's: both changes are beyond it
     assert two["asymmetry_index_change"] == f"{(0.2 / 2.2) - (2.1 / 6.1):.3f}"
     assert (two["days_since_treatment"], two["group_last_treated"]) == ("14", "2026-01-05")
     assert (two["units_right"], two["units_left"], two["units_midline"]) == ("6.0", "4.0", "")
@@ -236,12 +236,12 @@ def test_concurrent_analyses_leave_the_newest_comparison(tmp_path):
 
 
 def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path, monkeypatch):
-    # The frown reads 0.57 mm apart between two recordings of one movement (the
+    # The frown reads 0.59 mm apart between two recordings of one movement (the
     # protocol's repeat_mm): its left 1.4 -> 0.9 mm is within that, its right
     # 2.9 -> 1.0 mm and the raise's 2.0 -> 1.0 mm are not.
     cmp = compare.compare(clinic, "p1", tmp_path / "cmp")
     g = {x.muscle_group: x for x in cmp.groups}
-    assert g["corrugator_procerus"].repeat_mm == pytest.approx(0.57)
+    assert g["corrugator_procerus"].repeat_mm == pytest.approx(0.59)
     assert "left 1.4 → 0.9 mm (−36 %, within measurement variation)" in g[
         "corrugator_procerus"].statement
     assert "within" not in g["frontalis"].statement
@@ -249,7 +249,7 @@ def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path,
     marked = re.findall(r"<td class='ch same' title='([^']*)'>≈ ([^<]*)</td>", page)
     # The unchanged smile and squint are within it too.
     assert sorted(m[1] for m in marked) == ["±0.00 mm (±0 %)"] * 4 + ["−0.50 mm (−36 %)"]
-    assert any("0.57 mm two recordings" in m[0] for m in marked)
+    assert any("0.59 mm two recordings" in m[0] for m in marked)
     assert "<td class='ch down'>−2.90 mm (−71 %)</td>" in page
     # A protocol that is no longer installed gives no figure: changes stay unmarked.
     def gone(name):
