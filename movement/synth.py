@@ -1,10 +1,10 @@
 """Synthetic consult videos with exact ground truth: the project's only truth source.
 
-A real face photo (``skimage.data.astronaut``) is warped frame by frame with smooth
-displacement fields so that the landmark regions each protocol step measures move a
-known number of millimetres per side. Head roll/shift/zoom, blur, lighting drift,
-noise and JPEG loss are added on top, the frames are written as an ``.mp4`` and the
-truth as JSON next to it.
+A real face photo (``skimage.data.astronaut``, or another one: :func:`use_face`) is
+warped frame by frame with smooth displacement fields so that the landmark regions each
+protocol step measures move a known number of millimetres per side. Head
+roll/shift/zoom, blur, lighting drift, noise and JPEG loss are added on top, the frames
+are written as an ``.mp4`` and the truth as JSON next to it.
 
 Conventions (MEASUREMENTS.md sections 1, 2 and 5)
 -------------------------------------------------
