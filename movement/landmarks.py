@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from movement.face import DETECTION_JITTER, detection_offset
 from movement.video import VideoInfo, frames
 
 CACHE_FACE_PX = 320
@@ -232,7 +233,9 @@ def track_landmarks(
                     else:
                         pts = max(cands, key=_face_height)
                 if faces and fr.index % fresh_every == 0:
-                    again = _fresh(fresh_mesh, rgb, pts, wh)
+                    span = DETECTION_JITTER * _face_height(pts)
+                    cut = detection_offset(len(fresh_frames), span)
+                    again = _fresh(fresh_mesh, rgb, pts, cut)
                     if again is not None:
                         fresh_frames.append(len(ts))
                         fresh_xy.append(again)
@@ -279,13 +282,22 @@ def track_landmarks(
     return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf), *fresh), cache
 
 
-def _fresh(mesh: object, rgb: np.ndarray, pts: np.ndarray, wh: np.ndarray) -> np.ndarray | None:
-    """The fresh detection of the tracked face ``pts`` in this frame, or None."""
-    found = mesh.process(rgb).multi_face_landmarks or []  # type: ignore[attr-defined]
+def _fresh(
+    mesh: object, rgb: np.ndarray, pts: np.ndarray, cut: tuple[int, int]
+) -> np.ndarray | None:
+    """The fresh detection of the tracked face ``pts`` in this frame, or None.
+
+    The frame is cut by ``cut`` = (dx, dy) pixels at the left and top (see
+    ``face.detection_offset``); the landmarks are returned in the uncut frame.
+    """
+    dx, dy = cut
+    sub = np.ascontiguousarray(rgb[dy:, dx:])
+    found = mesh.process(sub).multi_face_landmarks or []  # type: ignore[attr-defined]
+    wh = np.array([sub.shape[1], sub.shape[0]], dtype=np.float64)
     centre = np.nanmean(pts[:468], axis=0)
     best, dist = None, 0.2 * _face_height(pts)  # another face is further away than this
     for f in found:
-        c = np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
+        c = np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh + (dx, dy)
         d = float(np.linalg.norm(c[:468].mean(axis=0) - centre))
         if d < dist:
             best, dist = c.astype(np.float32), d

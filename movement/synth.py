@@ -36,7 +36,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from movement.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
+from movement.face import (
+    DETECTION_JITTER,
+    IRIS_DIAMETER_MM,
+    detection_offset,
+    face_axes,
+    iris_diameter_px,
+)
 from movement.protocol import MuscleGroup, Protocol, load_protocol
 
 PROTOCOL_NAME = "extended"
@@ -155,7 +161,9 @@ class BaseFace:
     landmarks : (478, 2) float
         FaceMesh landmarks of ``image`` in base pixels.
     mm_per_px : float
-        ``IRIS_DIAMETER_MM / iris_diameter_px(landmarks)``.
+        ``IRIS_DIAMETER_MM`` over the median iris diameter of :data:`RULER_DETECTIONS`
+        detections of ``image`` cut by :func:`movement.face.detection_offset`: one
+        detection's iris depends on the pixel grid by up to 2 %.
     lateral, up : (2,) float
         Face-frame axes of the base photo (:func:`movement.face.face_axes`).
     centre : (2,) float
@@ -198,6 +206,37 @@ def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray | None:
         return None
     pts = res.multi_face_landmarks[0].landmark
     return np.array([[p.x * w, p.y * h] for p in pts], dtype=float)
+
+
+RULER_DETECTIONS = 32
+"""Detections behind the base photo's iris scale (the median's spread is ~0.2 %)."""
+
+
+def ruler_iris_px(image_bgr: np.ndarray, face_height_px: float, n: int = RULER_DETECTIONS) -> float:
+    """Median iris diameter (px) of ``n`` detections of the image cut by jittered offsets.
+
+    The same estimator as the analysis's fresh detections (``movement.landmarks``), so
+    that the ground truth's ruler and the analysed one mean the same thing.
+    """
+    import mediapipe as mp
+
+    span = DETECTION_JITTER * face_height_px
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    vals = []
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, refine_landmarks=True, max_num_faces=1
+    ) as mesh:
+        for i in range(n):
+            dx, dy = detection_offset(i, span)
+            sub = np.ascontiguousarray(rgb[dy:, dx:])
+            res = mesh.process(sub)
+            if res.multi_face_landmarks:
+                h, w = sub.shape[:2]
+                pts = res.multi_face_landmarks[0].landmark
+                vals.append(float(iris_diameter_px(np.array([[p.x * w, p.y * h] for p in pts]))))
+    if not vals:
+        raise RuntimeError("FaceMesh found no face on the base photo")
+    return float(np.median(vals))
 
 
 def base_face(size: int = BASE_SIZE) -> BaseFace:
@@ -261,7 +300,7 @@ def _base_face(size: int, face: str) -> BaseFace:
         canvas=canvas,
         offset=(ox, oy),
         landmarks=lm,
-        mm_per_px=float(IRIS_DIAMETER_MM / iris_diameter_px(lm)),
+        mm_per_px=IRIS_DIAMETER_MM / ruler_iris_px(image, float(along_up.max() - along_up.min())),
         lateral=lateral,
         up=up,
         centre=centre,
