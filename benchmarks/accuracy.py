@@ -188,6 +188,8 @@ def all_cases() -> list[Case]:
             face=face, **MILD)
         add("face2-mirrored", "second face, mirrored selfie", "mix", 1, 1341, mirrored=True,
             frame_size=SD, face=face, **MILD)
+        add("face2-ext", "second face, extended, mild motion", "mix", 2, 1351,
+            protocol="extended", creases=True, frame_size=SD, face=face, **MILD)
     return c
 
 

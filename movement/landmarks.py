@@ -97,8 +97,9 @@ class LandmarkTrack:
     xy : (T, 478, 2) float32 image pixels, NaN where no face (float32 is the face
         mesh's own precision, and halves the largest array of a long video)
     n_faces : (T,) faces seen in the frame
-    fresh_frames : (K,) frames that also had a fresh detection (static mode)
-    fresh_xy : (K, 478, 2) float32 its landmarks, image pixels
+    fresh_frames : (K,) frame of each fresh detection (static mode, the frame cut by
+        an offset); a frame appears once per cut (FRESH_CUTS)
+    fresh_xy : (K, 478, 2) float32 their landmarks, pixels of the uncut frame
     """
 
     t: np.ndarray
@@ -124,8 +125,13 @@ mode's iris depends on the face: on two generated faces it read the iris 1.7 % a
 fresh detections every half second, 1.7 % and 1.5 % (benchmark medians, docs/METHOD.md
 §3)."""
 FRESH_MAX = 120
-"""At most this many fresh detections per video (about 6 ms each at 1080p): a long video
-spaces them out."""
+"""At most this many frames with fresh detections per video (a detection costs about as
+much as a tracked frame, 7-9 ms at 720p-1080p): a long video spaces them out."""
+FRESH_CUTS = 4
+"""Fresh detections per such frame, each of the frame cut by another offset
+(``face.detection_offset``). One detection's iris moves with the pixel grid by up to
+2 %; on the real clip the correction from one cut per frame (40 frames) moved by 0.5 %
+(SD) between cut sequences and re-encodings, from four 0.2 % (docs/METHOD.md §3)."""
 
 
 def _face_height(pts: np.ndarray) -> float:
@@ -181,6 +187,7 @@ def track_landmarks(
     fresh_every = max(int(round(info.fps * FRESH_EVERY_S)), 1,
                       -(-max(info.frame_count, 0) // FRESH_MAX))
     fresh_frames: list[int] = []
+    fresh_tried = 0
     fresh_xy: list[np.ndarray] = []
     tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
     cache: FrameCache | None = None
@@ -234,11 +241,13 @@ def track_landmarks(
                         pts = max(cands, key=_face_height)
                 if faces and fr.index % fresh_every == 0:
                     span = DETECTION_JITTER * _face_height(pts)
-                    cut = detection_offset(len(fresh_frames), span)
-                    again = _fresh(fresh_mesh, rgb, pts, cut)
-                    if again is not None:
-                        fresh_frames.append(len(ts))
-                        fresh_xy.append(again)
+                    for _ in range(FRESH_CUTS):
+                        cut = detection_offset(fresh_tried, span)
+                        fresh_tried += 1
+                        again = _fresh(fresh_mesh, rgb, pts, cut)
+                        if again is not None:
+                            fresh_frames.append(len(ts))
+                            fresh_xy.append(again)
                 if cache is None and faces:
                     # Small faces are upsampled (at most 2x) so that the image
                     # tracker's few-millimetre window spans enough pixels.

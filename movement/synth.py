@@ -208,8 +208,8 @@ def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray | None:
     return np.array([[p.x * w, p.y * h] for p in pts], dtype=float)
 
 
-RULER_DETECTIONS = 32
-"""Detections behind the base photo's iris scale (the median's spread is ~0.2 %)."""
+RULER_DETECTIONS = 64
+"""Detections behind the base photo's iris scale (one detection's SD is ~0.9 %)."""
 
 
 def ruler_iris_px(image_bgr: np.ndarray, face_height_px: float, n: int = RULER_DETECTIONS) -> float:

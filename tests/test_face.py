@@ -113,7 +113,11 @@ def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
     synth.make_video(spec, tmp_path / "still.mp4")
     track, cache = track_landmarks(probe(tmp_path / "still.mp4"), cache_dir=tmp_path)
     cache.close()
-    assert len(track.fresh_frames) >= 4
+    # Several cuts of each frame (FRESH_CUTS), every half second.
+    from movement.landmarks import FRESH_CUTS
+
+    frames, counts = np.unique(track.fresh_frames, return_counts=True)
+    assert len(frames) >= 4 and (counts == FRESH_CUTS).all()
     # Cut by up to a tenth of the face height (~20 px here) and put back: the fresh
     # landmarks lie on the tracked ones to a pixel or two, not 20 px off.
     d = np.linalg.norm(track.fresh_xy - track.xy[track.fresh_frames], axis=-1)
