@@ -24,7 +24,7 @@ from movement.face import IRIS_DIAMETER_MM, LEFT_IRIS, RIGHT_IRIS, iris_diameter
 from movement.landmarks import LandmarkTrack
 
 FRESH_MIN = 3
-"""Fresh detections the correction needs; with fewer the tracked iris stands."""
+"""Frames with fresh detections the correction needs; with fewer the tracked iris stands."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,18 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
     # Per-frame values first, then the tracked frames: ``track.xy[ok]`` would copy
     # every landmark of a long video (130 MB for ten minutes) to read a few.
     d = _iris_ratio(track.xy)[ok] * ipd_px
-    factor = _iris_ratio(track.fresh_xy) / _iris_ratio(track.xy[track.fresh_frames])
-    factor = factor[np.isfinite(factor)]
+    # The cuts of one frame (landmarks.FRESH_CUTS) are one reading: their median,
+    # then the ratio to that frame's tracked iris, then the median over frames.
+    ratio = _iris_ratio(track.fresh_xy)
+    ok_f = np.isfinite(ratio)
+    frames = np.unique(track.fresh_frames[ok_f])
+    tracked = _iris_ratio(track.xy[frames]) if len(frames) else np.zeros(0)
+    factor = np.array(
+        [np.median(ratio[ok_f & (track.fresh_frames == f)]) for f in frames]
+    ) / np.where(tracked > 0, tracked, np.nan)
+    good = np.isfinite(factor)
+    factor = factor[good]
+    used = int(np.isin(track.fresh_frames[ok_f], frames[good]).sum())
     fresh = len(factor) >= FRESH_MIN
     if fresh:
         d = d * float(np.median(factor))
@@ -124,7 +134,7 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
         ipd_mm=ipd_px * mm_per_px,
         frames_used=int(ok.sum()),
         fresh_factor=float(np.median(factor)) if fresh else 1.0,
-        fresh_used=len(factor) if fresh else 0,
+        fresh_used=used if fresh else 0,
     )
 
 

@@ -122,3 +122,23 @@ def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
     # landmarks lie on the tracked ones to a pixel or two, not 20 px off.
     d = np.linalg.norm(track.fresh_xy - track.xy[track.fresh_frames], axis=-1)
     assert np.median(d) < 2.0
+
+
+def test_scale_takes_the_median_of_each_frames_cuts_first():
+    from movement.landmarks import LandmarkTrack
+    from movement.stabilise import estimate_scale
+
+    n = 12
+    t = np.arange(n) / 10
+    tracked = np.stack([_with_iris(_face(), 20.0) for _ in range(n)]).astype(np.float32)
+    # Three frames, three cuts each. Pooled, the median would be 22 px (five of the
+    # nine cuts); per frame it is 18, 18 and 22, and their median 18.
+    at = np.repeat([2, 6, 10], 3)
+    iris = [18.0, 18.0, 22.0, 22.0, 18.0, 18.0, 22.0, 22.0, 22.0]
+    fresh = np.stack([_with_iris(_face(), d) for d in iris]).astype(np.float32)
+    s = estimate_scale(LandmarkTrack(t, tracked, np.ones(n, int), at, fresh))
+    assert s.fresh_factor == pytest.approx(0.9, rel=1e-4)
+    assert s.fresh_used == 9
+    # Two frames only (six cuts): fewer frames than FRESH_MIN, no correction.
+    few = LandmarkTrack(t, tracked, np.ones(n, int), at[:6], fresh[:6])
+    assert estimate_scale(few).fresh_factor == 1.0
