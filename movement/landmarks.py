@@ -119,11 +119,11 @@ class LandmarkTrack:
 
 
 FRESH_EVERY_S = 0.5
-"""A fresh (static-mode) detection of the face this often, for the iris scale. Tracking
+"""Fresh (static-mode) detections of the face this often, for the iris scale. Tracking
 mode's iris depends on the face: on two generated faces it read the iris 1.7 % and
-8.7 % larger than the generator's still-image detection of the photo; corrected by
-fresh detections every half second, 1.7 % and 1.5 % (benchmark medians, docs/METHOD.md
-§3)."""
+8.7 % larger than the generator's still-image detection of the photo. Corrected by
+fresh detections (FRESH_CUTS cuts of each such frame), the benchmark's scale reads
+0.992 of the generator's, range 0.979-1.017 (docs/METHOD.md §3)."""
 FRESH_MAX = 120
 """At most this many frames with fresh detections per video (a detection costs about as
 much as a tracked frame, 7-9 ms at 720p-1080p): a long video spaces them out."""

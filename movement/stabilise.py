@@ -89,16 +89,15 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
     that ratio's median times the median inter-iris distance is the iris in pixels at
     the reference distance. Tracking mode reads the iris larger than a fresh
     (static-mode) detection by an amount that depends on the face (1.7 % and 8.7 %
-    larger than the generator's truth on the benchmark's two faces; corrected, 1.7 %
-    and 1.5 %), so the landmark pass
-    also detects the face afresh every half second, and the median of fresh / tracked
-    ratio over those frames corrects it. Paired frame by frame, the correction leaves
-    out what changes between frames (expression, pose, blur): on the real clip a
-    re-encoded copy moved it by 0.2 %, where the fresh detections' own median moved by
-    1.7 %. The medians ignore the squints and blinks that shrink the visible iris in a
-    minority of frames. Without fresh detections (fewer than three) there is no
-    correction. Zoom during the video is corrected frame by frame through the
-    inter-iris distance.
+    larger than the generator's truth on the benchmark's two faces), so the landmark
+    pass also detects the face afresh every half second, on several cuts of the frame
+    (one detection's iris moves with the pixel grid by up to 2 %); the median of each
+    frame's cuts over its tracked iris, median over those frames, corrects it. Paired
+    frame by frame, the correction leaves out what changes between frames
+    (expression, pose, blur). The medians ignore the squints and blinks that shrink
+    the visible iris in a minority of frames. With fresh detections on fewer than
+    three frames there is no correction. Zoom during the video is corrected frame by
+    frame through the inter-iris distance.
     """
     ok = track.valid
     if not ok.any():
