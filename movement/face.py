@@ -32,7 +32,7 @@ def iris_diameter_px(lm: np.ndarray) -> np.ndarray:
 
 DETECTION_JITTER = 0.1
 """Span of the offsets a fresh detection's frame is cut by, as a fraction of the face
-height (see :func:`detection_offsets`)."""
+height (see :func:`detection_offset`)."""
 
 
 def detection_offset(i: int, span_px: float) -> tuple[int, int]:

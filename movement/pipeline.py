@@ -327,7 +327,7 @@ def session_record(session: Session) -> dict:
             ),
             dict(stage="scale", method="visible iris diameter = 11.7 mm relative to the "
                  "inter-iris distance, median over tracked frames, corrected by fresh "
-                 "(static-mode) detections every 0.5 s of the frame cut by jittered offsets"),
+                 "(static-mode) detections every 0.5 s, each on four cuts of the frame"),
             dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),
             dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
             dict(
