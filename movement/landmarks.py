@@ -292,22 +292,28 @@ def track_landmarks(
     return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf), *fresh), cache
 
 
-def _fresh(
-    mesh: object, rgb: np.ndarray, pts: np.ndarray, cut: tuple[int, int]
-) -> np.ndarray | None:
-    """The fresh detection of the tracked face ``pts`` in this frame, or None.
-
-    The frame is cut by ``cut`` = (dx, dy) pixels at the left and top (see
-    ``face.detection_offset``); the landmarks are returned in the uncut frame.
-    """
+def detect_cut(mesh: object, rgb: np.ndarray, cut: tuple[int, int]) -> list[np.ndarray]:
+    """Every face a still-image ``mesh`` finds in ``rgb`` cut by ``cut`` = (dx, dy) pixels
+    at the left and top (``face.detection_offset``), as (478, 2) float64 landmarks in
+    pixels of the uncut frame. The analysis's fresh detections and the generator's
+    ruler (``synth.ruler_iris_px``) both read the iris through it."""
     dx, dy = cut
     sub = np.ascontiguousarray(rgb[dy:, dx:])
     found = mesh.process(sub).multi_face_landmarks or []  # type: ignore[attr-defined]
     wh = np.array([sub.shape[1], sub.shape[0]], dtype=np.float64)
+    return [
+        np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh + (dx, dy)
+        for f in found
+    ]
+
+
+def _fresh(
+    mesh: object, rgb: np.ndarray, pts: np.ndarray, cut: tuple[int, int]
+) -> np.ndarray | None:
+    """The fresh detection (:func:`detect_cut`) of the tracked face ``pts``, or None."""
     centre = np.nanmean(pts[:468], axis=0)
     best, dist = None, 0.2 * _face_height(pts)  # another face is further away than this
-    for f in found:
-        c = np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh + (dx, dy)
+    for c in detect_cut(mesh, rgb, cut):
         d = float(np.linalg.norm(c[:468].mean(axis=0) - centre))
         if d < dist:
             best, dist = c.astype(np.float32), d

@@ -220,6 +220,8 @@ def ruler_iris_px(image_bgr: np.ndarray, face_height_px: float, n: int = RULER_D
     """
     import mediapipe as mp
 
+    from movement.landmarks import detect_cut
+
     span = DETECTION_JITTER * face_height_px
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     vals = []
@@ -227,13 +229,9 @@ def ruler_iris_px(image_bgr: np.ndarray, face_height_px: float, n: int = RULER_D
         static_image_mode=True, refine_landmarks=True, max_num_faces=1
     ) as mesh:
         for i in range(n):
-            dx, dy = detection_offset(i, span)
-            sub = np.ascontiguousarray(rgb[dy:, dx:])
-            res = mesh.process(sub)
-            if res.multi_face_landmarks:
-                h, w = sub.shape[:2]
-                pts = res.multi_face_landmarks[0].landmark
-                vals.append(float(iris_diameter_px(np.array([[p.x * w, p.y * h] for p in pts]))))
+            faces = detect_cut(mesh, rgb, detection_offset(i, span))
+            if faces:
+                vals.append(float(iris_diameter_px(faces[0])))
     if not vals:
         raise RuntimeError("FaceMesh found no face on the base photo")
     return float(np.median(vals))

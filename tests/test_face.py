@@ -106,7 +106,7 @@ def test_detection_offsets_spread_over_the_span():
 
 def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
     from movement import synth
-    from movement.landmarks import track_landmarks
+    from movement.landmarks import FRESH_CUTS, track_landmarks
     from movement.video import probe
 
     spec = synth.SynthSpec(steps=(), duration_s=3.0, fps=10.0, frame_size=(480, 360), seed=3)
@@ -114,8 +114,6 @@ def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
     track, cache = track_landmarks(probe(tmp_path / "still.mp4"), cache_dir=tmp_path)
     cache.close()
     # Several cuts of each frame (FRESH_CUTS), every half second.
-    from movement.landmarks import FRESH_CUTS
-
     frames, counts = np.unique(track.fresh_frames, return_counts=True)
     assert len(frames) >= 4 and (counts == FRESH_CUTS).all()
     # Cut by up to a tenth of the face height (~20 px here) and put back: the fresh
