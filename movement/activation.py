@@ -85,6 +85,9 @@ class StepResult:
     head_inliers: float = 0.0
     lost_fraction: float = 0.0
     lines: list[LineReading] = field(default_factory=list)
+    # "detected": the points were placed on the keyframe by KEYFRAME_CUTS still-image
+    # detections (landmarks.keyframe_landmarks); "tracking": by the tracking pass.
+    keyframe_points: str = "tracking"
 
     @property
     def peak_t(self) -> float:
@@ -241,16 +244,24 @@ def measure_step(
     cache: FrameCache,
     scale: Scale,
     fps: float,
+    key_xy: np.ndarray | None = None,
 ) -> StepResult:
-    """Measure every muscle group of one found step."""
+    """Measure every muscle group of one found step.
+
+    ``key_xy`` (478, 2) places the image-tracked points on the keyframe
+    (``landmarks.keyframe_landmarks``); the tracking pass's landmarks when None.
+    """
     if not win.found or win.keyframe < 0:
         return StepResult(win)
+    detected = key_xy is not None
+    if key_xy is None:
+        key_xy = track.xy[win.keyframe]
     midline = tuple(p for pts in protocol.midline.values() for p in pts)
     image_pts = tuple(
         dict.fromkeys(p for g in step.groups if g.sensor != "landmarks" for p in g.all_points)
     )
     first = min(min(win.rest), win.start)
-    outward = _outward(step, track.xy[win.keyframe])
+    outward = _outward(step, key_xy)
     wt: WindowTrack = track_window(
         cache,
         track,
@@ -273,8 +284,9 @@ def measure_step(
         outline=outline_tangents(
             [g.points(s) for g in step.groups if g.outline and g.sensor != "landmarks"
              for s in SIDES],
-            track.xy[win.keyframe],
+            key_xy,
         ),
+        key_xy=key_xy,
     )
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
@@ -311,6 +323,7 @@ def measure_step(
         wt.frames,
         series,
         head_inliers=float(np.mean(wt.inliers[peak])) if len(peak) else 0.0,
+        keyframe_points="detected" if detected else "tracking",
     )
     if len(peak) == 0:
         return res
@@ -407,12 +420,11 @@ def measure_step(
             )
         )
     # Pixel positions of the measured points for drawing rest and peak frames.
-    kf = win.keyframe
     pk = res.peak_frames[len(peak) // 2]
     for g in step.groups:
         for side in SIDES:
             pts = np.array(g.points(side) + g.lower_points(side))
-            res.keyframe_points_px[f"{g.name}:{side}"] = track.xy[kf, pts]
+            res.keyframe_points_px[f"{g.name}:{side}"] = key_xy[pts]
             res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
     return res
 
@@ -515,7 +527,12 @@ def measure_all(
     cache: FrameCache,
     scale: Scale,
     fps: float,
+    keyframe_xy: dict[int, np.ndarray] | None = None,
 ) -> list[StepResult]:
+    """Every step; ``keyframe_xy`` maps keyframes to their detected points."""
+    keyframe_xy = keyframe_xy or {}
     return [
-        measure_step(protocol.step(w.name), w, protocol, track, cache, scale, fps) for w in windows
+        measure_step(protocol.step(w.name), w, protocol, track, cache, scale, fps,
+                     keyframe_xy.get(w.keyframe))
+        for w in windows
     ]

@@ -329,6 +329,9 @@ class _Tracker:
     fine: int  # half side (crop px) of the finer match in an affine patch
     fine_jump: float  # crop px
     model_tol: float  # crop px, see RESTART_MODEL_MM
+    # (P, 2) image px from the landmark model's keyframe points to the seeds: the
+    # model's later positions are guesses for the seeds' points only after it.
+    model_shift: np.ndarray | None = None
 
     @property
     def offsets(self) -> np.ndarray:
@@ -348,10 +351,14 @@ class _Tracker:
         outward: dict[int, np.ndarray] | None = None,
         affine: tuple[int, ...] = (),
         fit: tuple[int, ...] = (),
+        model_key: np.ndarray | None = None,
     ) -> _Tracker:
+        """``key_xy`` seeds the points; ``model_key`` is the landmark model's own
+        keyframe (``key_xy`` when None), whose later frames guide the tracking."""
         all_pts = tuple(dict.fromkeys(points + anchors))
         idx = np.array(all_pts)
         seed = key_xy[idx]
+        shift = None if model_key is None else np.nan_to_num(seed - model_key[idx])
         seed_sub = seed[:, None, :] + RING[None] * (RING_MM / mm_per_px)
         use = np.zeros((len(idx), RING.shape[0]), bool)
         use[:, 0] = True
@@ -407,7 +414,7 @@ class _Tracker:
                    key_crop, key_img, win, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], gain_win), gain_win,
                    np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px,
-                   RESTART_MODEL_MM / crop_mm_per_px)
+                   RESTART_MODEL_MM / crop_mm_per_px, shift)
 
     def track(self, t: int, guess_img: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
         """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
@@ -542,11 +549,13 @@ class _Tracker:
         """
         out = np.full((len(frames), len(self.idx), 2), np.nan)
         prev = start if start is not None else np.full_like(self.seed, np.nan)
+        shift = 0.0 if self.model_shift is None else self.model_shift
         for j, t in enumerate(frames):
-            guess = np.where(np.isfinite(prev), prev, xy[t, self.idx])
+            model = xy[t, self.idx] + shift
+            guess = np.where(np.isfinite(prev), prev, model)
             if not np.isfinite(guess).all():
                 continue
-            cur = self.track(t, guess, xy[t, self.idx])
+            cur = self.track(t, guess, model)
             out[j] = cur
             prev = np.where(np.isfinite(cur), cur, prev)
         return out
@@ -660,6 +669,7 @@ def track_window(
     affine: tuple[int, ...] = (),
     fit: tuple[int, ...] = (),
     outline: dict[int, np.ndarray] | None = None,
+    key_xy: np.ndarray | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -676,22 +686,27 @@ def track_window(
     ``fit`` points (half rings) are read at the landmark from a local affine fit
     of their sub-points (see ``_fuse``). ``outline`` maps points on the face's
     outline to its unit tangent at the keyframe (image px): they are read as the
-    outline's widening at their height (see OUTLINE_MIN_COS).
+    outline's widening at their height (see OUTLINE_MIN_COS). ``key_xy`` (478, 2)
+    places the points on the keyframe (``landmarks.keyframe_landmarks``); by default
+    the landmark model's keyframe positions. The face frame and scale stay the model's.
     """
+    model_key = track.xy[keyframe]
+    if key_xy is None:
+        key_xy = model_key
     all_pts = tuple(dict.fromkeys(points + anchors))
     idx = np.array(all_pts)
     anchor_cols = np.array([all_pts.index(a) for a in anchors])
     key_r, key_l = iris_centres(track.xy[keyframe])
     ipd_k = float(np.linalg.norm(key_l - key_r))
     mm_per_px = scale.mm_per_px * scale.ipd_px / ipd_k
-    seed = track.xy[keyframe, idx]
+    seed = key_xy[idx]
     frames = np.arange(first, last + 1)
     n = len(frames)
     if tracked is not None:
         img_px = tracked
     else:
-        tracker = _Tracker.build(cache, track.xy[keyframe], keyframe, points, anchors, ring,
-                                 mm_per_px, outward, affine, fit)
+        tracker = _Tracker.build(cache, key_xy, keyframe, points, anchors, ring,
+                                 mm_per_px, outward, affine, fit, model_key)
         img_px = np.full((n, len(idx), 2), np.nan)
         kpos = keyframe - first
         img_px[kpos] = seed

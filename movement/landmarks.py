@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from movement.face import DETECTION_JITTER, detection_offset
-from movement.video import VideoInfo, frames
+from movement.video import VideoInfo, frames, read_frames, rgb_for_mesh
 
 CACHE_FACE_PX = 320
 """Face height (forehead to chin, landmarks 10-152) in the cached crops. At this
@@ -241,11 +241,12 @@ def track_landmarks(
                     else:
                         pts = max(cands, key=_face_height)
                 if faces and fr.index % fresh_every == 0:
-                    span = DETECTION_JITTER * _face_height(pts)
+                    to_px = fr.image.shape[1] / rgb.shape[1]
+                    span = DETECTION_JITTER * _face_height(pts) / to_px
                     for _ in range(FRESH_CUTS):
                         cut = detection_offset(fresh_tried, span)
                         fresh_tried += 1
-                        again = _fresh(fresh_mesh, rgb, pts, cut)
+                        again = _fresh(fresh_mesh, rgb, pts, cut, to_px)
                         if again is not None:
                             fresh_frames.append(len(ts))
                             fresh_xy.append(again)
@@ -308,16 +309,80 @@ def detect_cut(mesh: object, rgb: np.ndarray, cut: tuple[int, int]) -> list[np.n
 
 
 def _fresh(
-    mesh: object, rgb: np.ndarray, pts: np.ndarray, cut: tuple[int, int]
+    mesh: object, rgb: np.ndarray, pts: np.ndarray, cut: tuple[int, int], to_px: float = 1.0
 ) -> np.ndarray | None:
-    """The fresh detection (:func:`detect_cut`) of the tracked face ``pts``, or None."""
+    """The fresh detection (:func:`detect_cut`) of the tracked face ``pts``, or None.
+
+    ``to_px`` is frame pixels per ``rgb`` pixel (a 4K frame reaches the mesh reduced);
+    ``pts``, ``cut`` and the result are in frame pixels, ``cut`` in ``rgb``'s."""
     centre = np.nanmean(pts[:468], axis=0)
     best, dist = None, 0.2 * _face_height(pts)  # another face is further away than this
     for c in detect_cut(mesh, rgb, cut):
+        c = c * to_px
         d = float(np.linalg.norm(c[:468].mean(axis=0) - centre))
         if d < dist:
             best, dist = c.astype(np.float32), d
     return best
+
+
+KEYFRAME_CUTS = 8
+"""Detections behind each step's keyframe points (the median of this many cuts of the
+frame). Where the landmark model puts a point moves with the pixel grid (0.3-0.6 mm
+per cut on the inner brow) and, in tracking mode, with its history: its keyframe points
+lay 0.7-1.0 mm from the median of 64 cuts of the generator's photo on the brows, 8
+cuts of the keyframe 0.2-0.3 mm (docs/METHOD.md §2). Where the movement varies
+steeply over the skin (a frown) that is what the value means."""
+
+
+def keyframe_landmarks(
+    info: VideoInfo, track: LandmarkTrack, cache: FrameCache, keyframes: list[int]
+) -> dict[int, np.ndarray]:
+    """Where FaceMesh puts the points on each keyframe: the median of
+    :data:`KEYFRAME_CUTS` still-image detections of the frame, each cut by another
+    offset, as (478, 2) float32 frame pixels; frames where fewer than half the cuts
+    find the tracked face are left out (the caller keeps the tracking landmarks).
+
+    The frames are read again from the video and checked against the frame cache, so
+    a container that seeks inexactly cannot put another frame's face under the points.
+    """
+    import mediapipe as mp
+
+    want = [k for k in dict.fromkeys(keyframes)
+            if 0 <= k < min(len(track), len(cache)) and np.isfinite(track.xy[k]).all()]
+    if not want:
+        return {}
+    got = read_frames(info, want)
+    bad = [k for k in want if k not in got or not _same_frame(got[k], k, cache)]
+    if bad:
+        again = read_frames(info, bad, seek=False)
+        for k in bad:
+            if k in again and _same_frame(again[k], k, cache):
+                got[k] = again[k]
+            else:
+                got.pop(k, None)
+    out: dict[int, np.ndarray] = {}
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+        min_detection_confidence=0.5,
+    ) as mesh:
+        for k in want:
+            if k not in got:
+                continue
+            rgb = rgb_for_mesh(got[k])
+            to_px = got[k].shape[1] / rgb.shape[1]
+            pts = track.xy[k].astype(np.float64)
+            span = DETECTION_JITTER * _face_height(pts) / to_px
+            found = [f for i in range(KEYFRAME_CUTS)
+                     if (f := _fresh(mesh, rgb, pts, detection_offset(i, span), to_px)) is not None]
+            if 2 * len(found) >= KEYFRAME_CUTS:
+                out[k] = np.median(np.array(found), axis=0).astype(np.float32)
+    return out
+
+
+def _same_frame(image: np.ndarray, t: int, cache: FrameCache) -> bool:
+    """Whether ``image`` is frame ``t`` of the video: its crop equals the cached one."""
+    crop = _crop_at(image, cache.offsets[t], cache)
+    return float(np.mean(np.abs(crop.astype(np.int16) - cache.image(t)))) < 1.0
 
 
 def _crop(
@@ -330,6 +395,13 @@ def _crop(
     # frames, so no interpolation difference masquerades as motion.
     ox = int(round(c[0] * s - n / 2))
     oy = int(round(c[1] * s - n / 2))
+    return _crop_at(image, (ox, oy), cache), (ox, oy)
+
+
+def _crop_at(image: np.ndarray, offset: tuple[int, int], cache: FrameCache) -> np.ndarray:
+    """The cache crop of ``image`` whose top-left is ``offset`` (scaled px)."""
+    s, n = cache.scale, cache.size
+    ox, oy = offset
     # Region of the original image that maps onto the crop.
     x0, y0 = ox / s, oy / s
     x1, y1 = (ox + n) / s, (oy + n) / s
@@ -339,7 +411,7 @@ def _crop(
     yb = min(int(np.ceil(y1)) + pad, image.shape[0])
     gray = cv2.cvtColor(image[ya:yb, xa:xb], cv2.COLOR_BGR2GRAY) if xb > xa and yb > ya else None
     if gray is None:
-        return np.zeros((n, n), np.uint8), (ox, oy)
+        return np.zeros((n, n), np.uint8)
     if s < 0.8:
         # Anti-alias before the affine resample (warpAffine has no area filter).
         gray = cv2.GaussianBlur(gray, (0, 0), 0.4 / s)
@@ -353,4 +425,4 @@ def _crop(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return out, (ox, oy)
+    return out

@@ -22,7 +22,13 @@ from movement import __version__
 from movement.activation import StepResult, measure_all
 from movement.asymmetry import rest_rows, resting_asymmetry, tables
 from movement.imagetrack import StreamTracker, track_window
-from movement.landmarks import FrameCache, LandmarkTrack, track_landmarks
+from movement.landmarks import (
+    KEYFRAME_CUTS,
+    FrameCache,
+    LandmarkTrack,
+    keyframe_landmarks,
+    track_landmarks,
+)
 from movement.protocol import Protocol
 from movement.quality import StepQuality, assess
 from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
@@ -110,7 +116,8 @@ def analyze_clip(
             windows = steps_from_cues(traj, protocol, fps, opts.cues, image)
         else:
             windows = find_steps(traj, protocol, fps, image)
-        results = measure_all(protocol, windows, track, cache, scale, fps)
+        key_xy = keyframe_landmarks(info, track, cache, [w.keyframe for w in windows if w.found])
+        results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
         neutral = _neutral_frames(windows, traj)
         rest_table = resting_asymmetry(traj, protocol, neutral)
         quality = assess(results, track, traj, scale, cache)
@@ -294,6 +301,7 @@ def session_record(session: Session) -> dict:
                         end_s=_t(c.track.t, r.window.end),
                         rest_frames=list(r.window.rest),
                         keyframe=r.window.keyframe,
+                        keyframe_points=r.keyframe_points,
                         peak_frames=list(r.peak_frames),
                         head_fit_inliers=r.head_inliers,
                         points_lost_fraction=r.lost_fraction,
@@ -332,7 +340,8 @@ def session_record(session: Session) -> dict:
             dict(stage="steps", method="signal bouts assigned in protocol order (DP)"),
             dict(
                 stage="imagetrack",
-                method="pyramidal LK from each step's rest keyframe, "
+                method="pyramidal LK from each step's rest keyframe, its points placed by "
+                f"the median of {KEYFRAME_CUTS} still-image detections of cuts of the frame; "
                 "forward-backward check, RANSAC similarity on the step's anchor regions",
             ),
             dict(stage="activation", method="peak (>=90% window) minus mean rest, per side"),

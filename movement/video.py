@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,12 @@ def probe(path: str | Path, mirrored: bool = False) -> VideoInfo:
 _END = object()
 
 
-def _rgb(img: np.ndarray, max_side: int) -> np.ndarray:
+RGB_MAX_SIDE = 1920
+"""Longer side of the frames the face mesh sees (see :func:`frames`)."""
+
+
+def rgb_for_mesh(img: np.ndarray, max_side: int = RGB_MAX_SIDE) -> np.ndarray:
+    """A BGR frame as the face mesh takes it: RGB, longer side at most ``max_side``."""
     k = max_side / max(img.shape[:2])
     if k < 1:
         img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
@@ -100,7 +105,7 @@ def _rgb(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def frames(
-    info: VideoInfo, prefetch: int = 8, rgb: bool = False, rgb_max_side: int = 1920
+    info: VideoInfo, prefetch: int = 8, rgb: bool = False, rgb_max_side: int = RGB_MAX_SIDE
 ) -> Iterator[Frame]:
     """Stream the frames of a probed video, decoded in a background thread.
 
@@ -131,7 +136,7 @@ def frames(
                 last_t = t
                 if info.mirrored:
                     img = cv2.flip(img, 1)
-                q.put(Frame(i, t, img, _rgb(img, rgb_max_side) if rgb else None))
+                q.put(Frame(i, t, img, rgb_for_mesh(img, rgb_max_side) if rgb else None))
                 i += 1
         finally:
             cap.release()
@@ -154,3 +159,43 @@ def frames(
             except queue.Empty:
                 pass
         th.join()
+
+
+def read_frames(
+    info: VideoInfo, indices: Iterable[int], seek: bool = True
+) -> dict[int, np.ndarray]:
+    """Frames ``indices`` (BGR, upright, flipped when mirrored) read again.
+
+    With ``seek`` each is reached by seeking, which costs a few frames' decoding but
+    is not frame-exact in every container: the caller checks what it got
+    (``landmarks.keyframe_landmarks`` compares with the frame cache). Without, the
+    video is decoded in order up to the last index, as :func:`frames` counts them.
+    """
+    want = sorted(set(int(i) for i in indices if i >= 0))
+    out: dict[int, np.ndarray] = {}
+    if not want:
+        return out
+    cap = _open(Path(info.path))
+    try:
+        if seek:
+            for i in want:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                ok, img = cap.read()
+                if ok and img is not None:
+                    out[i] = img
+        else:
+            left = set(want)
+            i = 0
+            while left:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                if i in left:
+                    out[i] = img
+                    left.discard(i)
+                i += 1
+    finally:
+        cap.release()
+    if info.mirrored:
+        out = {i: cv2.flip(img, 1) for i, img in out.items()}
+    return out
