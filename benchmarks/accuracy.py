@@ -370,9 +370,9 @@ def tracked_truth(spec: object, out: Path) -> tuple[dict[tuple[str, str], tuple[
     """The truth re-read at the points the analysis tracked, and the scale's error.
 
     A diagnostic, not a target. The reference truth (the targets) is the movement at
-    the generator's landmarks, found by FaceMesh on the uncompressed base photo; the
-    analysis tracks the landmarks FaceMesh finds on the video's keyframe, which sit
-    about 1 mm away (another image, compressed, tracking mode). Where a field is steep
+    the generator's landmarks, found by FaceMesh on the uncompressed base photo (median
+    of 64 cuts); the analysis tracks the landmarks FaceMesh finds on the video's
+    keyframe (median of 8 cuts), which sit a few tenths of a millimetre away. Where a field is steep
     that alone changes a side's truth by several percent. Reading the field at the
     tracked points (``q = p + f(q)`` from each step's keyframe landmarks, mapped to the
     base photo through the known head motion) separates that from the tracking.
@@ -382,7 +382,11 @@ def tracked_truth(spec: object, out: Path) -> tuple[dict[tuple[str, str], tuple[
 
     session = json.loads((out / "session.json").read_text(encoding="utf-8"))
     clip = session["clips"][0]
-    px = np.load(out / "landmarks.npz")["px"]
+    npz = np.load(out / "landmarks.npz")
+    px = npz["px"]
+    # The points a step tracked start where its keyframe's detections put them.
+    placed = dict(zip(npz["keyframes"].tolist(), npz["keyframe_px"], strict=True)) if (
+        "keyframes" in npz.files) else {}
     ren = synth.Renderer(spec)  # type: ignore[arg-type]
     face = ren.face
     proto = synth.protocol(spec.protocol)  # type: ignore[attr-defined]
@@ -394,7 +398,7 @@ def tracked_truth(spec: object, out: Path) -> tuple[dict[tuple[str, str], tuple[
         if st.syllable_hz > 0 or k is None or not 0 <= k < len(px):
             continue
         a = ren.frame_to_base(k / clip["fps"])
-        p = px[k].astype(float) @ a[:, :2].T + a[:, 2]
+        p = placed.get(k, px[k]).astype(float) @ a[:, :2].T + a[:, 2]
         if not np.isfinite(p).all():
             continue
         cal = ren.steps[(st.name, st.right_mm, st.left_mm)]

@@ -80,10 +80,14 @@ def _write_landmarks(path: Path, session: Session) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for i, c in enumerate(session.clips):
             pre = "" if len(session.clips) == 1 else f"clip{i}_"
+            keys = sorted(c.keyframe_xy)
             for name, get in (
                 ("t", lambda c=c: c.track.t),
                 ("mm", lambda c=c: c.traj.mm.astype(np.float32)),
                 ("px", lambda c=c: c.track.xy.astype(np.float32)),
+                ("keyframes", lambda keys=keys: np.array(keys, dtype=np.int64)),
+                ("keyframe_px", lambda c=c, keys=keys: np.array(
+                    [c.keyframe_xy[k] for k in keys], dtype=np.float32).reshape(-1, 478, 2)),
             ):
                 with zf.open(f"{pre}{name}.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, get(), allow_pickle=False)

@@ -61,6 +61,9 @@ class ClipResult:
     rest_table: pd.DataFrame
     quality: list[StepQuality] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Keyframe -> (478, 2) image px where its cut detections put the points the
+    # steps tracked from it (landmarks.keyframe_landmarks).
+    keyframe_xy: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,7 +134,7 @@ def analyze_clip(
     warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))
     clip = ClipResult(
         info, file_sha256(path), track, scale, traj, windows, results, rest_table, quality,
-        warnings,
+        warnings, key_xy,
     )
     if keep_cache:
         return clip, cache

@@ -41,6 +41,14 @@ def test_output_contract(consult):
     assert [x["name"] for x in s["steps"]] == ["frown", "raise", "squint", "eee", "smile"]
     npz = np.load(out / "landmarks.npz")
     assert npz["mm"].shape == (clip["frames"], 478, 2)
+    # Every step's points start where its keyframe's cut detections put them, and
+    # the file says where: close to the tracking pass's points, not the same.
+    assert [x["keyframe_points"] for x in s["steps"]] == ["detected"] * 5
+    keys = sorted({x["keyframe"] for x in s["steps"]})
+    assert npz["keyframes"].tolist() == keys
+    assert npz["keyframe_px"].shape == (len(keys), 478, 2)
+    d = np.linalg.norm(npz["keyframe_px"] - npz["px"][keys], axis=-1)
+    assert 0.05 < np.median(d) < 3.0
 
 
 def test_sides_and_millimetres_match_the_truth(consult):
