@@ -658,7 +658,7 @@ def decomposition(results: list[dict], out: Callable[[str], None]) -> str:
     out("\n# Where the error comes from (diagnostic; the targets use the reference truth)")
     out("reference = the generator's landmarks on the base photo; at tracked points = the\n"
         "same fields read at the landmarks the analysis found on each step's keyframe\n"
-        "(FaceMesh places them ~1 mm away on the video); + true scale = measured values\n"
+        "(the median of 8 cut detections); + true scale = measured values\n"
         "rescaled by the generator's mm/px over the iris scale the analysis read. Primary\n"
         "values; decisive-side (ok/decisive), median |error| mm, bias mm per column.")
     head = f"{'step':<12}" + "".join(f" {v:>26}" for v in variants)

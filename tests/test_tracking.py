@@ -51,27 +51,27 @@ def _want(truth: dict) -> dict:
 FROWN = _one_step("frown", 0.12, 3.08, frame_size=(1280, 720), seed=121)
 
 
-@pytest.mark.parametrize("affine", [True, False])
-def test_frown_inner_brow_bunching_is_read(tmp_path, affine):
-    """A 3.1 mm one-sided frown: translation windows alone read 2.2 mm (the skin
-    bunches beside a single brow line); the affine patch reads it within 0.5 mm."""
+def test_frown_inner_brow_bunching_is_read(tmp_path):
+    """A 3.1 mm one-sided frown: translation windows alone read 2.6 mm (2.2 before the
+    points were placed by the keyframe's cut detections; the skin bunches beside a
+    single brow line); the affine patch reads 2.9 mm."""
     truth = _clip(tmp_path, FROWN)
-    step = STANDARD.step("frown")
-    groups = tuple(replace(g, affine=affine) for g in step.groups)
-    proto = replace(STANDARD, steps=tuple(
-        replace(s, groups=groups) if s.name == "frown" else s for s in STANDARD.steps
-    ))
-    right, left, _ = _primary(_analyze_one(tmp_path, "frown", proto), "frown")
     want = _want(truth)
-    err = abs(left - want["left_mm"])
-    if affine:
-        assert err < 0.5, (right, left, want)
-        assert abs(right - want["right_mm"]) < 0.3
-
-    else:
-        # The failure the affine patch exists for; if translation windows ever
-        # read this well, the patch may no longer be needed.
-        assert err > 0.5, (right, left, want)
+    step = STANDARD.step("frown")
+    err = {}
+    for affine in (True, False):
+        groups = tuple(replace(g, affine=affine) for g in step.groups)
+        proto = replace(STANDARD, steps=tuple(
+            replace(s, groups=groups) if s.name == "frown" else s for s in STANDARD.steps
+        ))
+        right, left, _ = _primary(_analyze_one(tmp_path, "frown", proto), "frown")
+        err[affine] = abs(left - want["left_mm"])
+        if affine:
+            assert abs(right - want["right_mm"]) < 0.3, (right, left, want)
+    assert err[True] < 0.3, err
+    # The failure the affine patch exists for; if translation windows ever read this
+    # well, the patch may no longer be needed.
+    assert err[False] > 0.4 and err[False] > 2 * err[True], err
 
 
 def test_frown_trace_does_not_jump_during_the_hold():
