@@ -330,7 +330,7 @@ KEYFRAME_CUTS = 8
 frame). Where the landmark model puts a point moves with the pixel grid (0.3-0.6 mm
 per cut on the inner brow) and, in tracking mode, with its history: its keyframe points
 lay 0.7-1.0 mm from the median of 64 cuts of the generator's photo on the brows, 8
-cuts of the keyframe 0.2-0.3 mm (docs/METHOD.md §2). Where the movement varies
+cuts of the keyframe 0.15-0.35 mm (docs/METHOD.md §2.2). Where the movement varies
 steeply over the skin (a frown) that is what the value means."""
 
 
@@ -349,33 +349,31 @@ def keyframe_landmarks(
 
     want = [k for k in dict.fromkeys(keyframes)
             if 0 <= k < min(len(track), len(cache)) and np.isfinite(track.xy[k]).all()]
-    if not want:
-        return {}
-    got = read_frames(info, want)
-    bad = [k for k in want if k not in got or not _same_frame(got[k], k, cache)]
-    if bad:
-        again = read_frames(info, bad, seek=False)
-        for k in bad:
-            if k in again and _same_frame(again[k], k, cache):
-                got[k] = again[k]
-            else:
-                got.pop(k, None)
     out: dict[int, np.ndarray] = {}
+    if not want:
+        return out
     with mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True, max_num_faces=2, refine_landmarks=True,
         min_detection_confidence=0.5,
     ) as mesh:
-        for k in want:
-            if k not in got:
-                continue
-            rgb = rgb_for_mesh(got[k])
-            to_px = got[k].shape[1] / rgb.shape[1]
+
+        def place(k: int, image: np.ndarray) -> bool:
+            if not _same_frame(image, k, cache):
+                return False
+            rgb = rgb_for_mesh(image)
+            to_px = image.shape[1] / rgb.shape[1]
             pts = track.xy[k].astype(np.float64)
             span = DETECTION_JITTER * _face_height(pts) / to_px
             found = [f for i in range(KEYFRAME_CUTS)
                      if (f := _fresh(mesh, rgb, pts, detection_offset(i, span), to_px)) is not None]
             if 2 * len(found) >= KEYFRAME_CUTS:
                 out[k] = np.median(np.array(found), axis=0).astype(np.float32)
+            return True
+
+        read = {k for k, image in read_frames(info, want) if place(k, image)}
+        again = [k for k in want if k not in read]
+        for k, image in read_frames(info, again, seek=False):
+            place(k, image)
     return out
 
 

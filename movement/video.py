@@ -163,18 +163,19 @@ def frames(
 
 def read_frames(
     info: VideoInfo, indices: Iterable[int], seek: bool = True
-) -> dict[int, np.ndarray]:
-    """Frames ``indices`` (BGR, upright, flipped when mirrored) read again.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames ``indices`` (BGR, upright, flipped when mirrored) read again, in order,
+    one at a time (a 4K frame is 25 MB).
 
     With ``seek`` each is reached by seeking, which costs a few frames' decoding but
     is not frame-exact in every container: the caller checks what it got
     (``landmarks.keyframe_landmarks`` compares with the frame cache). Without, the
     video is decoded in order up to the last index, as :func:`frames` counts them.
+    A frame that cannot be read is left out.
     """
     want = sorted(set(int(i) for i in indices if i >= 0))
-    out: dict[int, np.ndarray] = {}
     if not want:
-        return out
+        return
     cap = _open(Path(info.path))
     try:
         if seek:
@@ -182,7 +183,7 @@ def read_frames(
                 cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                 ok, img = cap.read()
                 if ok and img is not None:
-                    out[i] = img
+                    yield i, cv2.flip(img, 1) if info.mirrored else img
         else:
             left = set(want)
             i = 0
@@ -191,11 +192,8 @@ def read_frames(
                 if not ok or img is None:
                     break
                 if i in left:
-                    out[i] = img
                     left.discard(i)
+                    yield i, cv2.flip(img, 1) if info.mirrored else img
                 i += 1
     finally:
         cap.release()
-    if info.mirrored:
-        out = {i: cv2.flip(img, 1) for i, img in out.items()}
-    return out

@@ -57,8 +57,10 @@ def test_a_frame_that_is_not_the_cached_one_is_never_used(still, monkeypatch):
 
     def off_by_three(info, indices, seek=True):
         if not seek:
-            return read_frames(info, indices, seek=False)
-        return {i: read_frames(info, [i + 3])[i + 3] for i in indices}
+            yield from read_frames(info, indices, seek=False)
+            return
+        for i in indices:
+            yield i, dict(read_frames(info, [i + 3]))[i + 3]
 
     monkeypatch.setattr(lm, "read_frames", off_by_three)
     got = keyframe_landmarks(info, track, cache, KEYS)
@@ -66,7 +68,8 @@ def test_a_frame_that_is_not_the_cached_one_is_never_used(still, monkeypatch):
         np.testing.assert_allclose(got[k], want[k])
 
     def always_wrong(info, indices, seek=True):
-        return {i: np.zeros((info.height, info.width, 3), np.uint8) for i in indices}
+        for i in indices:
+            yield i, np.zeros((info.height, info.width, 3), np.uint8)
 
     monkeypatch.setattr(lm, "read_frames", always_wrong)
     assert keyframe_landmarks(info, track, cache, KEYS) == {}
@@ -74,8 +77,8 @@ def test_a_frame_that_is_not_the_cached_one_is_never_used(still, monkeypatch):
 
 def test_reading_by_seeking_and_in_order_agree(still):
     _, info, _, _ = still
-    a = read_frames(info, [0, 7, 19])
-    b = read_frames(info, [19, 7, 0], seek=False)
+    a = dict(read_frames(info, [0, 7, 19]))
+    b = dict(read_frames(info, [19, 7, 0], seek=False))
     assert sorted(a) == sorted(b) == [0, 7, 19]
     for i in a:
         assert np.array_equal(a[i], b[i])
@@ -89,7 +92,7 @@ def test_a_reduced_frame_is_detected_in_frame_pixels(still):
     from movement.landmarks import _fresh
 
     _, info, track, _ = still
-    img = read_frames(info, [4])[4]
+    img = dict(read_frames(info, [4]))[4]
     rgb = rgb_for_mesh(img, max_side=480)
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
                                          max_num_faces=2) as mesh:
