@@ -211,7 +211,7 @@ def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray | None:
 RULER_DETECTIONS = 64
 """Detections behind the base photo's landmarks and iris scale. One detection's iris
 depends on the pixel grid (SD ~0.9 %), and so do its points: on the astronaut photo the
-inner-brow points of one detection lay 0.4-0.8 mm from the median of 64 cuts (a cut's
+inner-brow points of one detection lay 0.15-0.8 mm from the median of 64 cuts (a cut's
 points 0.3-0.6 mm, median)."""
 
 
