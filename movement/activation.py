@@ -85,9 +85,6 @@ class StepResult:
     head_inliers: float = 0.0
     lost_fraction: float = 0.0
     lines: list[LineReading] = field(default_factory=list)
-    # "detected": the points were placed on the keyframe by KEYFRAME_CUTS still-image
-    # detections (landmarks.keyframe_landmarks); "tracking": by the tracking pass.
-    keyframe_points: str = "tracking"
 
     @property
     def peak_t(self) -> float:
@@ -253,7 +250,6 @@ def measure_step(
     """
     if not win.found or win.keyframe < 0:
         return StepResult(win)
-    detected = key_xy is not None
     if key_xy is None:
         key_xy = track.xy[win.keyframe]
     midline = tuple(p for pts in protocol.midline.values() for p in pts)
@@ -323,7 +319,6 @@ def measure_step(
         wt.frames,
         series,
         head_inliers=float(np.mean(wt.inliers[peak])) if len(peak) else 0.0,
-        keyframe_points="detected" if detected else "tracking",
     )
     if len(peak) == 0:
         return res

@@ -241,15 +241,11 @@ def track_landmarks(
                     else:
                         pts = max(cands, key=_face_height)
                 if faces and fr.index % fresh_every == 0:
-                    to_px = fr.image.shape[1] / rgb.shape[1]
-                    span = DETECTION_JITTER * _face_height(pts) / to_px
-                    for _ in range(FRESH_CUTS):
-                        cut = detection_offset(fresh_tried, span)
-                        fresh_tried += 1
-                        again = _fresh(fresh_mesh, rgb, pts, cut, to_px)
-                        if again is not None:
-                            fresh_frames.append(len(ts))
-                            fresh_xy.append(again)
+                    cuts = range(fresh_tried, fresh_tried + FRESH_CUTS)
+                    fresh_tried += FRESH_CUTS
+                    for again in _detect_on_cuts(fresh_mesh, rgb, fr.image.shape[1], pts, cuts):
+                        fresh_frames.append(len(ts))
+                        fresh_xy.append(again)
                 if cache is None and faces:
                     # Small faces are upsampled (at most 2x) so that the image
                     # tracker's few-millimetre window spans enough pixels.
@@ -325,6 +321,18 @@ def _fresh(
     return best
 
 
+def _detect_on_cuts(
+    mesh: object, rgb: np.ndarray, frame_width: int, pts: np.ndarray, cuts: range
+) -> list[np.ndarray]:
+    """The tracked face ``pts`` (frame px) detected afresh on the cuts ``cuts`` (indices
+    into ``face.detection_offset``, within a tenth of the face height) of ``rgb``, the
+    frame as the mesh sees it (``video.rgb_for_mesh``); landmarks in frame px."""
+    to_px = frame_width / rgb.shape[1]
+    span = DETECTION_JITTER * _face_height(pts) / to_px
+    found = (_fresh(mesh, rgb, pts, detection_offset(i, span), to_px) for i in cuts)
+    return [f for f in found if f is not None]
+
+
 KEYFRAME_CUTS = 8
 """Detections behind each step's keyframe points (the median of this many cuts of the
 frame). Where the landmark model puts a point moves with the pixel grid (0.3-0.6 mm
@@ -360,12 +368,8 @@ def keyframe_landmarks(
         def place(k: int, image: np.ndarray) -> bool:
             if not _same_frame(image, k, cache):
                 return False
-            rgb = rgb_for_mesh(image)
-            to_px = image.shape[1] / rgb.shape[1]
-            pts = track.xy[k].astype(np.float64)
-            span = DETECTION_JITTER * _face_height(pts) / to_px
-            found = [f for i in range(KEYFRAME_CUTS)
-                     if (f := _fresh(mesh, rgb, pts, detection_offset(i, span), to_px)) is not None]
+            found = _detect_on_cuts(mesh, rgb_for_mesh(image), image.shape[1],
+                                    track.xy[k].astype(np.float64), range(KEYFRAME_CUTS))
             if 2 * len(found) >= KEYFRAME_CUTS:
                 out[k] = np.median(np.array(found), axis=0).astype(np.float32)
             return True

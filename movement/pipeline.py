@@ -304,7 +304,10 @@ def session_record(session: Session) -> dict:
                         end_s=_t(c.track.t, r.window.end),
                         rest_frames=list(r.window.rest),
                         keyframe=r.window.keyframe,
-                        keyframe_points=r.keyframe_points,
+                        # "detected": placed by the keyframe's cut detections;
+                        # "tracking": the tracking pass's points (too few detections).
+                        keyframe_points="detected" if r.window.keyframe in c.keyframe_xy
+                        else "tracking",
                         peak_frames=list(r.peak_frames),
                         head_fit_inliers=r.head_inliers,
                         points_lost_fraction=r.lost_fraction,
