@@ -143,8 +143,9 @@ def analyze_clip(
 
 
 def detection_points(protocol: Protocol) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Every step's primary points, and every anchor region, for finding steps."""
-    points = tuple(dict.fromkeys(p for s in protocol.steps for p in s.primary.all_points))
+    """The points that find every step (each step's detecting group), and every
+    anchor region, for finding steps."""
+    points = tuple(dict.fromkeys(p for s in protocol.steps for p in s.detecting.all_points))
     anchors = tuple(dict.fromkeys(p for v in protocol.anchors.values() for p in v))
     return points, anchors
 

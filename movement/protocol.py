@@ -102,7 +102,8 @@ class Step:
     duration_s: float
     anchors: tuple[str, ...]
     groups: tuple[MuscleGroup, ...]
-    detect: str = ""  # measurement kind that finds the step; default: the primary's
+    detect: str = ""  # measurement kind that finds the step; default: the detecting group's
+    detect_group: str = ""  # group whose points find the step; default: the primary
     creases: tuple[CreaseRegion, ...] = ()
     mode: str = "peak"  # peak: one held expression; range: repeated movement (speech)
     merge_gap_s: float | None = None  # longer pauses than the protocol's still one bout
@@ -110,7 +111,14 @@ class Step:
 
     @property
     def detect_kind(self) -> str:
-        return self.detect or self.primary.kind
+        return self.detect or self.detecting.kind
+
+    @property
+    def detecting(self) -> MuscleGroup:
+        """The group whose movement finds the step in the video (the primary by default)."""
+        if self.detect_group:
+            return next(g for g in self.groups if g.name == self.detect_group)
+        return self.primary
 
     @property
     def primary(self) -> MuscleGroup:
@@ -362,6 +370,9 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
             raise ProtocolError(f"{sw} ({rs['name']}): exactly one group must be primary")
         if rs.get("detect", "") not in ("", *KINDS):
             raise ProtocolError(f"{sw}: detect must be one of {sorted(KINDS)}")
+        detect_group = str(rs.get("detect_group", ""))
+        if detect_group and detect_group not in [g.name for g in groups]:
+            raise ProtocolError(f"{sw}: detect_group must name one of the step's groups")
         if rs.get("mode", "peak") not in MODES:
             raise ProtocolError(f"{sw}: mode must be one of {sorted(MODES)}")
         creases = tuple(
@@ -379,6 +390,7 @@ def parse_protocol(data: dict, path: str = "") -> Protocol:
                 anchors=regions,
                 groups=groups,
                 detect=str(rs.get("detect", "")),
+                detect_group=detect_group,
                 creases=creases,
                 mode=str(rs.get("mode", "peak")),
                 merge_gap_s=_number(rs, "merge_gap_s", sw),

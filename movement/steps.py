@@ -1,7 +1,8 @@
 """Stage 4 — step finding: where each protocol step starts, peaks and ends.
 
-Each step has a detection signal (its primary measurement on the stabilised
-landmark trajectories). Bouts where a signal rises clearly above its own noise
+Each step has a detection signal (its primary measurement, or the group its
+protocol entry names in ``detect_group``, on the image-tracked points and the
+stabilised landmark trajectories). Bouts where a signal rises clearly above its own noise
 become candidates; the steps are then assigned to candidates in the
 protocol's order by dynamic programming (non-overlapping, increasing in time),
 maximising the total evidence. A step with no candidate is *missing*: it is
@@ -124,9 +125,10 @@ def detection_signals(
         img_base = _median_face(image.positions)
     out = {}
     for step in protocol.steps:
-        s = _side_signal(traj.mm, baseline, step.primary, step.detect_kind, every)
-        if image is not None and all(p in img_col for p in step.primary.all_points):
-            si = _side_signal(image.positions, img_base, step.primary, step.detect_kind, img_col)
+        g = step.detecting
+        s = _side_signal(traj.mm, baseline, g, step.detect_kind, every)
+        if image is not None and all(p in img_col for p in g.all_points):
+            si = _side_signal(image.positions, img_base, g, step.detect_kind, img_col)
             # Short losses are bridged; only long ones fall back to the landmark
             # model, whose gain differs (alternating sensors frame by frame made
             # spikes that hid a frown).

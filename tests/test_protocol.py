@@ -45,6 +45,7 @@ def _data():
         (lambda d: d["steps"][1].update(name="frown"), "repeat"),
         (lambda d: d["steps"][2]["groups"][0].pop("right_lower"), "right_lower"),
         (lambda d: d["steps"][0].update(anchors=["nose", "ears"]), "unknown anchor"),
+        (lambda d: d["steps"][0].update(detect_group="nasalis"), "detect_group must name"),
         (lambda d: d.update(steps=[]), "no \\[\\[steps\\]\\]"),
         (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm=-1), "cross_check_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(affine="yes"), "affine"),

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,29 @@ def test_a_jaw_point_sliding_along_the_outline_does_not_hide_a_clench():
     w = {x.name: x for x in find_steps(traj, ext, FPS, image)}
     assert w["clench"].found
     assert 19 * FPS <= w["clench"].peak <= 24 * FPS
+
+
+def test_a_pout_is_found_by_the_mouth_narrowing_where_the_chin_has_no_texture():
+    """On smooth chin skin the step-finding track loses the chin-pad points for
+    most of the video (76-100 % on the benchmark's second face) and the landmark
+    model barely moves them, so the pout went unfound. The protocol finds it by its
+    ``detect_group``, the mouth corners moving toward the midline."""
+    ext = load_protocol("extended")
+    pout = ext.step("pout")
+    assert pout.detecting.name == "orbicularis_oris" and pout.detect_kind == "medial"
+    traj = _traj([], duration=40.0)
+    t = traj.t
+    narrow = 2.0 * np.clip(np.minimum(t - 20, 23 - t) / 0.5, 0, 1)
+    # The patient's left is +x: the right corner's midline lies along +x.
+    traj.mm[:, 61, 0] += narrow
+    traj.mm[:, 291, 0] -= narrow
+    img = traj.mm.copy()
+    img[:, list(pout.primary.all_points)] = np.nan
+    image = ImageTrack(img, np.arange(478))
+    only = ext.subset(["pout"])
+    (w,) = find_steps(traj, only, FPS, image)
+    assert w.found and 20 * FPS <= w.peak <= 23 * FPS, w
+    # By its primary (the chin pad) the same video shows no pout.
+    chin = replace(only, steps=(replace(pout, detect_group=""),))
+    (w,) = find_steps(traj, chin, FPS, image)
+    assert not w.found
