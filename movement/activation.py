@@ -3,8 +3,7 @@
 For each found step, the image tracker follows the step's points from its own
 rest keyframe; each muscle group's value per side is then the protocol's
 measurement kind, relative to the mean rest position. The step's peak is the
-short window where the step's detecting group (the primary unless the protocol
-names another, see ``Step.detecting``) moves most (mean of both sides, so a
+short window where the primary group moves most (mean of both sides, so a
 weak side does not move the peak). Skin groups use the image tracker; eyelids
 use the landmark model (texture tracking loses a lid when it closes), and each
 value is cross-checked against the other sensor and against physiology.
@@ -310,12 +309,9 @@ def measure_step(
                 )
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
-    # Timed by the group that found the step: a pout found by its mouth corners
-    # is timed by them, not by a chin pad the tracker can barely follow (timed by
-    # the chin, one such pout's peak fell 0.65 s early and its corners read half).
-    timing = step.detecting
-    mean_t = _mean(np.stack([series[(timing.name, s)] for s in SIDES]), axis=0)
-    peak = _peak_window(mean_t, win.start - first, win.end - first, fps)
+    prim = step.primary
+    mean_prim = _mean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
+    peak = _peak_window(mean_prim, win.start - first, win.end - first, fps)
     res = StepResult(
         win,
         tuple(int(wt.frames[i]) for i in peak),
