@@ -18,13 +18,7 @@ from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
 from movement.creases import CLUTTER_PCT, CreaseChange, CreaseReading, crease_change, read_region
-from movement.face import (
-    IRIS_DIAMETER_MM,
-    bridge_gaps,
-    iris_diameter_px,
-    measure_series,
-    outline_tangents,
-)
+from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series, outline_tangents
 from movement.imagetrack import WindowTrack, track_window
 from movement.landmarks import FrameCache, LandmarkTrack
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -34,9 +28,6 @@ from movement.steps import StepWindow
 SIDES = ("right", "left")
 PEAK_FRACTION = 0.9
 PEAK_HALF_WIDTH_S = 0.15
-PEAK_BRIDGE_S = 0.5
-"""Gaps (s) in a side's series bridged by interpolation before the peak is timed;
-the values themselves are read on tracked frames only."""
 CLOSED_FRACTION = 0.35
 """A hybrid eyelid reading uses the landmark model once the landmark aperture at
 the peak falls below this fraction of rest: the lid then covers the texture the
@@ -319,13 +310,7 @@ def measure_step(
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
     prim = step.primary
-    # Short losses bridged first: where one side is lost for a few frames the mean
-    # would be the other side's alone, and the hold's level would jump there. A jaw
-    # outline lost for most of a clench's hold put its peak 0.57 s early.
-    gap = int(round(PEAK_BRIDGE_S * fps))
-    mean_prim = _mean(
-        np.stack([bridge_gaps(series[(prim.name, s)], gap) for s in SIDES]), axis=0
-    )
+    mean_prim = _mean(np.stack([series[(prim.name, s)] for s in SIDES]), axis=0)
     peak = _peak_window(mean_prim, win.start - first, win.end - first, fps)
     res = StepResult(
         win,

@@ -150,17 +150,3 @@ def _mean(a: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         m = np.nansum(a, axis=1) / n_ok
     return np.where(n_ok * 2 >= a.shape[1], m, np.nan)
-
-
-def bridge_gaps(s: np.ndarray, max_gap: int) -> np.ndarray:
-    """Linear interpolation across runs of NaN no longer than ``max_gap`` frames."""
-    ok = np.isfinite(s)
-    if ok.all() or ok.sum() < 2:
-        return s
-    idx = np.arange(len(s))
-    filled = np.interp(idx, idx[ok], s[ok])
-    # Distance to the nearest valid frame on each side decides the gap length.
-    last = np.maximum.accumulate(np.where(ok, idx, -1))
-    nxt = np.minimum.accumulate(np.where(ok, idx, len(s))[::-1])[::-1]
-    short = (last >= 0) & (nxt < len(s)) & (nxt - last - 1 <= max_gap)
-    return np.where(ok | short, filled, np.nan)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import median_filter
 
-from movement.face import bridge_gaps, measure_series
+from movement.face import measure_series
 from movement.protocol import Detection, MuscleGroup, Protocol, Step
 from movement.stabilise import Trajectories
 
@@ -75,6 +75,20 @@ def _side_signal(
     return np.max(np.stack(vals), axis=0)
 
 
+def _bridge(s: np.ndarray, max_gap: int) -> np.ndarray:
+    """Linear interpolation across runs of NaN no longer than ``max_gap`` frames."""
+    ok = np.isfinite(s)
+    if ok.all() or ok.sum() < 2:
+        return s
+    idx = np.arange(len(s))
+    filled = np.interp(idx, idx[ok], s[ok])
+    # Distance to the nearest valid frame on each side decides the gap length.
+    last = np.maximum.accumulate(np.where(ok, idx, -1))
+    nxt = np.minimum.accumulate(np.where(ok, idx, len(s))[::-1])[::-1]
+    short = (last >= 0) & (nxt < len(s)) & (nxt - last - 1 <= max_gap)
+    return np.where(ok | short, filled, np.nan)
+
+
 def _median_face(pos: np.ndarray, max_frames: int = 3000) -> np.ndarray:
     """Median position of each point over the video (a subsample bounds the memory)."""
     step = max(len(pos) // max_frames, 1)
@@ -118,8 +132,7 @@ def detection_signals(
             # Short losses are bridged; only long ones fall back to the landmark
             # model, whose gain differs (alternating sensors frame by frame made
             # spikes that hid a frown).
-            fps = len(s) / max(traj.t[-1] - traj.t[0], 1e-9)
-            si = bridge_gaps(si, max_gap=int(round(0.5 * fps)))
+            si = _bridge(si, max_gap=int(round(0.5 * len(s) / max(traj.t[-1] - traj.t[0], 1e-9))))
             s = np.where(np.isfinite(si), si, s)
         ok = np.isfinite(s)
         if ok.sum() > 5:

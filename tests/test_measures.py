@@ -112,32 +112,3 @@ def test_a_point_lost_in_every_frame_reads_nan_without_a_numpy_warning():
     assert whole == pytest.approx(2.5)
     assert np.isnan(empty)
     np.testing.assert_allclose(_mean(np.ones((2, 3, 2)), axis=(0, 1)), [1.0, 1.0])
-
-
-def test_peak_time_holds_where_one_side_is_lost_for_part_of_the_hold():
-    """A jaw outline lost for most of a clench's hold: the mean of the two sides was
-    the still side's alone in those frames, so the hold's level dropped there and
-    the peak went to the few frames both sides were tracked (0.57 s early on a
-    generated consult). Bridging short losses keeps the hold whole."""
-    fps = 30.0
-    t = np.arange(0.0, 6.0, 1 / fps)
-    motion = synth.StepMotion("clench", 1.5, 3.0, 4.5, 1.5, 1.5)
-    moving = 2.0 * synth.envelope(motion, t)
-    still = 0.3 * synth.envelope(motion, t)
-    lost = moving.copy()
-    # Lost from just before the hold's middle for 0.4 s, and again after it.
-    lost[(t > 2.7) & (t < 3.1)] = np.nan
-    lost[(t > 3.2) & (t < 3.5)] = np.nan
-    series = {("masseter", "right"): still, ("masseter", "left"): lost}
-    from movement.activation import PEAK_BRIDGE_S
-    from movement.face import bridge_gaps
-
-    gap = int(round(PEAK_BRIDGE_S * fps))
-    bridged = _mean(np.stack([bridge_gaps(series[("masseter", s)], gap)
-                              for s in ("right", "left")]), axis=0)
-    frames = _peak_window(bridged, 0, len(t) - 1, fps)
-    assert abs(float(t[frames].mean()) - motion.peak_s) < 0.1
-    # Unbridged, the same series puts the peak where both sides happen to be tracked.
-    raw = _mean(np.stack([series[("masseter", s)] for s in ("right", "left")]), axis=0)
-    frames = _peak_window(raw, 0, len(t) - 1, fps)
-    assert abs(float(t[frames].mean()) - motion.peak_s) > 0.1
