@@ -104,6 +104,12 @@ def rgb_for_mesh(img: np.ndarray, max_side: int = RGB_MAX_SIDE) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _as_seen(info: VideoInfo, img: np.ndarray) -> np.ndarray:
+    """A decoded frame as the analysis sees it: flipped back when the video is a
+    mirrored selfie, so the patient's right is on the image left."""
+    return cv2.flip(img, 1) if info.mirrored else img
+
+
 def frames(
     info: VideoInfo, prefetch: int = 8, rgb: bool = False, rgb_max_side: int = RGB_MAX_SIDE
 ) -> Iterator[Frame]:
@@ -134,8 +140,7 @@ def frames(
                 if not np.isfinite(t) or t <= last_t or (i > 0 and t == 0):
                     t = i / info.fps if last_t < 0 else last_t + 1.0 / info.fps
                 last_t = t
-                if info.mirrored:
-                    img = cv2.flip(img, 1)
+                img = _as_seen(info, img)
                 q.put(Frame(i, t, img, rgb_for_mesh(img, rgb_max_side) if rgb else None))
                 i += 1
         finally:
@@ -183,7 +188,7 @@ def read_frames(
                 cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                 ok, img = cap.read()
                 if ok and img is not None:
-                    yield i, cv2.flip(img, 1) if info.mirrored else img
+                    yield i, _as_seen(info, img)
         else:
             left = set(want)
             i = 0
@@ -193,7 +198,7 @@ def read_frames(
                     break
                 if i in left:
                     left.discard(i)
-                    yield i, cv2.flip(img, 1) if info.mirrored else img
+                    yield i, _as_seen(info, img)
                 i += 1
     finally:
         cap.release()
