@@ -158,13 +158,13 @@ def tables(
                     kind=m.kind,
                     sensor=m.sensor,
                     side=m.side,
-                    peak_s=r.peak_t,
+                    peak_s=r.time_of(m.peak_frames) if m.peak_frames else r.peak_t,
                     rest_mm=m.rest_mm,
                     peak_mm=m.peak_mm,
                     activation_mm=m.activation_mm,
                     check_mm=m.check_mm,
                     rest_frames=" ".join(map(str, w.rest)),
-                    peak_frames=" ".join(map(str, r.peak_frames)),
+                    peak_frames=" ".join(map(str, m.peak_frames or r.peak_frames)),
                     keyframe=w.keyframe,
                     flags="; ".join(m.flags),
                 )
@@ -208,7 +208,7 @@ def tables(
                     dominant_side=dom,
                     quality=quality,
                     reason=reason,
-                    peak_s=r.peak_t,
+                    peak_s=r.time_of(rm.peak_frames) if rm.peak_frames else r.peak_t,  # type: ignore[attr-defined]
                 )
             )
         for name, v in r.drift_mm.items():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from movement import synth
-from movement.activation import _mean, _peak_window, count_movements
+from movement.activation import _mean, _peak_window, count_movements, group_holds
 from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
 from movement.face import measure_series
 from movement.protocol import Thresholds, load_protocol
@@ -112,3 +112,48 @@ def test_a_point_lost_in_every_frame_reads_nan_without_a_numpy_warning():
     assert whole == pytest.approx(2.5)
     assert np.isnan(empty)
     np.testing.assert_allclose(_mean(np.ones((2, 3, 2)), axis=(0, 1)), [1.0, 1.0])
+
+
+def _pout_series(lost_from_s: float | None, seed: int = 0) -> tuple[dict, np.ndarray, float]:
+    """A pout as the generator moves it (chin 2.4 mm, corners 3.0 mm, lower lip
+    0.3 mm), with 0.1 mm tracking noise; the chin's points lost from ``lost_from_s``
+    (its untextured skin) when given."""
+    fps = 30.0
+    t = np.arange(0.0, 6.0, 1 / fps)
+    env = synth.envelope(synth.StepMotion("pout", 1.5, 3.0, 4.5, 1.0, 1.0), t)
+    rng = np.random.default_rng(seed)
+    series = {}
+    for name, mm in (("mentalis", 2.4), ("orbicularis_oris", 3.0), ("mentalis_lip", 0.3)):
+        for side in ("right", "left"):
+            v = mm * env + rng.normal(0.0, 0.1, len(t))
+            if name == "mentalis" and lost_from_s is not None:
+                v[t >= lost_from_s] = np.nan
+            series[(name, side)] = v
+    return series, t, fps
+
+
+def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
+    """The pout's chin lost from the top of its ramp: its hold is found among the
+    frames it still has (before the expression's), and the mouth corners read there
+    fell to half their movement. They are read at their own hold then -- and only
+    then: with the chin tracked every group is read at the chin's hold, so a group
+    that barely moves does not read the maximum of its noise."""
+    step = load_protocol("extended").step("pout")
+    series, t, fps = _pout_series(lost_from_s=2.5)
+    lo, hi = int(1.5 * fps), int(4.5 * fps)
+    holds = group_holds(step, series, lo, hi, fps)
+    chin = t[holds["mentalis"]].mean()
+    assert chin < 2.6  # the chin's last frames, not the expression's hold
+    corners = holds["orbicularis_oris"]
+    assert abs(t[corners].mean() - 3.0) < 0.1
+    read = np.mean(series[("orbicularis_oris", "right")][corners])
+    assert read == pytest.approx(3.0, abs=0.15)
+    assert np.mean(series[("orbicularis_oris", "right")][holds["mentalis"]]) < 2.5
+
+    noise_high = []
+    for seed in range(20):
+        series, t, fps = _pout_series(lost_from_s=None, seed=seed)
+        holds = group_holds(step, series, lo, hi, fps)
+        assert all(np.array_equal(h, holds["mentalis"]) for h in holds.values())
+        noise_high.append(np.mean(series[("mentalis_lip", "left")][holds["mentalis_lip"]]))
+    assert abs(np.mean(noise_high) - 0.3) < 0.05
