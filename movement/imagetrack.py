@@ -198,15 +198,30 @@ def _fine_match(
 
 
 def _lk(
-    img0: np.ndarray, img1: np.ndarray, p0: np.ndarray, guess: np.ndarray, win: int
+    img0: np.ndarray,
+    img1: np.ndarray,
+    p0: np.ndarray,
+    guess: np.ndarray,
+    win: int,
+    across: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Lucas-Kanade from ``img0`` to ``img1``, forward-backward checked.
+
+    ``across`` (N, 2): for sub-points on the face's outline, the outline's unit
+    normal (zeros elsewhere); their check is on the error across it only.
+    """
     opts = dict(_LK, winSize=(win, win))
     p1, st, _ = cv2.calcOpticalFlowPyrLK(
         img0, img1, p0, guess.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **opts
     )
     back, st2, _ = cv2.calcOpticalFlowPyrLK(img1, img0, p1, p1.copy(), **opts)
-    fb = np.linalg.norm(back - p0, axis=-1).ravel()
-    ok = (st.ravel() == 1) & (st2.ravel() == 1) & (fb < FB_MAX_PX)
+    fb = (back - p0).reshape(-1, 2)
+    if across is not None:
+        # Only across an outline: along it the window sees a straight edge and
+        # smooth skin, and the forward-backward error there measures nothing.
+        fb = np.where(np.any(across != 0, axis=1, keepdims=True),
+                      np.sum(fb * across, axis=1, keepdims=True) * across, fb)
+    ok = (st.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm(fb, axis=1) < FB_MAX_PX)
     return p1.reshape(-1, 2), ok
 
 
@@ -344,6 +359,9 @@ class _Tracker:
     # (P, 2) image px from the landmark model's keyframe points to the seeds: the
     # model's later positions are guesses for the seeds' points only after it.
     model_shift: np.ndarray | None = None
+    # (used sub-points, 2): the outline's unit normal for the sub-points of points
+    # on the face's outline, zeros elsewhere (see _lk); None without such points.
+    across: np.ndarray | None = None
 
     @property
     def offsets(self) -> np.ndarray:
@@ -364,6 +382,7 @@ class _Tracker:
         affine: tuple[int, ...] = (),
         fit: tuple[int, ...] = (),
         model_key: np.ndarray | None = None,
+        outline: dict[int, np.ndarray] | None = None,
     ) -> _Tracker:
         """``key_xy`` seeds the points; ``model_key`` is the landmark model's own
         keyframe (``key_xy`` when None), whose later frames guide the tracking."""
@@ -427,11 +446,18 @@ class _Tracker:
         texture = np.trace(tensors[use], axis1=-2, axis2=-1)
         still &= texture <= np.median(texture[still])
         gain_win = int(2 * round(GAIN_WIN_MM / crop_mm_per_px / 2) + 1)
+        across = None
+        if outline:
+            normals = np.zeros((len(idx), 2))
+            for p, tangent in outline.items():
+                if p in all_pts:
+                    normals[all_pts.index(p)] = (-tangent[1], tangent[0])
+            across = np.broadcast_to(normals[:, None, :], use.shape + (2,))[use]
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
                    key_crop, key_img, win, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], gain_win), gain_win,
                    np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px,
-                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift)
+                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift, across)
 
     def track(self, t: int, guess_img: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
         """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
@@ -443,7 +469,7 @@ class _Tracker:
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
         img = self._image(t, guess.reshape(-1, 2)[self.still])
-        p1, ok1 = _lk(self.key_img, img, self.key_crop, guess, self.win)
+        p1, ok1 = _lk(self.key_img, img, self.key_crop, guess, self.win, self.across)
         disp = np.full(self.use.shape + (2,), np.nan)
         disp[self.use] = self.cache.to_image(p1, t) - self.seed_sub[self.use]
         ok = np.zeros(self.use.shape, bool)
@@ -740,7 +766,7 @@ def track_window(
         img_px = tracked
     else:
         tracker = _Tracker.build(cache, key_xy, keyframe, points, anchors, ring,
-                                 mm_per_px, outward, affine, fit, model_key)
+                                 mm_per_px, outward, affine, fit, model_key, outline)
         img_px = np.full((n, len(idx), 2), np.nan)
         kpos = keyframe - first
         img_px[kpos] = seed
