@@ -154,6 +154,14 @@ def _peak_window(v: np.ndarray, lo: int, hi: int, fps: float) -> np.ndarray:
     return np.arange(max(a, centre - half), min(b, centre + half) + 1) + lo
 
 
+def primary_lost(
+    step: Step, series: dict[tuple[str, str], np.ndarray], lo: int, hi: int
+) -> float:
+    """Fraction of the frames ``lo..hi`` in which the primary is lost on either side."""
+    span = np.stack([series[(step.primary.name, s)][lo : hi + 1] for s in SIDES])
+    return float(np.mean(~np.isfinite(span).all(axis=0)))
+
+
 def group_holds(
     step: Step, series: dict[tuple[str, str], np.ndarray], lo: int, hi: int, fps: float
 ) -> dict[str, np.ndarray]:
@@ -176,8 +184,7 @@ def group_holds(
 
     prim = step.primary.name
     peak = hold(prim)
-    span = np.stack([series[(prim, s)][lo : hi + 1] for s in SIDES])
-    own = float(np.mean(~np.isfinite(span).all(axis=0))) > PRIMARY_LOST_OWN_HOLDS
+    own = primary_lost(step, series, lo, hi) > PRIMARY_LOST_OWN_HOLDS
     holds = {}
     for g in step.groups:
         h = hold(g.name) if own and g.name != prim else peak
@@ -351,6 +358,7 @@ def measure_step(
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
     holds = group_holds(step, series, win.start - first, win.end - first, fps)
+    lost_prim = primary_lost(step, series, win.start - first, win.end - first)
     peak = holds[step.primary.name]
     res = StepResult(
         win,
@@ -395,6 +403,12 @@ def measure_step(
             limit = pl.max_sensor_disagreement_mm if g.cross_check_mm is None else g.cross_check_mm
             if np.isfinite(check) and np.isfinite(act) and abs(act - check) > limit:
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
+            if g.primary and lost_prim > PRIMARY_LOST_OWN_HOLDS:
+                # Not "points lost ...", which makes the value unusable: it is
+                # read, but where the points were, which may be before the hold.
+                where = ("its range is read over those frames" if step.mode == "range"
+                         else "read where it was tracked, which may miss its hold")
+                flags.append(f"tracked in only {1 - lost_prim:.0%} of the step: {where}")
             if res.head_inliers < 4:
                 flags.append("head motion could not be removed")
             if g.reliability:

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from movement import synth
-from movement.activation import _mean, _peak_window, count_movements, group_holds
+from movement.activation import (
+    _mean,
+    _peak_window,
+    count_movements,
+    group_holds,
+    primary_lost,
+)
 from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
 from movement.face import measure_series
 from movement.protocol import Thresholds, load_protocol
@@ -142,6 +148,8 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     series, t, fps = _pout_series(lost_from_s=2.5)
     lo, hi = int(1.5 * fps), int(4.5 * fps)
     holds = group_holds(step, series, lo, hi, fps)
+    # The chin lost from 2.5 s of the 1.5-4.5 s step: two thirds of its frames.
+    assert primary_lost(step, series, lo, hi) == pytest.approx(2 / 3, abs=0.02)
     chin = t[holds["mentalis"]].mean()
     assert chin < 2.6  # the chin's last frames, not the expression's hold
     corners = holds["orbicularis_oris"]
