@@ -15,6 +15,7 @@ from movement.activation import (
     count_movements,
     group_holds,
     primary_lost,
+    step_hold,
 )
 from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
 from movement.face import measure_series
@@ -157,11 +158,16 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     read = np.mean(series[("orbicularis_oris", "right")][corners])
     assert read == pytest.approx(3.0, abs=0.15)
     assert np.mean(series[("orbicularis_oris", "right")][holds["mentalis"]]) < 2.5
+    # The step is timed by the group that moves most (the corners), not the chin.
+    lost = primary_lost(step, series, lo, hi)
+    assert np.array_equal(step_hold(step, series, holds, lost), corners)
 
     noise_high = []
     for seed in range(20):
         series, t, fps = _pout_series(lost_from_s=None, seed=seed)
         holds = group_holds(step, series, lo, hi, fps)
         assert all(np.array_equal(h, holds["mentalis"]) for h in holds.values())
+        lost = primary_lost(step, series, lo, hi)
+        assert np.array_equal(step_hold(step, series, holds, lost), holds["mentalis"])
         noise_high.append(np.mean(series[("mentalis_lip", "left")][holds["mentalis_lip"]]))
     assert abs(np.mean(noise_high) - 0.3) < 0.05
