@@ -53,8 +53,8 @@ class GroupMeasure:
     peak_mm: float  # level at the peak
     check_mm: float  # the same activation read by the other sensor
     flags: tuple[str, ...] = ()
-    # Frames the value was averaged over: the group's own hold (see measure_step);
-    # empty for range measures and counts, which read the whole step.
+    # Frames the value was averaged over: the step's peak, or the group's own hold
+    # (see group_holds); empty for range measures and counts (the whole step).
     peak_frames: tuple[int, ...] = ()
 
 
@@ -163,19 +163,25 @@ def primary_lost(
 
 
 def group_holds(
-    step: Step, series: dict[tuple[str, str], np.ndarray], lo: int, hi: int, fps: float
+    step: Step,
+    series: dict[tuple[str, str], np.ndarray],
+    lo: int,
+    hi: int,
+    fps: float,
+    lost: float,
 ) -> dict[str, np.ndarray]:
     """The frames (positions in the series) each group of ``step`` is read at.
 
     The step's hold is the primary's (:func:`_peak_window` on the mean of its sides
     between ``lo`` and ``hi``), and every group is read there -- unless the primary's
     points are lost (on either side) in more than PRIMARY_LOST_OWN_HOLDS of those
-    frames. Its hold is then found among the frames it still has, which need not
-    be the expression's (measured: a pout's untextured chin lost from the top of its
-    ramp; the mouth corners read at the chin's last frames gave 1.54 of 3.07 mm),
-    and the other groups are read at their own holds. Not otherwise: a group that
-    barely moves has no hold of its own, and the maximum of its noise would read
-    high (measured +0.1-0.3 mm on the benchmark's small secondary groups).
+    frames (``lost``, :func:`primary_lost`). Its hold is then found among the frames
+    it still has, which need not be the expression's (measured: a pout's untextured
+    chin lost from the top of its ramp; the mouth corners read at the chin's last
+    frames gave 1.54 of 3.07 mm), and the other groups are read at their own holds.
+    Not otherwise: a group that barely moves has no hold of its own, and the maximum
+    of its noise would read high (measured +0.1-0.3 mm on the benchmark's small
+    secondary groups).
     """
 
     def hold(name: str) -> np.ndarray:
@@ -184,7 +190,7 @@ def group_holds(
 
     prim = step.primary.name
     peak = hold(prim)
-    own = primary_lost(step, series, lo, hi) > PRIMARY_LOST_OWN_HOLDS
+    own = lost > PRIMARY_LOST_OWN_HOLDS
     holds = {}
     for g in step.groups:
         h = hold(g.name) if own and g.name != prim else peak
@@ -387,8 +393,8 @@ def measure_step(
                 )
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
-    holds = group_holds(step, series, win.start - first, win.end - first, fps)
     lost_prim = primary_lost(step, series, win.start - first, win.end - first)
+    holds = group_holds(step, series, win.start - first, win.end - first, fps, lost_prim)
     peak = step_hold(step, series, holds, lost_prim)
     res = StepResult(
         win,

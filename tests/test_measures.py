@@ -148,9 +148,10 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     step = load_protocol("extended").step("pout")
     series, t, fps = _pout_series(lost_from_s=2.5)
     lo, hi = int(1.5 * fps), int(4.5 * fps)
-    holds = group_holds(step, series, lo, hi, fps)
     # The chin lost from 2.5 s of the 1.5-4.5 s step: two thirds of its frames.
-    assert primary_lost(step, series, lo, hi) == pytest.approx(2 / 3, abs=0.02)
+    lost = primary_lost(step, series, lo, hi)
+    assert lost == pytest.approx(2 / 3, abs=0.02)
+    holds = group_holds(step, series, lo, hi, fps, lost)
     chin = t[holds["mentalis"]].mean()
     assert chin < 2.6  # the chin's last frames, not the expression's hold
     corners = holds["orbicularis_oris"]
@@ -159,15 +160,14 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     assert read == pytest.approx(3.0, abs=0.15)
     assert np.mean(series[("orbicularis_oris", "right")][holds["mentalis"]]) < 2.5
     # The step is timed by the group that moves most (the corners), not the chin.
-    lost = primary_lost(step, series, lo, hi)
     assert np.array_equal(step_hold(step, series, holds, lost), corners)
 
     noise_high = []
     for seed in range(20):
         series, t, fps = _pout_series(lost_from_s=None, seed=seed)
-        holds = group_holds(step, series, lo, hi, fps)
-        assert all(np.array_equal(h, holds["mentalis"]) for h in holds.values())
         lost = primary_lost(step, series, lo, hi)
+        holds = group_holds(step, series, lo, hi, fps, lost)
+        assert all(np.array_equal(h, holds["mentalis"]) for h in holds.values())
         assert np.array_equal(step_hold(step, series, holds, lost), holds["mentalis"])
         noise_high.append(np.mean(series[("mentalis_lip", "left")][holds["mentalis_lip"]]))
     assert abs(np.mean(noise_high) - 0.3) < 0.05
