@@ -445,6 +445,12 @@ def measure_step(
                 where = ("its range is read over those frames" if step.mode == "range"
                          else "read where it was tracked, which may miss its hold")
                 flags.append(f"tracked in only {1 - lost_prim:.0%} of the step: {where}")
+            elif lost_prim > PRIMARY_LOST_OWN_HOLDS and step.mode != "range":
+                # The step's own region was lost, and so, often, is the skin
+                # beside it: the second face's lower lip read 1.98 of 0.59 mm at
+                # its own hold in the pout whose chin was lost.
+                flags.append(f"read at its own hold: the step's {step.primary.name} was "
+                             f"tracked in only {1 - lost_prim:.0%} of it")
             if res.head_inliers < 4:
                 flags.append("head motion could not be removed")
             if g.reliability:
