@@ -168,14 +168,14 @@ def group_holds(
     lo: int,
     hi: int,
     fps: float,
-    lost: float,
+    own: bool,
 ) -> dict[str, np.ndarray]:
     """The frames (positions in the series) each group of ``step`` is read at.
 
     The step's hold is the primary's (:func:`_peak_window` on the mean of its sides
     between ``lo`` and ``hi``), and every group is read there -- unless the primary's
     points are lost (on either side) in more than PRIMARY_LOST_OWN_HOLDS of those
-    frames (``lost``, :func:`primary_lost`). Its hold is then found among the frames
+    frames (``own``; :func:`primary_lost`). Its hold is then found among the frames
     it still has, which need not be the expression's (measured: a pout's untextured
     chin lost from the top of its ramp; the mouth corners read at the chin's last
     frames gave 1.54 of 3.07 mm), and the other groups are read at their own holds.
@@ -190,7 +190,6 @@ def group_holds(
 
     prim = step.primary.name
     peak = hold(prim)
-    own = lost > PRIMARY_LOST_OWN_HOLDS
     holds = {}
     for g in step.groups:
         h = hold(g.name) if own and g.name != prim else peak
@@ -202,28 +201,29 @@ def step_hold(
     step: Step,
     series: dict[tuple[str, str], np.ndarray],
     holds: dict[str, np.ndarray],
-    lost: float,
+    own: bool,
 ) -> np.ndarray:
     """The step's peak frames (its time, the frames drawn and the lines' peak).
 
     The primary's hold; but where the primary was lost in more than
-    PRIMARY_LOST_OWN_HOLDS of the step (``lost``, :func:`primary_lost`) its hold
+    PRIMARY_LOST_OWN_HOLDS of the step (``own``, as for :func:`group_holds`) its hold
     is where it was still tracked, and the expression's moment is better told by the
     other group that moves most, at its own hold (measured: a pout timed by its
     untextured chin 0.65 s early, by its mouth corners within 0.1 s). The primary's
     value stays read at its own frames (see group_holds).
     """
     prim = step.primary.name
-    if lost <= PRIMARY_LOST_OWN_HOLDS:
+    if not own:
         return holds[prim]
-
-    def size(name: str) -> float:
-        v = float(np.nanmean([_mean(series[(name, s)][holds[name]]) for s in SIDES]))
-        return v if np.isfinite(v) else -np.inf
-
-    others = [g.name for g in step.groups if g.name != prim]
-    best = max(others, key=size, default=None)
-    if best is None or not size(best) > 0:
+    sizes = {}
+    for g in step.groups:
+        if g.name != prim:
+            # _mean, not np.nanmean: a group lost on both sides is NaN without a
+            # numpy warning on the clinician's terminal.
+            v = float(_mean(np.array([_mean(series[(g.name, s)][holds[g.name]]) for s in SIDES])))
+            sizes[g.name] = v if np.isfinite(v) else -np.inf
+    best = max(sizes, key=sizes.__getitem__, default=None)
+    if best is None or not sizes[best] > 0:
         return holds[prim]
     return holds[best]
 
@@ -394,8 +394,9 @@ def measure_step(
             used[(g.name, side)] = sensor
             series[(g.name, side)] = sensor_series(g, side, sensor)
     lost_prim = primary_lost(step, series, win.start - first, win.end - first)
-    holds = group_holds(step, series, win.start - first, win.end - first, fps, lost_prim)
-    peak = step_hold(step, series, holds, lost_prim)
+    own = lost_prim > PRIMARY_LOST_OWN_HOLDS
+    holds = group_holds(step, series, win.start - first, win.end - first, fps, own)
+    peak = step_hold(step, series, holds, own)
     res = StepResult(
         win,
         tuple(int(wt.frames[i]) for i in peak),
@@ -439,13 +440,13 @@ def measure_step(
             limit = pl.max_sensor_disagreement_mm if g.cross_check_mm is None else g.cross_check_mm
             if np.isfinite(check) and np.isfinite(act) and abs(act - check) > limit:
                 flags.append(f"image and landmark sensors disagree by {abs(act - check):.1f} mm")
-            if g.primary and lost_prim > PRIMARY_LOST_OWN_HOLDS:
+            if own and g.primary:
                 # Not "points lost ...", which makes the value unusable: it is
                 # read, but where the points were, which may be before the hold.
                 where = ("its range is read over those frames" if step.mode == "range"
                          else "read where it was tracked, which may miss its hold")
                 flags.append(f"tracked in only {1 - lost_prim:.0%} of the step: {where}")
-            elif lost_prim > PRIMARY_LOST_OWN_HOLDS and step.mode != "range":
+            elif own and step.mode != "range":
                 # The step's own region was lost, and so, often, is the skin
                 # beside it: the second face's lower lip read 1.98 of 0.59 mm at
                 # its own hold in the pout whose chin was lost.

@@ -158,7 +158,7 @@ def tables(
                     kind=m.kind,
                     sensor=m.sensor,
                     side=m.side,
-                    peak_s=r.time_of(m.peak_frames) if m.peak_frames else r.peak_t,
+                    peak_s=r.time_of(m.peak_frames or r.peak_frames),
                     rest_mm=m.rest_mm,
                     peak_mm=m.peak_mm,
                     activation_mm=m.activation_mm,
@@ -208,7 +208,7 @@ def tables(
                     dominant_side=dom,
                     quality=quality,
                     reason=reason,
-                    peak_s=r.time_of(rm.peak_frames) if rm.peak_frames else r.peak_t,  # type: ignore[attr-defined]
+                    peak_s=r.time_of(rm.peak_frames or r.peak_frames),  # type: ignore[attr-defined]
                 )
             )
         for name, v in r.drift_mm.items():

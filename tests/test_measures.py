@@ -10,6 +10,7 @@ import pytest
 
 from movement import synth
 from movement.activation import (
+    PRIMARY_LOST_OWN_HOLDS,
     _mean,
     _peak_window,
     count_movements,
@@ -151,7 +152,8 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     # The chin lost from 2.5 s of the 1.5-4.5 s step: two thirds of its frames.
     lost = primary_lost(step, series, lo, hi)
     assert lost == pytest.approx(2 / 3, abs=0.02)
-    holds = group_holds(step, series, lo, hi, fps, lost)
+    own = lost > PRIMARY_LOST_OWN_HOLDS
+    holds = group_holds(step, series, lo, hi, fps, own)
     chin = t[holds["mentalis"]].mean()
     assert chin < 2.6  # the chin's last frames, not the expression's hold
     corners = holds["orbicularis_oris"]
@@ -160,14 +162,14 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
     assert read == pytest.approx(3.0, abs=0.15)
     assert np.mean(series[("orbicularis_oris", "right")][holds["mentalis"]]) < 2.5
     # The step is timed by the group that moves most (the corners), not the chin.
-    assert np.array_equal(step_hold(step, series, holds, lost), corners)
+    assert np.array_equal(step_hold(step, series, holds, own), corners)
 
     noise_high = []
     for seed in range(20):
         series, t, fps = _pout_series(lost_from_s=None, seed=seed)
-        lost = primary_lost(step, series, lo, hi)
-        holds = group_holds(step, series, lo, hi, fps, lost)
+        own = primary_lost(step, series, lo, hi) > PRIMARY_LOST_OWN_HOLDS
+        holds = group_holds(step, series, lo, hi, fps, own)
         assert all(np.array_equal(h, holds["mentalis"]) for h in holds.values())
-        assert np.array_equal(step_hold(step, series, holds, lost), holds["mentalis"])
+        assert np.array_equal(step_hold(step, series, holds, own), holds["mentalis"])
         noise_high.append(np.mean(series[("mentalis_lip", "left")][holds["mentalis_lip"]]))
     assert abs(np.mean(noise_high) - 0.3) < 0.05
