@@ -92,7 +92,10 @@ def _bridge(s: np.ndarray, max_gap: int) -> np.ndarray:
 def _median_face(pos: np.ndarray, max_frames: int = 3000) -> np.ndarray:
     """Median position of each point over the video (a subsample bounds the memory)."""
     step = max(len(pos) // max_frames, 1)
-    return np.nanmedian(pos[::step], axis=0)
+    with warnings.catch_warnings():
+        # A point lost in every frame (an untextured chin): NaN, as intended.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(pos[::step], axis=0)
 
 
 @dataclass(frozen=True)
