@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -132,6 +131,17 @@ read (-0.2, -0.8) mm where the skin moved (+0.5, 0). Where the outline runs with
 the point is read as tracked."""
 RANSAC_MM = 0.4
 """Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
+ANCHOR_WIN_MM = 8.0
+"""Lucas-Kanade window side (mm) for the anchors while a step is measured. The
+anchors are skin that stays still in the step, so a window there has no
+movement to average away (LK_WIN_MM is small for skin that deforms), and a
+larger one sees enough texture on smooth skin. Measured on the benchmark's
+second face (smooth, upscaled skin) through a sad mouth: with 3.5 mm windows
+10-15 of its 28 anchors passed the forward-backward check and 4-8 agreed on
+the head's motion (median residual 0.4-0.6 mm), and the head fit jumped the
+mouth corners by 1-2 mm in single frames; with 8 mm windows 20-25 passed,
+10-22 agreed (0.15-0.4 mm). Not while finding steps (StreamTracker): there it
+moved the keyframes and the second face's pouts were then read at other rests."""
 
 
 @dataclass
@@ -294,11 +304,15 @@ def _fuse(
     fit : (P,) landmarks to fit (the others get the weighted mean)
     """
     # A point whose sub-points were all lost has no median (NaN, as intended).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(disp, axis=1)
-        dev = np.linalg.norm(disp - med[:, None, :], axis=-1)
-        spread = np.nanmedian(np.where(ok, dev, np.nan), axis=1)
+    # Only the others are passed to nanmedian: silencing its warning with
+    # warnings.catch_warnings is not thread-safe, and the trackers run in threads.
+    med = np.full(disp.shape[::2], np.nan)
+    seen = np.isfinite(disp[..., 0]).any(axis=1)
+    med[seen] = np.nanmedian(disp[seen], axis=1)
+    dev = np.linalg.norm(disp - med[:, None, :], axis=-1)
+    spread = np.full(len(disp), np.nan)
+    seen = (ok & np.isfinite(dev)).any(axis=1)
+    spread[seen] = np.nanmedian(np.where(ok, dev, np.nan)[seen], axis=1)
     keep = ok & (dev < np.maximum(OUTLIER_PX, 3 * spread)[:, None])
     g = np.where(keep[..., None, None], tensors, 0.0)
     d = np.where(keep[..., None], disp, 0.0)
@@ -362,6 +376,10 @@ class _Tracker:
     # (used sub-points, 2): the outline's unit normal for the sub-points of points
     # on the face's outline, zeros elsewhere (see _lk); None without such points.
     across: np.ndarray | None = None
+    # (used sub-points,): the anchors' (not also measured), followed with a window
+    # of anchor_win crop px (see ANCHOR_WIN_MM); None: every sub-point with win.
+    anchor_sub: np.ndarray | None = None
+    anchor_win: int = 0
 
     @property
     def offsets(self) -> np.ndarray:
@@ -383,6 +401,7 @@ class _Tracker:
         fit: tuple[int, ...] = (),
         model_key: np.ndarray | None = None,
         outline: dict[int, np.ndarray] | None = None,
+        anchor_mm: float = 0.0,
     ) -> _Tracker:
         """``key_xy`` seeds the points; ``model_key`` is the landmark model's own
         keyframe (``key_xy`` when None), whose later frames guide the tracking."""
@@ -453,11 +472,18 @@ class _Tracker:
                 if p in all_pts:
                     normals[all_pts.index(p)] = (-tangent[1], tangent[0])
             across = np.broadcast_to(normals[:, None, :], use.shape + (2,))[use]
+        anchor_sub = None
+        anchor_win = 0
+        if anchor_mm > 0:
+            anchor_sub = np.isin(rows, [all_pts.index(a) for a in anchors if a not in points])
+            ah = round(anchor_mm / crop_mm_per_px / 2)
+            anchor_win = int(np.clip(2 * ah + 1, LK_WIN_MIN_PX, 31))
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
                    key_crop, key_img, win, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], gain_win), gain_win,
                    np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px,
-                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift, across)
+                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift, across,
+                   anchor_sub, anchor_win)
 
     def track(self, t: int, guess_img: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
         """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
@@ -469,7 +495,18 @@ class _Tracker:
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
         img = self._image(t, guess.reshape(-1, 2)[self.still])
-        p1, ok1 = _lk(self.key_img, img, self.key_crop, guess, self.win, self.across)
+        if self.anchor_sub is not None and self.anchor_sub.any():
+            a_ = self.anchor_sub
+            p1 = np.zeros((len(a_), 2), np.float32)
+            ok1 = np.zeros(len(a_), bool)
+            acr = None if self.across is None else self.across[~a_]
+            if not a_.all():
+                p1[~a_], ok1[~a_] = _lk(self.key_img, img, self.key_crop[~a_], guess[~a_],
+                                        self.win, acr)
+            p1[a_], ok1[a_] = _lk(self.key_img, img, self.key_crop[a_], guess[a_],
+                                  self.anchor_win)
+        else:
+            p1, ok1 = _lk(self.key_img, img, self.key_crop, guess, self.win, self.across)
         disp = np.full(self.use.shape + (2,), np.nan)
         disp[self.use] = self.cache.to_image(p1, t) - self.seed_sub[self.use]
         ok = np.zeros(self.use.shape, bool)
@@ -766,7 +803,8 @@ def track_window(
         img_px = tracked
     else:
         tracker = _Tracker.build(cache, key_xy, keyframe, points, anchors, ring,
-                                 mm_per_px, outward, affine, fit, model_key, outline)
+                                 mm_per_px, outward, affine, fit, model_key, outline,
+                                 ANCHOR_WIN_MM)
         img_px = np.full((n, len(idx), 2), np.nan)
         kpos = keyframe - first
         img_px[kpos] = seed
