@@ -11,6 +11,10 @@ from click.testing import CliRunner
 from movement import synth
 from movement.cli import main
 
+REAL_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / (
+    "pexels_wolfganglanger_cry_laugh.mp4")
+"""The real clip in ../shared/data (tests that need it skip without it)."""
+
 # Mixed pattern, unlike the bundled sample: left-dominant brows, right-dominant
 # eee, balanced squint and smile.
 TEST_AMPLITUDES = {

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import analyze
+from conftest import REAL_CLIP, analyze
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from accuracy import write_flipped  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CLIP = DATA / "pexels_wolfganglanger_cry_laugh.mp4"
+CLIP = REAL_CLIP
 CUES = "step,start_s,end_s\nfrown,1.0,4.0\nsmile,10.0,19.0\n"
 """Crying with the brows pulled together (1-4 s) and the laughing part (10-19 s)."""
 

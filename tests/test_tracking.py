@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_CLIP
 
 from movement import imagetrack, synth
 from movement.pipeline import Options, analyze
@@ -353,11 +354,7 @@ def test_a_flat_patch_match_takes_the_optimum_its_neighbours_point_to():
     np.testing.assert_allclose(out[0], tr.seed[0] + (2.0, 0.0))
 
 
-SECOND_FACE = Path(__file__).resolve().parents[2] / "shared" / "data" / (
-    "pexels_wolfganglanger_cry_laugh.mp4")
-
-
-@pytest.mark.skipif(not SECOND_FACE.exists(), reason="needs ../shared/data (the real clip)")
+@pytest.mark.skipif(not REAL_CLIP.exists(), reason="needs ../shared/data (the real clip)")
 def test_the_head_fit_holds_on_smooth_skin(tmp_path):
     """The benchmark's second face (a frame of the real clip, upscaled) has smooth
     forehead and temples. Followed with the measured points' 3.5 mm windows, 6 of its
@@ -367,7 +364,7 @@ def test_the_head_fit_holds_on_smooth_skin(tmp_path):
     0.32 and 0.26 mm from frame to frame."""
     spec = _one_step("sad_mouth", 2.0, 0.6, roll_deg=2.0, shift_px=8.0, zoom=0.02,
                      noise_sigma=1.5, seed=1352, protocol="extended",
-                     face=f"{SECOND_FACE}@240")
+                     face=f"{REAL_CLIP}@240")
     try:
         _clip(tmp_path, spec)
     finally:
