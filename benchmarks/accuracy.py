@@ -174,6 +174,22 @@ def all_cases() -> list[Case]:
         creases=True, frame_size=SD, noise_sigma=3.0, jpeg_quality=35)
     add("ext-skip", "extended, steps skipped", "mix", 1, 1241, protocol="extended",
         skip=("sad_mouth", "scrunch"), creases=True, frame_size=SD, **MILD)
+    # One extended consult under each standard condition the ones above do not cover,
+    # so the extended figures are not only those of easy footage (and rest on twice
+    # the pairs: 9 consults gave 53 decisive ones, too few to tell 92 % from 95 %).
+    add("ext-portrait", "extended, portrait 720x1280", "mix", 1, 1251, protocol="extended",
+        creases=True, frame_size=PORTRAIT, **MILD)
+    add("ext-small-face", "extended, small face 0.35", "mix", 1, 1252, protocol="extended",
+        creases=True, frame_size=HD, face_height_frac=0.35, noise_sigma=1.0)
+    add("ext-head-motion", "extended, head roll 5/shift 20/zoom .05", "mix", 1, 1253,
+        protocol="extended", creases=True, frame_size=SD, **HEAD)
+    add("ext-blur", "extended, blur 1.2", "mix", 1, 1254, protocol="extended", creases=True,
+        frame_size=SD, blur_sigma=1.2, noise_sigma=1.0)
+    add("ext-light", "extended, lighting drift 0.25", "mix", 1, 1255, protocol="extended",
+        creases=True, frame_size=SD, light_drift=0.25, noise_sigma=1.0)
+    add("ext-phone", "extended, phone: portrait selfie, motion, noise, jpeg", "mix", 1, 1256,
+        protocol="extended", mirrored=True, creases=True, frame_size=PORTRAIT, roll_deg=3.0,
+        shift_px=12.0, zoom=0.03, noise_sigma=2.0, jpeg_quality=50)
     # A second face: one frame of the real clip, when ../shared is present. Another
     # skin, lighting, eye shape and resolution (upscaled from a 640x360 video frame).
     if REAL_CLIP.exists():
