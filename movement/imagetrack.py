@@ -358,7 +358,6 @@ class _Tracker:
     need: np.ndarray  # (P,) sub-points that must pass for a point to count
     key_crop: np.ndarray
     key_img: np.ndarray
-    win: int
     tensors: np.ndarray
     patches: dict[int, tuple[np.ndarray, np.ndarray]]  # point row -> (template, centre in it)
     max_jump: float  # crop px
@@ -373,13 +372,11 @@ class _Tracker:
     # (P, 2) image px from the landmark model's keyframe points to the seeds: the
     # model's later positions are guesses for the seeds' points only after it.
     model_shift: np.ndarray | None = None
-    # (used sub-points, 2): the outline's unit normal for the sub-points of points
-    # on the face's outline, zeros elsewhere (see _lk); None without such points.
-    across: np.ndarray | None = None
-    # (used sub-points,): the anchors' (not also measured), followed with a window
-    # of anchor_win crop px (see ANCHOR_WIN_MM); None: every sub-point with win.
-    anchor_sub: np.ndarray | None = None
-    anchor_win: int = 0
+    # The Lucas-Kanade calls per frame, over the used sub-points: (which ones, their
+    # keyframe crop positions, window in crop px, outline normals or None; see _lk).
+    # One call with the LK_WIN_MM window, or, when the anchors (not also measured)
+    # get ANCHOR_WIN_MM windows, one for the others and one for them.
+    passes: tuple[tuple[np.ndarray | slice, np.ndarray, int, np.ndarray | None], ...] = ()
 
     @property
     def offsets(self) -> np.ndarray:
@@ -472,18 +469,23 @@ class _Tracker:
                 if p in all_pts:
                     normals[all_pts.index(p)] = (-tangent[1], tangent[0])
             across = np.broadcast_to(normals[:, None, :], use.shape + (2,))[use]
-        anchor_sub = None
-        anchor_win = 0
-        if anchor_mm > 0:
-            anchor_sub = np.isin(rows, [all_pts.index(a) for a in anchors if a not in points])
+        passes: tuple[tuple[np.ndarray | slice, np.ndarray, int, np.ndarray | None], ...]
+        passes = ((slice(None), key_crop, win, across),)
+        anchor_sub = np.isin(rows, [all_pts.index(a) for a in anchors if a not in points])
+        if anchor_mm > 0 and anchor_sub.any():
             ah = round(anchor_mm / crop_mm_per_px / 2)
             anchor_win = int(np.clip(2 * ah + 1, LK_WIN_MIN_PX, 31))
+            rest = ~anchor_sub
+            passes = tuple(
+                (sel, key_crop[sel], w, None if acr is None else acr[sel])
+                for sel, w, acr in ((rest, win, across), (anchor_sub, anchor_win, None))
+                if sel.any()
+            )
         return cls(cache, keyframe, idx, seed, seed_sub, use, np.minimum(use.sum(1), 3),
-                   key_crop, key_img, win, tensors, patches, max_jump, still,
+                   key_crop, key_img, tensors, patches, max_jump, still,
                    _levels(key_img, key_crop.reshape(-1, 2)[still], gain_win), gain_win,
                    np.isin(idx, fit), fine, ECC_FINE_JUMP_MM / crop_mm_per_px,
-                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift, across,
-                   anchor_sub, anchor_win)
+                   RESTART_MODEL_MM / crop_mm_per_px, neighbours, shift, passes)
 
     def track(self, t: int, guess_img: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
         """Positions (P, 2) in frame ``t`` (image px; NaN where lost).
@@ -495,18 +497,10 @@ class _Tracker:
         guess_sub = (self.seed_sub + (guess_img - self.seed)[:, None, :])[self.use]
         guess = self.cache.to_crop(guess_sub, t).reshape(-1, 1, 2)
         img = self._image(t, guess.reshape(-1, 2)[self.still])
-        if self.anchor_sub is not None and self.anchor_sub.any():
-            a_ = self.anchor_sub
-            p1 = np.zeros((len(a_), 2), np.float32)
-            ok1 = np.zeros(len(a_), bool)
-            acr = None if self.across is None else self.across[~a_]
-            if not a_.all():
-                p1[~a_], ok1[~a_] = _lk(self.key_img, img, self.key_crop[~a_], guess[~a_],
-                                        self.win, acr)
-            p1[a_], ok1[a_] = _lk(self.key_img, img, self.key_crop[a_], guess[a_],
-                                  self.anchor_win)
-        else:
-            p1, ok1 = _lk(self.key_img, img, self.key_crop, guess, self.win, self.across)
+        p1 = np.zeros((len(self.key_crop), 2), np.float32)
+        ok1 = np.zeros(len(self.key_crop), bool)
+        for sel, key, win, across in self.passes:
+            p1[sel], ok1[sel] = _lk(self.key_img, img, key, guess[sel], win, across)
         disp = np.full(self.use.shape + (2,), np.nan)
         disp[self.use] = self.cache.to_image(p1, t) - self.seed_sub[self.use]
         ok = np.zeros(self.use.shape, bool)
