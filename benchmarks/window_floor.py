@@ -66,7 +66,21 @@ def _ratios(
     return float(np.median(single)), float(np.median(ring))
 
 
-def main() -> None:
+@dataclasses.dataclass(frozen=True)
+class Floor:
+    """One step's readings (median over points of reading / truth)."""
+
+    step: str
+    group: str
+    points: int
+    truth_mm: float  # median over the points
+    photo: tuple[float, float]  # (single window, fused ring)
+    ideal: tuple[float, float]
+    shift: tuple[float, float]
+
+
+def floors() -> tuple[str, list[Floor]]:
+    """A header line and one :class:`Floor` per step of the extended sample."""
     spec = synth.extended_sample_spec()
     spec = dataclasses.replace(
         spec, noise_sigma=0.0, roll_deg=0.0, shift_px=0.0, zoom=0.0,
@@ -90,12 +104,9 @@ def main() -> None:
                         borderMode=cv2.BORDER_REFLECT)
         return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
-    print(f"extended sample, {spec.frame_size[0]}x{spec.frame_size[1]}, {mm_px:.3f} mm/px, "
-          f"LK window {win} px ({win * mm_px:.1f} mm), ring {it.RING_MM} / {2 * it.RING_MM} mm")
-    print("read / truth along the truth, median over the primary group's points "
-          "(single window | fused ring)")
-    print(f"{'step':12s} {'group':24s} {'pts':>3s} {'truth mm':>9s}   {'photo':>11s}"
-          f"   {'ideal':>11s}   {'shift':>11s}")
+    header = (f"extended sample, {spec.frame_size[0]}x{spec.frame_size[1]}, {mm_px:.3f} mm/px, "
+              f"LK window {win} px ({win * mm_px:.1f} mm), ring {it.RING_MM} / {2 * it.RING_MM} mm")
+    out = []
     for st in spec.steps:
         step = proto.step(st.name)
         g = step.primary
@@ -104,28 +115,38 @@ def main() -> None:
         cal = ren.steps[(st.name, st.right_mm, st.left_mm)]
         t0, t1 = st.start_s - 0.5, st.peak_s
         if ren.activation(t0)[1] != 0.0 or ren.activation(t1)[1] != 1.0:
-            raise SystemExit(f"{st.name}: rest or peak frame not where expected")
+            raise RuntimeError(f"{st.name}: rest or peak frame not where expected")
         base = face.landmarks[list(g.points("right") + g.points("left"))]
         p0 = ren.base_to_frame(t0, base)
         truth = ren.base_to_frame(t1, synth.solve_forward(base, cal.field, 1.0)) - p0
         keep = np.linalg.norm(truth, axis=1) * mm_px >= MIN_TRUTH_MM
         p0, truth = p0[keep], truth[keep]
-        cols = []
-        for canvas in (photo, ideal):
-            cols.append(_ratios(render(canvas, t0), render(canvas, t1), p0, truth, win, offsets))
+        cols = [_ratios(render(c, t0), render(c, t1), p0, truth, win, offsets)
+                for c in (photo, ideal)]
         g0 = render(photo, t0)
-        sh_single, sh_ring = [], []
+        shifted = []
         for p, d in zip(p0, truth, strict=True):
             m = np.float32([[1, 0, d[0]], [0, 1, d[1]]])
             g1 = cv2.warpAffine(g0, m, g0.shape[::-1], flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REFLECT)
-            s, r = _ratios(g0, g1, p[None], d[None], win, offsets)
-            sh_single.append(s)
-            sh_ring.append(r)
-        cols.append((float(np.median(sh_single)), float(np.median(sh_ring))))
+            shifted.append(_ratios(g0, g1, p[None], d[None], win, offsets))
+        sh = np.median(np.array(shifted), axis=0)
         tmm = float(np.median(np.linalg.norm(truth, axis=1))) * mm_px
-        print(f"{st.name:12s} {g.name:24s} {len(p0):3d} {tmm:9.2f}   "
-              + "   ".join(f"{a:.2f} | {b:.2f}" for a, b in cols))
+        out.append(Floor(st.name, g.name, len(p0), tmm, cols[0], cols[1],
+                         (float(sh[0]), float(sh[1]))))
+    return header, out
+
+
+def main() -> None:
+    header, rows = floors()
+    print(header)
+    print("read / truth along the truth, median over the primary group's points "
+          "(single window | fused ring)")
+    print(f"{'step':12s} {'group':24s} {'pts':>3s} {'truth mm':>9s}   {'photo':>11s}"
+          f"   {'ideal':>11s}   {'shift':>11s}")
+    for r in rows:
+        print(f"{r.step:12s} {r.group:24s} {r.points:3d} {r.truth_mm:9.2f}   "
+              + "   ".join(f"{a:.2f} | {b:.2f}" for a, b in (r.photo, r.ideal, r.shift)))
 
 
 if __name__ == "__main__":
