@@ -307,12 +307,12 @@ def _fuse(
     # Only the others are passed to nanmedian: silencing its warning with
     # warnings.catch_warnings is not thread-safe, and the trackers run in threads.
     med = np.full(disp.shape[::2], np.nan)
-    seen = np.isfinite(disp[..., 0]).any(axis=1)
-    med[seen] = np.nanmedian(disp[seen], axis=1)
+    tracked = np.isfinite(disp[..., 0]).any(axis=1)
+    med[tracked] = np.nanmedian(disp[tracked], axis=1)
     dev = np.linalg.norm(disp - med[:, None, :], axis=-1)
     spread = np.full(len(disp), np.nan)
-    seen = (ok & np.isfinite(dev)).any(axis=1)
-    spread[seen] = np.nanmedian(np.where(ok, dev, np.nan)[seen], axis=1)
+    passed = (ok & np.isfinite(dev)).any(axis=1)
+    spread[passed] = np.nanmedian(np.where(ok, dev, np.nan)[passed], axis=1)
     keep = ok & (dev < np.maximum(OUTLIER_PX, 3 * spread)[:, None])
     g = np.where(keep[..., None, None], tensors, 0.0)
     d = np.where(keep[..., None], disp, 0.0)
