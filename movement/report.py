@@ -33,10 +33,12 @@ from scipy.spatial import ConvexHull, QhullError
 
 from movement import __version__
 from movement.activation import LineReading, StepResult
+from movement.asymmetry import near_threshold
 from movement.creases import draw_heat
 from movement.htmlkit import BASE_CSS
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session
+from movement.protocol import Thresholds
 from movement.stabilise import yaw_degrees
 
 RIGHT_COLOUR = "#1f6fb4"  # patient's right
@@ -347,12 +349,21 @@ def findings(session: Session) -> list[str]:
     """
     out = []
     a = _moving(session)
+    th = session.options.protocol.thresholds
     for _, r in a.iterrows():
         if r["quality"] in ("unusable", "missing"):
             continue
         grp, step = _nice(r["muscle_group"]), _nice(r["step"])
         diff = abs(r["right_mm"] - r["left_mm"])
-        caveat = f" Low confidence: {_reason(r['reason'])}." if r["quality"] == "low" else ""
+        caveat = (f" Low confidence: {_reason(r['reason']).rstrip('.')}."
+                  if r["quality"] == "low" else "")
+        if _is_mm(r["measure"]) and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th):
+            bigger = "right" if r["right_mm"] > r["left_mm"] else "left"
+            other = (f"call the {bigger} side dominant" if r["dominant_side"] == "balanced"
+                     else "call it balanced")
+            caveat = (f" Near the threshold ({diff:.2f} mm apart; a side is dominant from "
+                      f"{th.min_diff_mm:g} mm and {th.min_ratio:.0%}): a repeat recording may "
+                      f"{other}.") + caveat
         if not _is_mm(r["measure"]):
             text = _relative_finding(r)
             if text:
@@ -462,10 +473,18 @@ def _checks(session: Session) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def _table(df: pd.DataFrame, scale: float, with_step: bool = True) -> str:
+def _table(
+    df: pd.DataFrame, scale: float, th: Thresholds, with_step: bool = True
+) -> str:
     rows = []
     for _, r in df.iterrows():
         q = r["quality"]
+        near = (
+            ' <span class="note">near threshold</span>'
+            if q in ("ok", "low")
+            and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th)
+            else ""
+        )
         sec = "" if r["primary"] else ' <span class="note">(secondary)</span>'
         step_td = f'<td class="l">{_esc(r["step"])}</td>' if with_step else ""
         rows.append(
@@ -481,7 +500,7 @@ def _table(df: pd.DataFrame, scale: float, with_step: bool = True) -> str:
             +
             f"<td class=l><b>{_fmt(r['left_mm'])}</b></td>"
             f"<td>{_fmt(r['diff_mm'])}</td><td>{_fmt(r['asymmetry_index'])}</td>"
-            f'<td class="c">{_dom(r["dominant_side"])}</td>'
+            f'<td class="c">{_dom(r["dominant_side"])}{near}</td>'
             f"{_quality_cell(q, _reason(r['reason']))}"
             "</tr>"
         )
@@ -1265,7 +1284,7 @@ def _step_section(
             + (f" — {_esc(rq.instruction)}" if getattr(rq, "instruction", "") else "")
             + "</div>"
         )
-    parts.append(_table(rows, scale, with_step=False))
+    parts.append(_table(rows, scale, session.options.protocol.thresholds, with_step=False))
     trace_id, img_id, cap_id = f"trace-{k}", f"view-{k}", f"view-cap-{k}"
     viewer = ""
     if cache is not None and len(r.frames):
@@ -1484,9 +1503,11 @@ balanced</span><span><i class="sw" style="border:1px dotted {NEUTRAL_COLOUR}"></
 <p class="note">Left and right are the patient's own sides. Values are peak minus rest, per side.
 A side is dominant when it moves at least {th.min_diff_mm:g} mm more than the other and the
 difference is at least {th.min_ratio:.0%} of the larger side; otherwise the step is balanced.
+A call that would change were these thresholds {th.near_threshold:.0%} looser or tighter is marked
+near the threshold: a repeat recording may call it the other way.
 Index = (R−L)/(R+L), positive when the right pulls harder.</p></section>
 <section id="movement"><h2>Movement asymmetry (peak minus rest)</h2>
-{_table(_moving(session), scale)}
+{_table(_moving(session), scale, th)}
 <p class="note">Bars: right side to the left of the centre line, left side to the right (as seen
 facing the patient), on a common scale of {scale:.1f} mm. Rows marked low confidence or unusable
 give the reason; unusable values are never listed as findings.</p></section>

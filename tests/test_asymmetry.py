@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from movement.activation import GroupMeasure, StepResult, _line_flags
-from movement.asymmetry import asymmetry_index, dominant_side, tables
+from movement.asymmetry import asymmetry_index, dominant_side, near_threshold, tables
 from movement.creases import CreaseChange
 from movement.protocol import Thresholds, load_protocol
 from movement.steps import StepWindow
@@ -30,6 +30,32 @@ def test_dominant_side_needs_mm_and_relative_difference(right, left, expected):
 
 def test_thresholds_come_from_the_protocol():
     assert dominant_side(4.0, 3.5, Thresholds(min_diff_mm=0.4, min_ratio=0.1)) == "right"
+
+
+@pytest.mark.parametrize(
+    "right, left, near",
+    [
+        (1.566, 0.569, True),  # 0.997 mm: balanced, dominant from 0.9 mm
+        (2.0, 1.05, True),  # 0.95 mm
+        (2.0, 0.95, True),  # 1.05 mm: dominant, balanced from 1.1 mm
+        (5.0, 3.95, True),  # 1.05 mm and 21 %: balanced from 22 %
+        (2.0, 0.85, False),  # 1.15 mm: dominant either way
+        (3.0, 1.0, False),
+        (1.2, 1.1, False),  # 0.1 mm: balanced either way
+        (float("nan"), 1.0, False),
+    ],
+)
+def test_a_call_that_10_percent_looser_or_tighter_thresholds_change_is_near(right, left, near):
+    assert near_threshold("displacement_mm", right, left, TH) is near
+
+
+def test_near_threshold_follows_each_measure_rule_and_can_be_off():
+    assert not near_threshold("displacement_mm", 1.566, 0.569, Thresholds(near_threshold=0.0))
+    # Lines: the deeper side needs an index of 2.0 and 1.3x the other.
+    assert near_threshold("crease", 2.1, 1.0, Thresholds())
+    assert near_threshold("crease", 3.0, 2.33, Thresholds())  # 1.29x: 1.3 less 10 % of 0.3
+    assert not near_threshold("crease", 5.0, 1.0, Thresholds())
+    assert load_protocol("standard").thresholds.near_threshold == pytest.approx(0.10)
 
 
 def test_asymmetry_index():

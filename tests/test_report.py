@@ -7,6 +7,7 @@ checks run in well under a second: findings wording, quality shown with the reas
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -19,7 +20,7 @@ from movement.landmarks import LandmarkTrack
 from movement.pipeline import ClipResult, Options, Session
 from movement.protocol import load_protocol
 from movement.quality import StepQuality
-from movement.report import findings, render_report
+from movement.report import _table, findings, render_report
 from movement.stabilise import Scale, Trajectories
 from movement.steps import StepWindow
 from movement.video import VideoInfo
@@ -175,6 +176,24 @@ def test_findings_name_side_group_and_millimetres(built):
     assert not any("zygomaticus pulls" in x for x in f)
     assert "The smile value is not usable: implausible: 16.2 mm exceeds 15 mm." in f
     assert "The frown step was not found in the video; nothing is reported for it." in f
+
+
+def test_a_call_near_the_threshold_says_so(built):
+    session = built[0]
+    a = session.asymmetry.copy()
+    sq = (a["step"] == "squint") & a["primary"]
+    a.loc[sq, ["right_mm", "left_mm", "diff_mm"]] = [1.566, 0.569, 0.997]
+    near = dataclasses.replace(session, asymmetry=a)
+    text = next(x for x in findings(near) if "orbicularis oculi" in x.lower())
+    assert text.startswith(
+        "Orbicularis oculi is balanced in the squint (right 1.6 mm, left 0.6 mm).")
+    assert ("Near the threshold (1.00 mm apart; a side is dominant from 1 mm and 20%): a repeat "
+            "recording may call the right side dominant.") in text
+    th = session.options.protocol.thresholds
+    assert "near threshold" in _table(a[sq], 5.0, th)
+    # Clear calls carry no such note.
+    assert not any("Near the threshold" in x for x in findings(session))
+    assert "near threshold" not in _table(session.asymmetry, 5.0, th)
 
 
 def test_findings_list_is_in_the_summary(page):
