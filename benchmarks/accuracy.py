@@ -526,6 +526,14 @@ def dominant(r: float, lft: float) -> str:
     return dominant_side(r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
 
 
+def near_call(r: float, lft: float) -> bool:
+    """Whether the report marks this call near the threshold (same thresholds as above)."""
+    from movement.asymmetry import near_threshold
+    from movement.protocol import Thresholds
+
+    return near_threshold("displacement_mm", r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
+
+
 def pct(x: float) -> str:
     return "  n/a" if not np.isfinite(x) else f"{100 * x:4.0f}%"
 
@@ -554,6 +562,9 @@ class Stats:
     missing: int = 0
     unusable: int = 0
     low: int = 0
+    # Decisive pairs read (ok/low): [calls marked near the threshold, of them wrong,
+    # calls not marked, of them wrong] (the report's "near threshold" mark).
+    near: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def add(self, s: dict) -> None:
         self.steps += 1
@@ -571,6 +582,9 @@ class Stats:
             self.side_ok += s["dominant"] == truth_dom
             if q_ not in ("missing", "error", "unusable") and np.isfinite(mr - ml):
                 self.sign_ok += (mr - ml > 0) == (truth_dom == "right")
+                i = 0 if near_call(mr, ml) else 2
+                self.near[i] += 1
+                self.near[i + 1] += s["dominant"] != truth_dom
         if abs(tr - tl) <= BALANCED_MM:
             self.balanced += 1
             self.balanced_ok += s["dominant"] == "balanced"
@@ -785,6 +799,12 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     out("\n" + legend)
     sign = overall.sign_ok / overall.decisive if overall.decisive else float("nan")
     out(f"\nSide by sign alone (measured R-L has the truth's sign, decisive pairs): {pct(sign)}")
+    for label, st in (("standard", overall), ("extended", ext)):
+        if st.steps:
+            n, bad, n2, bad2 = st.near
+            out(f"Calls marked near the threshold ({label}, decisive pairs read): {n}, of them "
+                f"wrong {bad} ({pct(bad / n if n else float('nan')).strip()}); not marked: {n2}, "
+                f"wrong {bad2} ({pct(bad2 / n2 if n2 else float('nan')).strip()})")
     if moves_n:
         out(f"Speech movements counted within +-2 of the truth: {moves_ok}/{moves_n} sides")
     if skip_n:
