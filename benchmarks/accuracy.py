@@ -520,7 +520,7 @@ def run_case(args: tuple[Case, str]) -> dict:
 
 
 def dominant(r: float, lft: float) -> str:
-    from movement.asymmetry import dominant_side
+    from movement.dominance import dominant_side
     from movement.protocol import Thresholds
 
     return dominant_side(r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
@@ -528,7 +528,7 @@ def dominant(r: float, lft: float) -> str:
 
 def near_call(r: float, lft: float) -> bool:
     """Whether the report marks this call near the threshold (same thresholds as above)."""
-    from movement.asymmetry import near_threshold
+    from movement.dominance import near_threshold
     from movement.protocol import Thresholds
 
     return near_threshold("displacement_mm", r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))

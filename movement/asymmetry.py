@@ -16,13 +16,12 @@ Tables produced (pandas DataFrames; the columns are the output contract):
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 
 from movement.activation import StepResult
-from movement.protocol import Protocol, Thresholds
+from movement.dominance import dominant_for
+from movement.protocol import Protocol
 from movement.stabilise import Trajectories
 
 ASYMMETRY_COLUMNS = [
@@ -68,61 +67,6 @@ def asymmetry_index(right: float, left: float) -> float:
     if not np.isfinite(s) or s <= 1e-9:
         return float("nan")
     return float(np.clip((right - left) / s, -1, 1))
-
-
-def dominant_side(right: float, left: float, th: Thresholds) -> str:
-    """``right`` / ``left`` when the difference is large in mm AND relative.
-
-    ``balanced`` otherwise; ``undetermined`` when a side has no value.
-    """
-    return _by_difference(right, left, th.min_diff_mm, th.min_ratio)
-
-
-def _by_difference(right: float, left: float, min_diff: float, min_ratio: float) -> str:
-    if not (np.isfinite(right) and np.isfinite(left)):
-        return "undetermined"
-    diff = right - left
-    big = max(right, left)
-    if abs(diff) >= min_diff and big > 0 and abs(diff) / big >= min_ratio:
-        return "right" if diff > 0 else "left"
-    return "balanced"
-
-
-def dominant_for(measure: str, right: float, left: float, th: Thresholds) -> str:
-    """The dominance rule of a measure: mm rules for millimetres, relative
-    rules for counts and crease strengths (which have no millimetres)."""
-    if not (np.isfinite(right) and np.isfinite(left)):
-        return "undetermined"
-    if measure == "movements":
-        return _by_difference(right, left, th.min_count_diff, th.min_ratio)
-    if measure == "crease":
-        lo, hi = sorted((right, left))
-        if hi >= th.crease_min and hi >= th.crease_min_ratio * max(lo, 0.0):
-            return "right" if right > left else "left"
-        return "balanced"
-    return dominant_side(right, left, th)
-
-
-def near_threshold(measure: str, right: float, left: float, th: Thresholds) -> bool:
-    """Whether the side call changes with the thresholds ``th.near_threshold`` looser or
-    tighter (every threshold scaled by 1 -/+ that fraction).
-
-    A value just under 1 mm apart is ``balanced`` and one just over is dominant; both
-    are within what a repeat recording moves (a narrow movement reads 0.82-0.94 of its
-    truth, docs/METHOD.md section 13), so the report says such a call is near the
-    threshold rather than letting 0.99 and 1.01 mm read as opposite findings.
-    """
-    if not (np.isfinite(right) and np.isfinite(left)) or th.near_threshold <= 0:
-        return False
-    calls = set()
-    for k in (1.0 - th.near_threshold, 1.0, 1.0 + th.near_threshold):
-        scaled = replace(
-            th, min_diff_mm=th.min_diff_mm * k, min_ratio=th.min_ratio * k,
-            min_count_diff=th.min_count_diff * k, crease_min=th.crease_min * k,
-            crease_min_ratio=1.0 + (th.crease_min_ratio - 1.0) * k,
-        )
-        calls.add(dominant_for(measure, right, left, scaled))
-    return len(calls) > 1
 
 
 _RANK = {"ok": 0, "low": 1, "unusable": 2}

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from movement import __version__
+from movement.dominance import near_threshold
 from movement.htmlkit import BASE_CSS, staged_folder
-from movement.protocol import ProtocolError, load_protocol
+from movement.protocol import ProtocolError, Thresholds, load_protocol
 from movement.store import (
     COMPARISON_FILE,
     History,
@@ -318,6 +319,17 @@ def _outcome(before: str, now: str) -> str:
     return f"now {now}-dominant"
 
 
+def _near(row: dict[str, Any], s: SessionSummary, measure: str) -> bool:
+    """The session's side call for this row is near its threshold (see the report)."""
+    r, lft = _value(row, "right"), _value(row, "left")
+    if r is None or lft is None:
+        return False
+    th = Thresholds()
+    th = Thresholds(min_diff_mm=th.min_diff_mm if s.min_diff_mm is None else s.min_diff_mm,
+                    min_ratio=th.min_ratio if s.min_ratio is None else s.min_ratio)
+    return near_threshold(measure, r, lft, th)
+
+
 def statement(
     g: GroupView,
     base_row: dict[str, Any] | None,
@@ -360,6 +372,11 @@ def statement(
     text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
     text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
     text += "; " + _outcome(base_row["dominant_side"], now_row["dominant_side"])
+    # A call that flips between 0.99 and 1.01 mm is not a change of dominance.
+    near = [w for row, s, w in ((base_row, base, "at baseline"), (now_row, now, "now"))
+            if _near(row, s, g.measure)]
+    if near:
+        text += ", near the threshold " + " and ".join(near)
     if now_row["quality"] == "low":
         text += f" (low quality: {now_row['reason']})" if now_row["reason"] else " (low quality)"
     return text

@@ -33,8 +33,8 @@ from scipy.spatial import ConvexHull, QhullError
 
 from movement import __version__
 from movement.activation import LineReading, StepResult
-from movement.asymmetry import near_threshold
 from movement.creases import draw_heat
+from movement.dominance import near_threshold
 from movement.htmlkit import BASE_CSS
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from movement.activation import GroupMeasure, StepResult, _line_flags
-from movement.asymmetry import asymmetry_index, dominant_side, near_threshold, tables
+from movement.asymmetry import asymmetry_index, tables
 from movement.creases import CreaseChange
+from movement.dominance import dominant_side, near_threshold
 from movement.protocol import Thresholds, load_protocol
 from movement.steps import StepWindow
 

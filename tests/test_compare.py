@@ -163,6 +163,17 @@ def test_statement_cases(tmp_path):
     )
 
 
+def test_a_dominance_change_near_the_threshold_says_so(tmp_path):
+    st = tmp_path / "st"
+    base = {"raise": (3.0, 1.98), "eee": (3.0, 1.0)}  # 1.02 mm apart: right, but only just
+    now = {"raise": (3.0, 2.05), "eee": (3.0, 1.0)}  # 0.95 mm: balanced, but only just
+    store.record_session(st, make_session(tmp_path, "a", base), "p", "", "2026-01-05")
+    store.record_session(st, make_session(tmp_path, "b", now), "p", "", "2026-02-05")
+    s = {g.muscle_group: g.statement for g in compare.build(store.history(st, "p")).groups}
+    assert s["frontalis"].endswith("now balanced, near the threshold at baseline and now")
+    assert s["platysma"].endswith("still right-dominant")  # 2 mm apart: no such note
+
+
 def test_update_comparison_follows_the_store(clinic, tmp_path):
     link = store.update_comparison(clinic, "p1")
     assert link == store.session_link(clinic, "p1") == compare.update_comparison(clinic, "p1")

@@ -18,7 +18,8 @@ from movement.activation import (
     primary_lost,
     step_hold,
 )
-from movement.asymmetry import dominant_for, rest_rows, resting_asymmetry
+from movement.asymmetry import rest_rows, resting_asymmetry
+from movement.dominance import dominant_for
 from movement.face import measure_series
 from movement.protocol import Thresholds, load_protocol
 from movement.stabilise import Trajectories
