@@ -156,8 +156,8 @@ class Thresholds:
     min_count_diff: int = 2
     crease_min_ratio: float = 1.3
     crease_min: float = 2.0
-    # A side call that another call would replace with these thresholds this much
-    # looser or tighter is reported as near the threshold (see asymmetry.near_threshold).
+    # A side call that would change were these thresholds this fraction looser or
+    # tighter is reported as near the threshold (dominance.near_threshold).
     near_threshold: float = 0.10
 
 
