@@ -319,6 +319,9 @@ def _outcome(before: str, now: str) -> str:
     return f"now {now}-dominant"
 
 
+NEAR_NOTE = ' <span class="note">near threshold</span>'
+
+
 def _near(row: dict[str, Any], s: SessionSummary, measure: str) -> bool:
     """The session's side call for this row is near its threshold (see the report)."""
     r, lft = _value(row, "right"), _value(row, "left")
@@ -699,7 +702,8 @@ def _group_table(cmp: Comparison, g: GroupView) -> str:
             f"<td>{'—' if r is None else f'{r:.2f}'}</td>"
             f"<td>{'—' if lft is None else f'{lft:.2f}'}</td>"
             f"<td>{'—' if ai is None else f'{ai:+.2f}'}</td>"
-            f"<td>{_dom(row['dominant_side'] if row is not None else 'undetermined')}</td>"
+            f"<td>{_dom(row['dominant_side'] if row is not None else 'undetermined')}"
+            f"{NEAR_NOTE if row is not None and _near(row, s, g.measure) else ''}</td>"
             f"<td class='l'>{_esc(q + reason)}</td>{changes}<td class='l'>{_esc(txt)}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"

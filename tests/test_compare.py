@@ -169,9 +169,13 @@ def test_a_dominance_change_near_the_threshold_says_so(tmp_path):
     now = {"raise": (3.0, 2.05), "eee": (3.0, 1.0)}  # 0.95 mm: balanced, but only just
     store.record_session(st, make_session(tmp_path, "a", base), "p", "", "2026-01-05")
     store.record_session(st, make_session(tmp_path, "b", now), "p", "", "2026-02-05")
-    s = {g.muscle_group: g.statement for g in compare.build(store.history(st, "p")).groups}
+    cmp = compare.build(store.history(st, "p"))
+    s = {g.muscle_group: g.statement for g in cmp.groups}
     assert s["frontalis"].endswith("now balanced, near the threshold at baseline and now")
     assert s["platysma"].endswith("still right-dominant")  # 2 mm apart: no such note
+    groups = {g.muscle_group: g for g in cmp.groups}
+    assert compare._group_table(cmp, groups["frontalis"]).count("near threshold") == 2
+    assert "near threshold" not in compare._group_table(cmp, groups["platysma"])
 
 
 def test_update_comparison_follows_the_store(clinic, tmp_path):
