@@ -30,7 +30,7 @@ from typing import Any
 
 from movement import __version__
 from movement.dominance import near_threshold
-from movement.htmlkit import BASE_CSS, staged_folder
+from movement.htmlkit import BASE_CSS, NEAR_NOTE, staged_folder
 from movement.protocol import ProtocolError, Thresholds, load_protocol
 from movement.store import (
     COMPARISON_FILE,
@@ -319,17 +319,13 @@ def _outcome(before: str, now: str) -> str:
     return f"now {now}-dominant"
 
 
-NEAR_NOTE = ' <span class="note">near threshold</span>'
-
-
 def _near(row: dict[str, Any], s: SessionSummary, measure: str) -> bool:
     """The session's side call for this row is near its threshold (see the report)."""
     r, lft = _value(row, "right"), _value(row, "left")
     if r is None or lft is None:
         return False
-    th = Thresholds()
-    th = Thresholds(min_diff_mm=th.min_diff_mm if s.min_diff_mm is None else s.min_diff_mm,
-                    min_ratio=th.min_ratio if s.min_ratio is None else s.min_ratio)
+    stored = {"min_diff_mm": s.min_diff_mm, "min_ratio": s.min_ratio}
+    th = Thresholds(**{k: v for k, v in stored.items() if v is not None})
     return near_threshold(measure, r, lft, th)
 
 

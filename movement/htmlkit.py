@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+NEAR_NOTE = ' <span class="note">near threshold</span>'
+"""Beside a dominant-side badge whose call is near its threshold
+(:func:`movement.dominance.near_threshold`), in both reports."""
+
 BASE_CSS = """
 *{box-sizing:border-box;-webkit-print-color-adjust:exact;print-color-adjust:exact}
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;

@@ -35,7 +35,7 @@ from movement import __version__
 from movement.activation import LineReading, StepResult
 from movement.creases import draw_heat
 from movement.dominance import near_threshold
-from movement.htmlkit import BASE_CSS
+from movement.htmlkit import BASE_CSS, NEAR_NOTE
 from movement.landmarks import FrameCache
 from movement.pipeline import ClipResult, Session
 from movement.protocol import Thresholds
@@ -480,7 +480,7 @@ def _table(
     for _, r in df.iterrows():
         q = r["quality"]
         near = (
-            ' <span class="note">near threshold</span>'
+            NEAR_NOTE
             if q in ("ok", "low")
             and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th)
             else ""
