@@ -260,7 +260,7 @@ times the other and at least 0.12 deep; balanced when both are equal."""
 
 def crease_pattern(case: Case) -> dict[str, tuple[float, float]]:
     """Seeded fold depths per step with lines: deeper right, deeper left or equal."""
-    from movement.synth_creases import STEP_CREASES
+    from movement.synth.creases import STEP_CREASES
 
     rng = np.random.default_rng(case.seed + 7)
     out = {}
@@ -520,7 +520,7 @@ def run_case(args: tuple[Case, str]) -> dict:
 
 
 def dominant(r: float, lft: float) -> str:
-    from movement.dominance import dominant_side
+    from movement.analysis.dominance import dominant_side
     from movement.protocol import Thresholds
 
     return dominant_side(r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
@@ -528,7 +528,7 @@ def dominant(r: float, lft: float) -> str:
 
 def near_call(r: float, lft: float) -> bool:
     """Whether the report marks this call near the threshold (same thresholds as above)."""
-    from movement.dominance import near_threshold
+    from movement.analysis.dominance import near_threshold
     from movement.protocol import Thresholds
 
     return near_threshold("displacement_mm", r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))

@@ -33,8 +33,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-from movement import imagetrack as it
 from movement import synth
+from movement.analysis import imagetrack as it
 
 MIN_TRUTH_MM = 0.3
 """Points that move less than this are left out (their ratio is noise)."""

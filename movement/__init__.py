@@ -1,3 +1,43 @@
-"""movement: measure how a face moves, per muscle group and per side, in millimetres."""
+"""movement: measure how a face moves, per muscle group and per side, in millimetres.
+
+The package reads top to bottom as the work flows:
+
+- :mod:`movement.protocol`: protocols and the landmark-to-muscle mapping, as data;
+- :mod:`movement.analysis`: the pipeline, video to tables (one module per stage);
+- :mod:`movement.report`: the session folder and its HTML report;
+- :mod:`movement.clinic`: the patient store and the comparison of visits;
+- :mod:`movement.consult`: one video (or a batch) analysed into a session folder;
+- :mod:`movement.cli`: the ``movement`` command, a thin layer over the above;
+- :mod:`movement.synth`: the ground-truth generator (tests and benchmarks only).
+
+The entry points a program needs are importable from here; they load lazily, so
+``import movement`` stays instant (the analysis loads OpenCV and MediaPipe).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "analyze_to_folder": "movement.consult",
+    "analyze_batch": "movement.consult",
+    "BatchResult": "movement.consult",
+    "analyze": "movement.analysis.pipeline",
+    "Options": "movement.analysis.pipeline",
+    "Session": "movement.analysis.pipeline",
+    "ClipResult": "movement.analysis.pipeline",
+    "StepResult": "movement.analysis.activation",
+    "load_protocol": "movement.protocol",
+    "Protocol": "movement.protocol",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'movement' has no attribute {name!r}")

@@ -197,17 +197,17 @@ def analyze(
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
     from movement import consult
-    from movement.pipeline import Options
+    from movement.analysis.pipeline import Options
 
     # `kill` (SIGTERM) unwinds like Ctrl-C, so temporary folders are removed and
     # nothing half-written is left behind.
     signal.signal(signal.SIGTERM, _interrupt)
+    from movement.analysis.steps import read_cues
     from movement.protocol import load_protocol
-    from movement.steps import read_cues
 
     try:
         if patient:
-            from movement.store import check_patient
+            from movement.clinic.store import check_patient
 
             check_patient(patient)
         proto = load_protocol(protocol)
@@ -251,7 +251,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _frame_count(path: Path) -> int:
-    from movement.video import probe
+    from movement.analysis.video import probe
 
     return probe(path).frame_count
 
@@ -439,7 +439,7 @@ def _pairs(text: str, option: str, form: str) -> dict[str, tuple[float, float]]:
 
 
 def _register_clinic_commands() -> None:
-    from movement.clinic_cli import COMMANDS
+    from movement.clinic.commands import COMMANDS
 
     for command in COMMANDS:
         main.add_command(command)

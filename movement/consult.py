@@ -1,8 +1,8 @@
 """One consult from video(s) to a finished session folder, and batches of them.
 
 This is what `movement analyze` runs: the pure analysis
-(:func:`movement.pipeline.analyze`), then the atomic session folder with its
-report (:mod:`movement.outputs`, :mod:`movement.report`). Every function here
+(:func:`movement.analysis.pipeline.analyze`), then the atomic session folder with its
+report (:mod:`movement.report.folder`, :mod:`movement.report.session_page`). Every function here
 takes plain, picklable arguments, so a batch can run in a process pool here or
 on a cluster (Dask, Ray) with the same function.
 """
@@ -17,14 +17,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from movement import store
-from movement.landmarks import NoFaceError
-from movement.outputs import OutputError, check_out_dir, write_session
-from movement.pipeline import Options, Session, analyze, file_sha256
+from movement.analysis.landmarks import NoFaceError
+from movement.analysis.pipeline import Options, Session, analyze, file_sha256
+from movement.analysis.steps import CuesError
+from movement.analysis.video import VideoError, probe
+from movement.clinic import store
+from movement.clinic.compare import update_comparison
 from movement.protocol import ProtocolError
-from movement.report import render_report
-from movement.steps import CuesError
-from movement.video import VideoError, probe
+from movement.report.folder import OutputError, check_out_dir, write_session
+from movement.report.session_page import render_report
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (VideoError, 3),
@@ -91,7 +92,7 @@ def analyze_to_folder(
             c.close()
     if opts.patient:
         store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
-        store.update_comparison(store_dir, opts.patient)
+        update_comparison(store_dir, opts.patient)
     return session
 
 

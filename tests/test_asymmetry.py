@@ -3,12 +3,12 @@ import math
 import numpy as np
 import pytest
 
-from movement.activation import GroupMeasure, StepResult, _line_flags
-from movement.asymmetry import asymmetry_index, tables
-from movement.creases import CreaseChange
-from movement.dominance import dominant_side, near_threshold
+from movement.analysis.activation import GroupMeasure, StepResult, _line_flags
+from movement.analysis.asymmetry import asymmetry_index, tables
+from movement.analysis.creases import CreaseChange
+from movement.analysis.dominance import dominant_side, near_threshold
+from movement.analysis.steps import StepWindow
 from movement.protocol import Thresholds, load_protocol
-from movement.steps import StepWindow
 
 TH = Thresholds(min_diff_mm=1.0, min_ratio=0.20)
 

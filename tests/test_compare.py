@@ -11,7 +11,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 from test_store import BASE_VALUES, make_session, one_line_error, run
 
-from movement import compare, store
+from movement.clinic import compare, store
 
 BASE = {**BASE_VALUES, "raise": (4.1, 2.0)}
 TWO_WEEK = {"frown": (1.0, 0.9), "raise": (1.2, 1.0), "squint": (2.2, 1.1), "eee": (2.4, 1.1),
@@ -179,14 +179,14 @@ def test_a_dominance_change_near_the_threshold_says_so(tmp_path):
 
 
 def test_update_comparison_follows_the_store(clinic, tmp_path):
-    link = store.update_comparison(clinic, "p1")
+    link = compare.update_comparison(clinic, "p1")
     assert link == store.session_link(clinic, "p1") == compare.update_comparison(clinic, "p1")
     assert stat.S_IMODE(link.parent.stat().st_mode) == 0o700
     before = link.read_text()
     assert "12 U right" not in before
     store.record_treatment(clinic, "p1", "2026-01-12",
                            [store.TreatmentRow("Dysport", "frontalis", "right", 12)])  # fmt: skip
-    store.update_comparison(clinic, "p1")
+    compare.update_comparison(clinic, "p1")
     after = link.read_text()
     assert "7 days after 12 U right (Dysport, 2026-01-12)" in after
     assert sorted(p.name for p in link.parent.iterdir()) == ["comparison.csv", "comparison.html"]
@@ -230,7 +230,7 @@ def _record_and_compare(args: tuple[str, list[str], list[str]]) -> None:
     st, folders, dates = args
     for f, d in zip(folders, dates, strict=True):
         store.record_session(st, Path(f), "p1", "", d)
-        store.update_comparison(st, "p1")  # what analyze does after each session
+        compare.update_comparison(st, "p1")  # what analyze does after each session
 
 
 def test_concurrent_analyses_leave_the_newest_comparison(tmp_path):

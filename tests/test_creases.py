@@ -1,6 +1,6 @@
 """Dynamic lines: known synthetic creases on the base face, read back per side.
 
-Stills are rendered without video (movement.synth_creases.render_still) with exact
+Stills are rendered without video (movement.synth.creases.render_still) with exact
 landmarks, so these tests exercise the crease measure, not the landmark model.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from movement import creases as cr
-from movement import synth_creases as sc
+from movement.analysis import creases as cr
 from movement.protocol import load_protocol
+from movement.synth import creases as sc
 
 # The regions exactly as the protocols define them (the extended protocol holds all).
 REGIONS = {c.name: c for st in load_protocol("extended").steps for c in st.creases}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TEST_AMPLITUDES, analyze, load_session, make_consult
 
-from movement.dominance import dominant_side
+from movement.analysis.dominance import dominant_side
 from movement.protocol import load_protocol
 
 MM_TOL = 0.6  # per side, any step (the benchmark holds the tighter statistics)

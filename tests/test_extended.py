@@ -10,7 +10,7 @@ import pytest
 from conftest import TEST_AMPLITUDES, analyze
 
 from movement import synth
-from movement.dominance import dominant_side
+from movement.analysis.dominance import dominant_side
 from movement.protocol import load_protocol
 
 EXTENDED_AMPLITUDES = {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from movement.face import face_axes, iris_diameter_px, measure_series
+from movement.analysis.face import face_axes, iris_diameter_px, measure_series
 
 
 def _face(angle_deg=0.0):
@@ -59,8 +59,8 @@ def _with_iris(lm, diameter):
 
 
 def test_scale_corrects_the_tracked_iris_by_fresh_detections():
-    from movement.landmarks import LandmarkTrack
-    from movement.stabilise import estimate_scale
+    from movement.analysis.landmarks import LandmarkTrack
+    from movement.analysis.stabilise import estimate_scale
 
     n = 20
     t = np.arange(n) / 10
@@ -89,7 +89,7 @@ def test_scale_corrects_the_tracked_iris_by_fresh_detections():
 
 
 def test_detection_offsets_spread_over_the_span():
-    from movement.face import detection_offset
+    from movement.analysis.face import detection_offset
 
     span = 40.0
     cuts = np.array([detection_offset(i, span) for i in range(32)])
@@ -106,8 +106,8 @@ def test_detection_offsets_spread_over_the_span():
 
 def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
     from movement import synth
-    from movement.landmarks import FRESH_CUTS, track_landmarks
-    from movement.video import probe
+    from movement.analysis.landmarks import FRESH_CUTS, track_landmarks
+    from movement.analysis.video import probe
 
     spec = synth.SynthSpec(steps=(), duration_s=3.0, fps=10.0, frame_size=(480, 360), seed=3)
     synth.make_video(spec, tmp_path / "still.mp4")
@@ -123,8 +123,8 @@ def test_fresh_detections_are_cut_and_mapped_back(tmp_path):
 
 
 def test_scale_takes_the_median_of_each_frames_cuts_first():
-    from movement.landmarks import LandmarkTrack
-    from movement.stabilise import estimate_scale
+    from movement.analysis.landmarks import LandmarkTrack
+    from movement.analysis.stabilise import estimate_scale
 
     n = 12
     t = np.arange(n) / 10

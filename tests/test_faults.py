@@ -96,8 +96,8 @@ def test_frame_cache_removed_when_the_landmark_pass_fails(
     temporary frame cache behind: those paths were outside the clean-up."""
     import threading
 
-    from movement import landmarks
-    from movement.video import probe
+    from movement.analysis import landmarks
+    from movement.analysis.video import probe
 
     def on_frame(index, pts, cache):
         if where == "writer" and index == 3:

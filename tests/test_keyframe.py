@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from movement import synth
-from movement.landmarks import keyframe_landmarks, track_landmarks
-from movement.video import probe, read_frames, rgb_for_mesh
+from movement.analysis.landmarks import keyframe_landmarks, track_landmarks
+from movement.analysis.video import probe, read_frames, rgb_for_mesh
 
 BROWS = [107, 66, 55, 65, 336, 296, 285, 295, 70, 63, 105, 300, 293, 334]
 KEYS = [4, 13]
@@ -51,7 +51,7 @@ def test_a_frame_that_is_not_the_cached_one_is_never_used(still, monkeypatch):
     """A container that seeks to the wrong frame: the crop check sends the reader back
     to decoding in order; if that is wrong too, the keyframe keeps the tracking points."""
     spec, info, track, cache = still
-    import movement.landmarks as lm
+    import movement.analysis.landmarks as lm
 
     want = keyframe_landmarks(info, track, cache, KEYS)
 
@@ -89,7 +89,7 @@ def test_a_reduced_frame_is_detected_in_frame_pixels(still):
     frame's pixels (before, the fresh detections of such a video were all refused)."""
     import mediapipe as mp
 
-    from movement.landmarks import _fresh
+    from movement.analysis.landmarks import _fresh
 
     _, info, track, _ = still
     img = dict(read_frames(info, [4]))[4]

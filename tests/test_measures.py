@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from movement import synth
-from movement.activation import (
+from movement.analysis.activation import (
     PRIMARY_LOST_OWN_HOLDS,
     _mean,
     _peak_window,
@@ -18,11 +18,11 @@ from movement.activation import (
     primary_lost,
     step_hold,
 )
-from movement.asymmetry import rest_rows, resting_asymmetry
-from movement.dominance import dominant_for
-from movement.face import measure_series
+from movement.analysis.asymmetry import rest_rows, resting_asymmetry
+from movement.analysis.dominance import dominant_for
+from movement.analysis.face import measure_series
+from movement.analysis.stabilise import Trajectories
 from movement.protocol import Thresholds, load_protocol
-from movement.stabilise import Trajectories
 
 
 def _pos(dx: float, dy: float, x0: float) -> tuple[np.ndarray, np.ndarray]:

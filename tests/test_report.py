@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from plotly.offline import get_plotlyjs
 
-from movement.activation import GroupMeasure, StepResult
-from movement.asymmetry import resting_asymmetry, tables
-from movement.landmarks import LandmarkTrack
-from movement.pipeline import ClipResult, Options, Session
+from movement.analysis.activation import GroupMeasure, StepResult
+from movement.analysis.asymmetry import resting_asymmetry, tables
+from movement.analysis.landmarks import LandmarkTrack
+from movement.analysis.pipeline import ClipResult, Options, Session
+from movement.analysis.quality import StepQuality
+from movement.analysis.stabilise import Scale, Trajectories
+from movement.analysis.steps import StepWindow
+from movement.analysis.video import VideoInfo
 from movement.protocol import load_protocol
-from movement.quality import StepQuality
-from movement.report import _table, findings, render_report
-from movement.stabilise import Scale, Trajectories
-from movement.steps import StepWindow
-from movement.video import VideoInfo
+from movement.report.session_page import _table, findings, render_report
 
 FPS = 30.0
 N = 300  # frames

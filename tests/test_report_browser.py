@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from movement.dominance import dominant_side
+from movement.analysis.dominance import dominant_side
 from movement.protocol import load_protocol
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "reports" / "test-artifacts"

@@ -3,9 +3,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from movement.protocol import load_protocol
-from movement.stabilise import Trajectories
-from movement.steps import (
+from movement.analysis.stabilise import Trajectories
+from movement.analysis.steps import (
     CuesError,
     ImageTrack,
     detection_signals,
@@ -13,6 +12,7 @@ from movement.steps import (
     read_cues,
     steps_from_cues,
 )
+from movement.protocol import load_protocol
 
 FPS = 30.0
 P = load_protocol("standard")

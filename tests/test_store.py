@@ -23,8 +23,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from movement import store
-from movement.clinic_cli import COMMANDS
+from movement.clinic import compare, store
+from movement.clinic.commands import COMMANDS
 
 # (step, muscle group, measure, metrics kind, sensor), as protocols/standard.toml.
 STEPS = [
@@ -169,7 +169,7 @@ def _count(db: Path, sql: str, args: tuple = ()) -> int:
 
 
 def test_columns_match_the_analysis_contract():
-    from movement import asymmetry
+    from movement.analysis import asymmetry
 
     assert store.ASYMMETRY_COLUMNS == asymmetry.ASYMMETRY_COLUMNS
     assert store.METRICS_COLUMNS == asymmetry.METRICS_COLUMNS
@@ -332,7 +332,7 @@ def test_patient_ids_never_escape_the_store(tmp_path, pid):
     store.record_session(st, make_session(tmp_path, "a"), pid, "", "2026-01-05")
     store.record_session(st, make_session(tmp_path, "b"), pid, "", "2026-01-19")
     assert [p.patient for p in store.list_patients(st)] == [pid]
-    link = store.update_comparison(st, pid)
+    link = compare.update_comparison(st, pid)
     assert link == store.session_link(st, pid) == d / store.COMPARISON_FILE and link.exists()
     outside = {p for p in (tmp_path / "ws").rglob("*")} - {p for p in st.rglob("*")} - {st}
     assert outside == set()
@@ -586,10 +586,10 @@ def test_session_link(tmp_path):
     assert store.session_link(st, "p1", [sha1]) is None
     link = store.session_link(st, "p1", ["0" * 64])
     assert link == store.patient_dir(st, "p1") / "comparison.html"
-    assert store.update_comparison(st, "p1") is None  # one session: nothing to compare
+    assert compare.update_comparison(st, "p1") is None  # one session: nothing to compare
     store.record_session(st, make_session(tmp_path, "s2"), "p1", "", "2026-01-19")
     assert store.session_link(st, "p1") == link
-    assert store.update_comparison(st, "p1") == link and link.exists()
+    assert compare.update_comparison(st, "p1") == link and link.exists()
     assert stat.S_IMODE(link.parent.stat().st_mode) == 0o700
 
 

@@ -16,7 +16,7 @@ import pytest
 from scipy.optimize import fsolve
 
 from movement import synth as S
-from movement.face import face_axes
+from movement.analysis.face import face_axes
 
 SIDES = ("right", "left")
 NOSE_TIP = 1

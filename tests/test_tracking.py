@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import REAL_CLIP
 
-from movement import imagetrack, synth
-from movement.pipeline import Options, analyze
+from movement import synth
+from movement.analysis import imagetrack
+from movement.analysis.pipeline import Options, analyze
 from movement.protocol import load_protocol
 
 STANDARD = load_protocol("standard")

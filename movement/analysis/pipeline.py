@@ -3,7 +3,7 @@ protocol steps -> muscle-group activations -> asymmetry -> (outputs, report).
 
 :func:`analyze` is a pure function of its inputs (the video files and the
 options): it writes nothing but a temporary frame cache, so a batch or a
-cluster can run it on many videos at once. :mod:`movement.outputs` writes the
+cluster can run it on many videos at once. :mod:`movement.report.folder` writes the
 result.
 """
 
@@ -19,21 +19,21 @@ import numpy as np
 import pandas as pd
 
 from movement import __version__
-from movement.activation import StepResult, measure_all
-from movement.asymmetry import rest_rows, resting_asymmetry, tables
-from movement.imagetrack import StreamTracker, track_window
-from movement.landmarks import (
+from movement.analysis.activation import StepResult, measure_all
+from movement.analysis.asymmetry import rest_rows, resting_asymmetry, tables
+from movement.analysis.imagetrack import StreamTracker, track_window
+from movement.analysis.landmarks import (
     KEYFRAME_CUTS,
     FrameCache,
     LandmarkTrack,
     keyframe_landmarks,
     track_landmarks,
 )
+from movement.analysis.quality import StepQuality, assess
+from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
+from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
+from movement.analysis.video import VideoInfo, probe
 from movement.protocol import Protocol
-from movement.quality import StepQuality, assess
-from movement.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
-from movement.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
-from movement.video import VideoInfo, probe
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from movement.face import DETECTION_JITTER, detection_offset
-from movement.video import VideoInfo, frames, read_frames, rgb_for_mesh
+from movement.analysis.face import DETECTION_JITTER, detection_offset
+from movement.analysis.video import VideoInfo, frames, read_frames, rgb_for_mesh
 
 CACHE_FACE_PX = 320
 """Face height (forehead to chin, landmarks 10-152) in the cached crops. At this

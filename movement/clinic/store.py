@@ -69,7 +69,7 @@ APPLICATION_ID = 0x4D4F5645
 BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
 
-# The columns movement analyze writes (movement.asymmetry is the contract; it
+# The columns movement analyze writes (movement.analysis.asymmetry is the contract; it
 # is not imported because it pulls the whole analysis stack; a test checks
 # both lists agree).
 ASYMMETRY_COLUMNS = [
@@ -1482,14 +1482,3 @@ def import_csv(store_dir: str | Path | None, path: str | Path) -> ImportSummary:
     with _Store(store_dir, create=True) as st:
         st.write(put)
     return summary
-
-
-def update_comparison(store_dir: str | Path | None, patient: str) -> Path | None:
-    """(Re)write the patient's comparison report when there are >= 2 sessions.
-
-    See :func:`movement.compare.update_comparison` (imported lazily: plotly is
-    only needed when there is something to compare).
-    """
-    from movement.compare import update_comparison as update
-
-    return update(store_dir, patient)

@@ -32,14 +32,14 @@ from plotly.subplots import make_subplots
 from scipy.spatial import ConvexHull, QhullError
 
 from movement import __version__
-from movement.activation import LineReading, StepResult
-from movement.creases import draw_heat
-from movement.dominance import near_threshold
-from movement.htmlkit import BASE_CSS, NEAR_NOTE
-from movement.landmarks import FrameCache
-from movement.pipeline import ClipResult, Session
+from movement.analysis.activation import LineReading, StepResult
+from movement.analysis.creases import draw_heat
+from movement.analysis.dominance import near_threshold
+from movement.analysis.landmarks import FrameCache
+from movement.analysis.pipeline import ClipResult, Session
+from movement.analysis.stabilise import yaw_degrees
 from movement.protocol import Thresholds
-from movement.stabilise import yaw_degrees
+from movement.report.htmlkit import BASE_CSS, NEAR_NOTE
 
 RIGHT_COLOUR = "#1f6fb4"  # patient's right
 LEFT_COLOUR = "#d9541e"  # patient's left
@@ -1346,7 +1346,7 @@ def _step_section(
 
 
 def _recording(clip: ClipResult, step: str) -> object | None:
-    """The clip's recording-quality verdict for ``step`` (movement.quality), if any."""
+    """The clip's recording-quality verdict for ``step`` (movement.analysis.quality), if any."""
     for q in getattr(clip, "quality", None) or []:
         if getattr(q, "step", None) == step:
             return q

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from movement.activation import StepResult
-from movement.dominance import dominant_for
+from movement.analysis.activation import StepResult
+from movement.analysis.dominance import dominant_for
+from movement.analysis.stabilise import Trajectories
 from movement.protocol import Protocol
-from movement.stabilise import Trajectories
 
 ASYMMETRY_COLUMNS = [
     "step",
@@ -80,7 +80,7 @@ def tables(
     """asymmetry, metrics and midline tables from the step results.
 
     ``recording`` maps a step to the recording-quality verdict and reason
-    (:mod:`movement.quality`); a row's quality is the worse of the recording's
+    (:mod:`movement.analysis.quality`); a row's quality is the worse of the recording's
     and the measurement's own.
     """
     recording = recording or {}

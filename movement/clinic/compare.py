@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from movement import __version__
-from movement.dominance import near_threshold
-from movement.htmlkit import BASE_CSS, NEAR_NOTE, staged_folder
-from movement.protocol import ProtocolError, Thresholds, load_protocol
-from movement.store import (
+from movement.analysis.dominance import near_threshold
+from movement.clinic.store import (
     COMPARISON_FILE,
     History,
     InputError,
@@ -46,6 +44,8 @@ from movement.store import (
     history,
     patient_dir,
 )
+from movement.protocol import ProtocolError, Thresholds, load_protocol
+from movement.report.htmlkit import BASE_CSS, NEAR_NOTE, staged_folder
 
 CSV_FILE = "comparison.csv"
 OUR_FILES = {COMPARISON_FILE, CSV_FILE}
@@ -836,7 +836,7 @@ def update_comparison(store_dir: str | Path | None, patient: str) -> Path | None
 
     Returns its path, or ``None`` when there is nothing to compare yet. All
     sessions are compared against the earliest. Meant to run right after
-    :func:`movement.store.record_session`.
+    :func:`movement.clinic.store.record_session`.
     """
     patient = check_patient(patient)
     target = patient_dir(store_dir, patient)

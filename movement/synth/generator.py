@@ -10,7 +10,7 @@ Conventions (MEASUREMENTS.md sections 1, 2 and 5)
 -------------------------------------------------
 * Displacement fields live in *base-photo pixels* (the upscaled crop returned by
   :func:`load_face_photo`); amplitudes are requested in mm and converted with the base
-  mm/px from the iris (:data:`movement.face.IRIS_DIAMETER_MM`).
+  mm/px from the iris (:data:`movement.analysis.face.IRIS_DIAMETER_MM`).
 * A frame is a *backward* warp, ``out(x) = in(x - f(x))`` (what ``cv2.remap`` does), so a
   base point ``p`` shows up at ``q = p + f(q)``, not at ``p + f(p)``. The truth is
   computed from the solved ``q`` (:func:`solve_forward`), in the base face frame, with
@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from movement.face import (
+from movement.analysis.face import (
     DETECTION_JITTER,
     IRIS_DIAMETER_MM,
     detection_offset,
@@ -83,7 +83,7 @@ def use_face(face: str) -> None:
     global _face
     if face == _face:
         return
-    from movement import synth_creases  # imported here: it builds on this module
+    from movement.synth import creases as synth_creases  # imported here: it builds on this module
 
     _face_source(face)  # fail here, on a bad name, not in a later render
     _face = face
@@ -160,12 +160,12 @@ class BaseFace:
         Base (crop) pixel ``p`` is canvas pixel ``p + offset``.
     landmarks : (478, 2) float
         FaceMesh landmarks of ``image`` in base pixels: the median of
-        :data:`RULER_DETECTIONS` detections cut by :func:`movement.face.detection_offset`.
+        :data:`RULER_DETECTIONS` detections cut by :func:`movement.analysis.face.detection_offset`.
     mm_per_px : float
         ``IRIS_DIAMETER_MM`` over the median iris diameter of the same detections: one
         detection's iris depends on the pixel grid by up to 2 %.
     lateral, up : (2,) float
-        Face-frame axes of the base photo (:func:`movement.face.face_axes`).
+        Face-frame axes of the base photo (:func:`movement.analysis.face.face_axes`).
     centre : (2,) float
         Centre of the landmark extent; head motion rotates and scales about it.
     height_px : float
@@ -222,13 +222,13 @@ def cut_detections(
     offsets (``face.detection_offset``), in pixels of the uncut image.
 
     The same estimator as the analysis's fresh and keyframe detections
-    (``movement.landmarks``), so the ground truth's points and ruler and the analysed
+    (``movement.analysis.landmarks``), so the ground truth's points and ruler and the analysed
     ones mean the same thing: where FaceMesh puts a point on this face, not where one
     detection happened to put it on one pixel grid.
     """
     import mediapipe as mp
 
-    from movement.landmarks import detect_cut
+    from movement.analysis.landmarks import detect_cut
 
     span = DETECTION_JITTER * face_height_px
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
@@ -940,7 +940,7 @@ class StepMotion:
     left_mm: float
     syllable_hz: float = 0.0  # > 0: repeated movement (speech), see :func:`envelope`
     crease_right: float = 0.0  # fold depth of the step's dynamic lines at activation 1
-    crease_left: float = 0.0  # (0.2 = 20 % darker; movement.synth_creases)
+    crease_left: float = 0.0  # (0.2 = 20 % darker; movement.synth.creases)
 
     def __post_init__(self) -> None:
         if not self.start_s < self.peak_s - HOLD_S < self.peak_s + HOLD_S < self.end_s:
@@ -1241,7 +1241,7 @@ class Renderer:
     def _fold(self, img: np.ndarray, ymap: np.ndarray, t: float) -> np.ndarray:
         """The active step's dynamic lines, drawn where the skin now is."""
         # Imported here: synth_creases builds on this module's base face.
-        from movement.synth_creases import STEP_CREASES, apply_creases
+        from movement.synth.creases import STEP_CREASES, apply_creases
 
         for s in self.spec.steps:
             if not (s.crease_right or s.crease_left):
@@ -1330,7 +1330,7 @@ def _range_truth(
     The true value at each frame's activation comes from a 41-point table of
     exact solves (linear interpolation between them errs < 0.001 mm).
     """
-    from movement.activation import RANGE_PERCENTILE, count_movements
+    from movement.analysis.activation import RANGE_PERCENTILE, count_movements
 
     grid = np.linspace(0.0, 1.0, 41)
     table = {side: [] for side in _SIDES}
@@ -1376,7 +1376,7 @@ def truth_record(spec: SynthSpec, renderer: Renderer | None = None) -> dict[str,
             for name, g in primaries.items()
             if name != s.name
         ]
-        from movement.synth_creases import STEP_CREASES
+        from movement.synth.creases import STEP_CREASES
 
         steps.append(
             {

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import median_filter
 
-from movement.face import measure_series
+from movement.analysis.face import measure_series
+from movement.analysis.stabilise import Trajectories
 from movement.protocol import Detection, MuscleGroup, Protocol, Step
-from movement.stabilise import Trajectories
 
 MIN_SIGNAL_MM = 0.35
 """Smallest detection signal (mm) that counts as a step (besides five times the

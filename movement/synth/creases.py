@@ -8,7 +8,7 @@ and deforms with the skin exactly like the photo does: after
 ``crease_shade(source_map - offset, ...)`` (see :func:`apply_creases`).
 
 Designs are laid out in the base face frame in mm, relative to a landmark pair of
-:func:`movement.synth.base_face` (one landmark per side), with coordinates
+:func:`movement.synth.generator.base_face` (one landmark per side), with coordinates
 (outward from the midline, up); the left side is the mirror image of the right.
 
 The "known strength" of a side is its ``depth`` at activation 1; at activation ``a``
@@ -30,7 +30,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from movement.synth import BASE_SIZE, base_face
+from movement.synth.generator import BASE_SIZE, base_face
 
 STEP_CREASES: dict[str, tuple[str, ...]] = {
     "raise": ("forehead",),
@@ -395,7 +395,7 @@ def one_sided_light(img: np.ndarray, lm: np.ndarray, gain: float = 0.7,
                     width_mm: float = 25.0) -> np.ndarray:
     """A lamp on one side: a smooth sigmoid ramp across the face in image coordinates,
     ``gain`` on the patient's left (image right when unmirrored), 1 on the right."""
-    from movement.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
+    from movement.analysis.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
 
     lateral, _ = face_axes(lm)
     ppm = float(iris_diameter_px(lm) / IRIS_DIAMETER_MM)

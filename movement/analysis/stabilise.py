@@ -3,7 +3,7 @@
 This gives every frame's landmarks in millimetres in a head-fixed face frame.
 It is the coarse, whole-video view used to find steps and rest frames and to
 draw traces; the per-step measurement itself is refined by the image tracker
-(:mod:`movement.imagetrack`), which is far more precise on skin.
+(:mod:`movement.analysis.imagetrack`), which is far more precise on skin.
 
 Why the irises: during a pure brow raise the landmark model also moves the
 "rigid" nose-bridge and eye-corner points by 2-3 mm, so a similarity fit on
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from movement.face import IRIS_DIAMETER_MM, LEFT_IRIS, RIGHT_IRIS, iris_diameter_px
-from movement.landmarks import LandmarkTrack
+from movement.analysis.face import IRIS_DIAMETER_MM, LEFT_IRIS, RIGHT_IRIS, iris_diameter_px
+from movement.analysis.landmarks import LandmarkTrack
 
 FRESH_MIN = 3
 """Frames with fresh detections the correction needs; with fewer the tracked iris stands."""

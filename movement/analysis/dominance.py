@@ -1,6 +1,6 @@
 """Which side dominates: the protocol's thresholds applied to a pair of values.
 
-Kept apart from :mod:`movement.asymmetry` (which builds the tables from a
+Kept apart from :mod:`movement.analysis.asymmetry` (which builds the tables from a
 session's measures) so that the report and the comparison of stored sessions
 apply the same rules without loading the analysis.
 """

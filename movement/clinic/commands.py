@@ -1,7 +1,7 @@
 """Clinic commands: patients, sessions, treatments, comparisons, export and import.
 
 The commands are thin, like the rest of the CLI: parse, call
-:mod:`movement.store` / :mod:`movement.compare`, print. They are exported as
+:mod:`movement.clinic.store` / :mod:`movement.clinic.compare`, print. They are exported as
 :data:`COMMANDS` so ``movement.cli`` adds them to the ``movement`` group
 (``for c in COMMANDS: main.add_command(c)``) without this module importing
 ``movement.cli`` (which would be circular).
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
-from movement import store as st
+from movement.clinic import store as st
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -93,7 +93,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: set[
 
 def _refresh_comparison(store: str | None, patient: str) -> Path | None:
     """Keep the patient's comparison current; a failure here must not hide that data was saved."""
-    from movement.compare import update_comparison
+    from movement.clinic.compare import update_comparison
 
     try:
         return update_comparison(store, patient)
@@ -258,7 +258,7 @@ def compare(
     patient: str, chosen: str | None, baseline: str | None, out: str, store: str | None
 ) -> None:
     """Compare a PATIENT's sessions: per muscle group and side, change from the baseline."""
-    from movement.compare import compare as run
+    from movement.clinic.compare import compare as run
 
     names = chosen.split(",") if chosen else None
     cmp = run(store, patient, out, names, baseline)

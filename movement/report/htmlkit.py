@@ -13,7 +13,7 @@ from pathlib import Path
 
 NEAR_NOTE = ' <span class="note">near threshold</span>'
 """Beside a dominant-side badge whose call is near its threshold
-(:func:`movement.dominance.near_threshold`), in both reports."""
+(:func:`movement.analysis.dominance.near_threshold`), in both reports."""
 
 BASE_CSS = """
 *{box-sizing:border-box;-webkit-print-color-adjust:exact;print-color-adjust:exact}

@@ -17,13 +17,24 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
-from movement.creases import CLUTTER_PCT, CreaseChange, CreaseReading, crease_change, read_region
-from movement.face import IRIS_DIAMETER_MM, iris_diameter_px, measure_series, outline_tangents
-from movement.imagetrack import WindowTrack, track_window
-from movement.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.creases import (
+    CLUTTER_PCT,
+    CreaseChange,
+    CreaseReading,
+    crease_change,
+    read_region,
+)
+from movement.analysis.face import (
+    IRIS_DIAMETER_MM,
+    iris_diameter_px,
+    measure_series,
+    outline_tangents,
+)
+from movement.analysis.imagetrack import WindowTrack, track_window
+from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.stabilise import Scale
+from movement.analysis.steps import StepWindow
 from movement.protocol import MuscleGroup, Protocol, Step
-from movement.stabilise import Scale
-from movement.steps import StepWindow
 
 SIDES = ("right", "left")
 PEAK_FRACTION = 0.9
@@ -64,7 +75,7 @@ class LineReading:
 
     region: str
     side: str
-    change: CreaseChange  # value = fold contrast the step adds (%), see movement.creases
+    change: CreaseChange  # value = fold contrast the step adds (%), see movement.analysis.creases
     peak_frame: int  # the middle peak frame, whose response is drawn
     peak: CreaseReading
     rest_frame: int  # the rest keyframe, drawn beside it

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from movement.htmlkit import staged_folder
-from movement.pipeline import Session, session_record
+from movement.analysis.pipeline import Session, session_record
+from movement.report.htmlkit import staged_folder
 
 
 class OutputError(Exception):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from movement.activation import StepResult
-from movement.landmarks import FrameCache, LandmarkTrack
-from movement.stabilise import Scale, Trajectories, yaw_degrees
+from movement.analysis.activation import StepResult
+from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.stabilise import Scale, Trajectories, yaw_degrees
 
 # Thresholds: (low, unusable). Chosen from what a frontal 2D measurement
 # tolerates: at 20 degrees of yaw a lateral movement on the far side is

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from movement.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
+from movement.analysis.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
 from movement.protocol import CreaseRegion
 
 PATCH_PX_PER_FOLD = 8.0

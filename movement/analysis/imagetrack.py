@@ -10,6 +10,11 @@ each step re-anchors at its own rest. A forward-backward check drops points
 the tracker lost. Head motion is a similarity transform fitted with RANSAC on
 anchor points of regions that stay still in this step, so the few anchor
 points that move anyway do not eat the signal.
+
+Kept as one module: the keyframe crop, the sub-point rings, the Lucas-Kanade
+passes, the forward-backward check and the head-motion fit share one set of
+per-step constants and the :class:`_Tracker`'s state; split apart, each half
+would need the other's internals.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from movement.face import IRIS_DIAMETER_MM, iris_diameter_px
-from movement.landmarks import FrameCache, LandmarkTrack
-from movement.stabilise import Scale, iris_centres
+from movement.analysis.face import IRIS_DIAMETER_MM, iris_diameter_px
+from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.stabilise import Scale, iris_centres
 
 LK_WIN_MM = 3.5
 """Lucas-Kanade window side in mm. Skin moves non-uniformly (a frown bunches the

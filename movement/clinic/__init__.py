@@ -1,0 +1,10 @@
+"""The clinic: patients, visits and treatments across time, on this laptop.
+
+- :mod:`~movement.clinic.store`: the SQLite store (standard library only, so it
+  loads instantly);
+- :mod:`~movement.clinic.compare`: sessions of one patient compared, and the
+  comparison page;
+- :mod:`~movement.clinic.commands`: the ``movement`` subcommands that use them.
+
+The store never imports the comparison; the comparison reads the store.
+"""
