@@ -19,10 +19,10 @@ sub-points fused as the tracker fuses them (``imagetrack._fuse``). ``shift`` nea
 1 shows the window itself is unbiased; ``ideal`` below 1 is what averaging the
 movement over the window (and the ring) loses where the field peaks within a few
 mm: no texture recovers it. The extended fields are narrow (sigmas 5-8 mm, against
-10-18 for the raise and smile), which is why their steps read short (docs/METHOD.md §8).
+10-18 for the raise and smile), which is why their steps read short (docs/METHOD.md §7.7).
 
 Not modelled: the affine patch match that refines the groups marked ``affine`` (the
-frown's and the scrunch's, docs/METHOD.md §2.4), compression, and the frames between
+frown's and the scrunch's, docs/METHOD.md §7.5), compression, and the frames between
 rest and peak (the tracker starts each frame from the last, not from the truth).
 """
 

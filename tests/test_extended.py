@@ -23,7 +23,7 @@ EXTENDED_AMPLITUDES = {
     "speech": (1.6, 3.2),
 }
 # Per side, the benchmark's p90 target: the chin pad is smooth, low-texture skin
-# and its image-tracked elevation reads up to ~0.6 mm low (docs/METHOD.md §13).
+# and its image-tracked elevation reads up to ~0.6 mm low (docs/METHOD.md §7.7).
 MM_TOL = 0.8
 # Except the chin pad itself (pout/mentalis), whose under-read on this smooth skin is
 # also fragile: on this consult its left side read 0.73 mm short of the truth, and

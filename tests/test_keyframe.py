@@ -3,7 +3,7 @@
 One still-image detection puts a brow point 0.3-0.6 mm away from where another cut
 of the same frame puts it, and the tracking pass's points lay 0.7-1.0 mm from the
 generator's (the median of 64 cuts of its photo) on the brows; the median of the
-keyframe's cut detections 0.2-0.3 mm (docs/METHOD.md §2)."""
+keyframe's cut detections 0.2-0.3 mm (docs/METHOD.md §7.2)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_standard_protocol_matches_the_reference_measurements():
     assert p.thresholds.min_diff_mm == 1.0 and p.thresholds.min_ratio == 0.20
     # eee and smile move the same points; they must be told apart when finding steps.
     assert p.step("eee").detect_kind != p.step("smile").detect_kind
-    # Only the frown's bunching skin is matched with affine patches (docs/METHOD.md 2.4).
+    # Only the frown's bunching skin is matched with affine patches (docs/METHOD.md §7.5).
     assert [g.name for s in p.steps for g in s.groups if g.affine] == ["corrugator_procerus"]
     assert prim["frown"].cross_check_mm == 4.0 and prim["raise"].cross_check_mm is None
 

@@ -146,7 +146,7 @@ def test_a_jaw_outline_is_read_across_itself_under_head_roll(tmp_path, seed):
     still side reads within 0.2 mm. The moving side (1.5 mm) read within 0.3 mm until
     the points were placed by the keyframe's cut detections and now reads 1.81 and
     1.85 mm (the truth at the placed points is 1.49-1.50: an over-read of the
-    outline, not of where the points are; docs/METHOD.md §13), bounded at 0.4 mm."""
+    outline, not of where the points are; docs/METHOD.md §8.4), bounded at 0.4 mm."""
     spec = _one_step("clench", 1.5, 0.4, roll_deg=2.0, shift_px=8.0, zoom=0.02,
                      noise_sigma=1.5, seed=seed, protocol="extended")
     truth = _clip(tmp_path, spec)

@@ -6,7 +6,7 @@ the field is broad (raise, smile, eee, clench) a window on ideal texture must re
 the generator's truth: a truth read at the wrong place (``p + f(p)`` instead of
 solving ``q = p + f(q)``, MEASUREMENTS.md §5) is 5-10 % off. A pure shift must read
 1 everywhere (the tracker's window settings are unbiased), and no step may read
-below the floor documented in docs/METHOD.md §8.
+below the floor documented in docs/METHOD.md §7.7.
 """
 
 from __future__ import annotations

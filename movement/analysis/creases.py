@@ -64,7 +64,7 @@ NOISE_FLOOR_PCT = 1.8
 """A step value (added fold contrast, percent) below this is not a line: on a face
 without creases, head motion + sensor noise read up to 0.8, a lighting change up to
 0.7, static hair/beard/glasses up to 1.0 and JPEG q30 blocking up to 1.7 (measured in
-tests/test_creases.py, docs/METHOD.md section 11). A 10 % fold reads about 2.3, a 25 % fold 6."""
+tests/test_creases.py, docs/METHOD.md §9). A 10 % fold reads about 2.3, a 25 % fold 6."""
 
 CLUTTER_PCT = 4.0
 """A region whose line strength is above this *at rest* holds strong static edges

@@ -53,7 +53,7 @@ def near_threshold(measure: str, right: float, left: float, th: Thresholds) -> b
 
     A value just under 1 mm apart is ``balanced`` and one just over is dominant; both
     are within what a repeat recording moves (a narrow movement reads 0.82-0.94 of its
-    truth, docs/METHOD.md section 13), so the report says such a call is near the
+    truth, docs/METHOD.md §7.7), so the report says such a call is near the
     threshold rather than letting 0.99 and 1.01 mm read as opposite findings.
     """
     if not (np.isfinite(right) and np.isfinite(left)) or th.near_threshold <= 0:

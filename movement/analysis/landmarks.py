@@ -338,7 +338,7 @@ KEYFRAME_CUTS = 8
 frame). Where the landmark model puts a point moves with the pixel grid (0.3-0.6 mm
 per cut on the inner brow) and, in tracking mode, with its history: its keyframe points
 lay 0.7-1.0 mm from the median of 64 cuts of the generator's photo on the brows, 8
-cuts of the keyframe 0.15-0.35 mm (docs/METHOD.md §2.2). Where the movement varies
+cuts of the keyframe 0.15-0.35 mm (docs/METHOD.md §7.2). Where the movement varies
 steeply over the skin (a frown) that is what the value means."""
 
 
