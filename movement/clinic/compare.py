@@ -8,9 +8,9 @@ time axis (days since treatment), and one plain sentence per group, e.g.
 "right frontalis: 4.1 → 1.2 mm (−71 %) ... 14 days after 6 U right / 4 U left
 (Botox, 2026-01-05); now balanced".
 
-The HTML is self-contained like the session report: plotly.js is inlined once
-and every figure is a ``to_html(full_html=False, include_plotlyjs=False)``
-fragment, so it opens offline and makes no network request. The folder is
+This module decides what the comparison says; :func:`page_record` hands it to
+:mod:`movement.report.comparison_page` as plain records, which renders the
+self-contained page (plotly.js inlined once, no network request). The folder is
 written atomically (temporary sibling, then rename).
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import html
 import io
 import os
 import urllib.parse
@@ -45,20 +44,14 @@ from movement.clinic.store import (
     patient_dir,
 )
 from movement.protocol import ProtocolError, Thresholds, load_protocol
-from movement.report.htmlkit import BASE_CSS, NEAR_NOTE, staged_folder
+from movement.report import comparison_page as page
+from movement.report.htmlkit import staged_folder
 
 CSV_FILE = "comparison.csv"
 OUR_FILES = {COMPARISON_FILE, CSV_FILE}
-# Same colours as the session report: blue = patient's right, orange = left.
-RIGHT_COLOUR = "#1f6fb4"
-LEFT_COLOUR = "#d9541e"
-TREAT_COLOUR = "#6a3d9a"
 # Below this baseline movement a percentage is noise divided by noise; the
 # change is then given in mm only.
 MIN_BASE_FOR_PCT_MM = 0.2
-# A treatment cycle: toxin given longer before the first compared session than
-# this is not drawn on the time axis (it is still listed).
-CYCLE_DAYS = 120
 
 COMPARISON_COLUMNS = [
     "patient", "session_id", "date", "label", "baseline_session_id", "days_since_treatment",
@@ -452,186 +445,49 @@ def comparison_csv(cmp: Comparison) -> str:
     return buf.getvalue()
 
 
-# --------------------------------------------------------------------------- the HTML
-
-CSS = BASE_CSS + """
-td.l,th.l{text-align:left}td:first-child,td.ch{white-space:nowrap}
-tr.base td{background:#f3f7fb;font-weight:600}
-tr.tx td{background:#f6f1fa;color:#4a2a6a}
-tr.q-low td{background:#fff8e6}tr.q-unusable td,tr.q-missing td{background:#fdeeee;color:#7a2a2a}
-.badge{display:inline-block;border-radius:3px;padding:1px 7px;font-size:12px;font-weight:600}
-.statements{margin:6px 0 4px;padding-left:20px}.statements li{margin:5px 0;font-size:15px}
-.statement{font-size:15px;margin:2px 0 6px}
-.down{color:#1d6b2f}.up{color:#8a2b0c}.same{color:#777}
-.alert{border-left:4px solid #e69a00;background:#fff6e3;padding:7px 12px;margin:5px 0}
-.note{font-size:12px;color:#566}
-"""
+# --------------------------------------------------------------------------- the page
 
 
-def _esc(x: object) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _config() -> dict[str, Any]:
-    return {
-        "displaylogo": False,
-        "responsive": True,
-        "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
-    }
-
-
-def _plotted_treatments(cmp: Comparison) -> list[Treatment]:
-    """Treatments near the compared sessions: from one cycle (~4 months) before the first to
-    the last. An injection years earlier would squeeze the sessions into a corner of the axis.
-    """
-    first = _dt.date.fromisoformat(cmp.sessions[0].date) - _dt.timedelta(days=CYCLE_DAYS)
-    last = cmp.sessions[-1].date
-    return [t for t in cmp.treatments if first.isoformat() <= t.date <= last]
-
-
-def _date_range(cmp: Comparison) -> list[str]:
-    dates = [_dt.date.fromisoformat(s.date) for s in cmp.sessions]
-    dates += [_dt.date.fromisoformat(t.date) for t in _plotted_treatments(cmp)]
-    lo, hi = min(dates), max(dates)
-    pad = _dt.timedelta(days=max(4, (hi - lo).days * 0.06))
-    return [(lo - pad).isoformat(), (hi + pad).isoformat()]
-
-
-def _tick_text(s: SessionSummary) -> str:
-    days = "" if s.days_since_treatment is None else f"<br>day {s.days_since_treatment}"
-    label = _esc(s.label) if s.label else f"#{s.id}"
-    return f"{label}<br>{s.date}{days}"
-
-
-def _treatment_marks(fig: Any, cmp: Comparison, group: str | None) -> None:
-    """Vertical lines at treatment dates; labelled with this group's units when it was treated."""
-    shown = _plotted_treatments(cmp)
-    for d in sorted({t.date for t in shown}):
-        # Drawn at midday: a same-day session was filmed before injecting, and
-        # the marker must not hide that session's points.
-        x = f"{d} 12:00"
-        rows = [
-            t for t in shown if t.date == d and group in (None, t.muscle_group)
-        ]  # fmt: skip
-        mine = bool(rows)
-        fig.add_shape(
-            type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
-            line=dict(color=TREAT_COLOUR, width=2 if mine else 1, dash="dot"),
-            opacity=0.9 if mine else 0.35,
-        )  # fmt: skip
-        if group is None:
-            text = f"treated {d}"
-        elif mine:
-            u = units_by_side(rows)
-            short = {"right": "R", "left": "L", "midline": "mid"}
-            text = " / ".join(f"{u[s]:g} U {short[s]}" for s in short if s in u)
-            text = f"{_esc(text)}<br>{_esc(', '.join(dict.fromkeys(t.product for t in rows)))}"
-        else:
-            text = "other groups"
-        fig.add_annotation(
-            x=x, y=1.0, xref="x", yref="paper", text=text, showarrow=False, yanchor="bottom",
-            font=dict(size=11, color=TREAT_COLOUR), opacity=1.0 if mine else 0.6,
-        )  # fmt: skip
-
-
-def _axis(fig: Any, cmp: Comparison, ytitle: str) -> None:
-    fig.update_layout(
-        # A tall top margin: the treatment labels sit above the plot, below the modebar.
-        height=350, margin=dict(l=60, r=20, t=72, b=70), plot_bgcolor="#fff",
-        legend=dict(orientation="h", x=0, y=-0.32), hovermode="closest",
-        yaxis=dict(title=ytitle, gridcolor="#e6eaee", zerolinecolor="#9aa5b1"),
-        xaxis=dict(
-            type="date", range=_date_range(cmp), gridcolor="#eef1f4",
-            tickvals=[s.date for s in cmp.sessions], ticktext=[_tick_text(s) for s in cmp.sessions],
-        ),
+def _series(g: GroupView) -> page.Series:
+    """A group's values across the sessions, for its figure and the index figure."""
+    ok = [r is not None and r["quality"] not in ("missing", "unusable") for r in g.rows]
+    return page.Series(
+        g.title, g.muscle_group, g.measure, unit(g.measure), g.primary,
+        right=[_value(r, "right") for r in g.rows], left=[_value(r, "left") for r in g.rows],
+        quality=[r["quality"] if r is not None else "missing" for r in g.rows],
+        index=[r["asymmetry_index"] if k and r is not None else None
+               for r, k in zip(g.rows, ok, strict=True)],
     )  # fmt: skip
 
 
-def group_figure(cmp: Comparison, g: GroupView) -> Any:
-    """Right and left mm over the session dates, treatments as vertical markers."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for side, colour in (("right", RIGHT_COLOUR), ("left", LEFT_COLOUR)):
-        ys, symbols, hover = [], [], []
-        for s, row in zip(cmp.sessions, g.rows, strict=True):
-            v = _value(row, side)
-            ys.append(v)
-            q = row["quality"] if row is not None else "missing"
-            symbols.append("circle-open" if q == "low" else "circle")
-            days = (
-                "" if s.days_since_treatment is None
-                else f"<br>day {s.days_since_treatment} after treatment"
-            )  # fmt: skip
-            val = "not measured" if v is None else f"{v:.2f}{unit(g.measure)}"
-            hover.append(f"{_esc(s.label)} {s.date}{days}<br>{side}: {val} ({_esc(q)})")
-        fig.add_trace(
-            go.Scatter(
-                x=[s.date for s in cmp.sessions], y=ys, name=f"patient's {side}",
-                mode="lines+markers", line=dict(color=colour, width=2.5),
-                marker=dict(size=10, symbol=symbols, line=dict(width=2, color=colour)),
-                text=hover, hovertemplate="%{text}<extra></extra>", connectgaps=False,
-            )
-        )  # fmt: skip
-    _treatment_marks(fig, cmp, g.muscle_group)
-    _axis(fig, cmp, "movement (mm)" if g.measure.endswith("_mm") else unit(g.measure).strip(" ()"))
-    fig.update_yaxes(rangemode="tozero")
-    return fig
+def _time_axis(cmp: Comparison) -> page.TimeAxis:
+    return page.TimeAxis(
+        [page.AxisSession(s.id, s.date, s.label, s.days_since_treatment) for s in cmp.sessions],
+        [page.Injection(t.date, t.muscle_group, t.side, t.units, t.product)
+         for t in cmp.treatments],
+    )  # fmt: skip
 
 
-def index_figure(cmp: Comparison) -> Any:
-    """Every primary group's asymmetry index over time: the whole face's balance at a glance."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for g in cmp.groups:
-        if not g.primary:
-            continue
-        ys = []
-        for row in g.rows:
-            ok = row is not None and row["quality"] not in ("missing", "unusable")
-            ys.append(row["asymmetry_index"] if ok else None)
-        fig.add_trace(
-            go.Scatter(
-                x=[s.date for s in cmp.sessions], y=ys, name=_esc(g.title), mode="lines+markers",
-                hovertemplate=f"{_esc(g.title)}: %{{y:.2f}}<extra></extra>",
-            )
-        )
-    _treatment_marks(fig, cmp, None)
-    _axis(fig, cmp, "asymmetry index (R−L)/(R+L)")
-    fig.update_yaxes(range=[-1, 1], zeroline=True, zerolinewidth=2)
-    return fig
-
-
-def _fig_html(fig: Any, div_id: str) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_config())
-
-
-def _link(path: str | None, out_dir: Path) -> str:
+def _report_href(path: str | None, out_dir: Path) -> str:
+    """The session's report relative to the comparison page; "" when it is gone."""
     if not path or not Path(path).exists():
         return ""
     try:
-        rel = Path(os.path.relpath(path, out_dir)).as_posix()
+        return urllib.parse.quote(Path(os.path.relpath(path, out_dir)).as_posix())
     except ValueError:  # another drive on Windows: no relative path exists
-        return f'<a href="{_esc(Path(path).as_uri())}">report</a>'
-    return f'<a href="{_esc(urllib.parse.quote(rel))}">report</a>'
+        return Path(path).as_uri()
 
 
-def _dom(d: str) -> str:
-    return f'<span class="badge dom-{_esc(d)}">{_esc(d)}</span>'
-
-
-def _timeline(cmp: Comparison, out_dir: Path) -> str:
+def _timeline(cmp: Comparison, out_dir: Path) -> list[page.TimelineRow]:
     """Sessions and treatment visits in date order; a treatment sorts after a same-day session."""
-    items: list[tuple[str, int, str]] = []
+    items: list[tuple[str, int, page.TimelineRow]] = []
     for s in cmp.sessions:
-        base = " (baseline)" if s.id == cmp.baseline.id else ""
-        days = "" if s.days_since_treatment is None else str(s.days_since_treatment)
-        cls = ' class="base"' if s.id == cmp.baseline.id else ""
-        items.append((s.date, 0, (
-            f"<tr{cls}><td class='l'>{s.date}</td><td class='l'>session #{s.id}{base}</td>"
-            f"<td class='l'>{_esc(s.label)}</td><td class='l'>{_esc(s.protocol)}</td>"
-            f"<td>{days}</td><td class='l'>{_link(s.report_path, out_dir)}</td></tr>"
+        base = s.id == cmp.baseline.id
+        items.append((s.date, 0, page.TimelineRow(
+            s.date, f"session #{s.id}" + (" (baseline)" if base else ""), baseline=base,
+            label=s.label, protocol=s.protocol,
+            days="" if s.days_since_treatment is None else str(s.days_since_treatment),
+            report_href=_report_href(s.report_path, out_dir),
         )))  # fmt: skip
     for d in sorted({t.date for t in cmp.treatments}):
         rows = [t for t in cmp.treatments if t.date == d]
@@ -641,130 +497,96 @@ def _timeline(cmp: Comparison, out_dir: Path) -> str:
             for gr in groups
         )
         products = ", ".join(dict.fromkeys(t.product for t in rows))
-        items.append((d, 1, (
-            f"<tr class='tx'><td class='l'>{d}</td><td class='l'>treatment</td>"
-            f"<td class='l' colspan='4'>{_esc(products)}: {_esc(what)}</td></tr>"
+        items.append((d, 1, page.TimelineRow(
+            d, "treatment", treatment=True, treated=f"{products}: {what}"
         )))  # fmt: skip
     items.sort(key=lambda x: (x[0], x[1]))
-    head = (
-        "<tr><th class='l'>date</th><th class='l'>what</th><th class='l'>label</th>"
-        "<th class='l'>protocol</th><th>days since treatment</th><th class='l'></th></tr>"
-    )
-    return f"<table>{head}{''.join(i[2] for i in items)}</table>"
+    return [i[2] for i in items]
 
 
-def _pct_cell(
+def _change(
     mm: float | None, pct: float | None, u: str = " mm", repeat_mm: float | None = None
-) -> str:
+) -> page.Change:
     if mm is None:
-        return "<td>—</td>"
-    rel = f" ({_signed(pct, 0)} %)" if pct is not None else ""
+        return page.Change()
+    text = f"{_signed(mm, 2)}{u}" + (f" ({_signed(pct, 0)} %)" if pct is not None else "")
     if _within_variation(mm, repeat_mm):
         tip = (f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
                "can read apart: within the measurement's own variation")
-        return (f"<td class='ch same' title='{_esc(tip)}'>≈ {_signed(mm, 2)}{u}{rel}</td>")
-    cls = "down" if mm < 0 else "up" if mm > 0 else ""
-    return f"<td class='ch {cls}'>{_signed(mm, 2)}{u}{rel}</td>"
+        return page.Change(text, "same", tip)
+    return page.Change(text, "down" if mm < 0 else "up" if mm > 0 else "")
 
 
-def _group_table(cmp: Comparison, g: GroupView) -> str:
+def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
     bi = _index(cmp, cmp.baseline)
-    head = (
-        "<tr><th class='l'>date</th><th class='l'>label</th><th>days since treatment</th>"
-        "<th>right mm</th><th>left mm</th><th>asym. index</th><th>dominant</th>"
-        "<th class='l'>quality</th><th>right change</th><th>left change</th>"
-        f"<th class='l'>last {_esc(_group_name(g.muscle_group))} treatment</th></tr>"
-    )
     body = []
     for i, (s, row) in enumerate(zip(cmp.sessions, g.rows, strict=True)):
         q = row["quality"] if row is not None else "missing"
-        cls = "base" if i == bi else f"q-{q}"
         r, lft = _value(row, "right"), _value(row, "left")
         ai = row["asymmetry_index"] if row is not None and r is not None else None
         tx = group_treatments(cmp.treatments, g.muscle_group, s.date)
-        txt = f"{tx[0].date}: {units_text(tx)}" if tx else "—"
         reason = f" — {row['reason']}" if row is not None and row["reason"] else ""
-        if i == bi:
-            changes = "<td>baseline</td><td>baseline</td>"
-        else:
-            changes = "".join(
-                _pct_cell(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure),
-                          g.repeat_mm)
-                for side in ("right", "left")
+        changes = None if i == bi else [
+            _change(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure),
+                    g.repeat_mm)
+            for side in ("right", "left")
+        ]  # fmt: skip
+        body.append(page.GroupRow(
+            date=s.date, label=s.label,
+            days="" if s.days_since_treatment is None else str(s.days_since_treatment),
+            right="—" if r is None else f"{r:.2f}", left="—" if lft is None else f"{lft:.2f}",
+            index="—" if ai is None else f"{ai:+.2f}",
+            dominant=row["dominant_side"] if row is not None else "undetermined",
+            near=row is not None and _near(row, s, g.measure),
+            quality=q + reason, cls="base" if i == bi else f"q-{q}", changes=changes,
+            treatment=f"{tx[0].date}: {units_text(tx)}" if tx else "—",
+        ))  # fmt: skip
+    return page.GroupTable(_group_name(g.muscle_group), body)
+
+
+def _group_table(cmp: Comparison, g: GroupView) -> str:
+    """One group's table as the page shows it."""
+    return page.group_table(_group_rows(cmp, g))
+
+
+def page_record(cmp: Comparison, out_dir: Path) -> page.ComparisonPage:
+    """What the comparison page shows, as records for :mod:`movement.report.comparison_page`."""
+    base, latest = cmp.baseline, cmp.latest
+    tx_dates = sorted({t.date for t in cmp.treatments})
+    last_tx = f", last {tx_dates[-1]}" if tx_dates else ""
+    made = _dt.datetime.now().isoformat(timespec="minutes")
+    return page.ComparisonPage(
+        patient=cmp.patient,
+        fields=[
+            ("Patient", cmp.patient),
+            ("Sessions",
+             f"{len(cmp.sessions)} ({cmp.sessions[0].date} – {cmp.sessions[-1].date})"),
+            ("Baseline", f"{base.label or '#' + str(base.id)} {base.date}"),
+            ("Compared", f"{latest.label or '#' + str(latest.id)} {latest.date}"),
+            ("Treatments", f"{len(tx_dates)} visit(s){last_tx}"),
+            ("Generated", f"{made} · movement {__version__}"),
+        ],
+        base_date=base.date,
+        latest_date=latest.date,
+        statements=[g.statement for g in cmp.groups],
+        timeline=_timeline(cmp, out_dir),
+        axis=_time_axis(cmp),
+        groups=[
+            page.GroupSection(
+                g.title, g.step, g.measure.replace("_", " "), g.primary, g.statement,
+                _series(g), _group_rows(cmp, g),
             )
-        body.append(
-            f"<tr class='{cls}'><td class='l'>{s.date}</td><td class='l'>{_esc(s.label)}</td>"
-            f"<td>{'' if s.days_since_treatment is None else s.days_since_treatment}</td>"
-            f"<td>{'—' if r is None else f'{r:.2f}'}</td>"
-            f"<td>{'—' if lft is None else f'{lft:.2f}'}</td>"
-            f"<td>{'—' if ai is None else f'{ai:+.2f}'}</td>"
-            f"<td>{_dom(row['dominant_side'] if row is not None else 'undetermined')}"
-            f"{NEAR_NOTE if row is not None and _near(row, s, g.measure) else ''}</td>"
-            f"<td class='l'>{_esc(q + reason)}</td>{changes}<td class='l'>{_esc(txt)}</td></tr>"
-        )
-    return f"<table>{head}{''.join(body)}</table>"
+            for g in cmp.groups
+        ],
+        notes=list(cmp.notes),
+    )
 
 
 def render_html(cmp: Comparison, out_dir: Path) -> str:
     """The self-contained comparison page (plotly.js inlined once, no network)."""
     from plotly.offline import get_plotlyjs
 
-    base, latest = cmp.baseline, cmp.latest
-
-    def fld(label: str, value: str) -> str:
-        return f"<div><b>{label}</b><span>{_esc(value) if value else '—'}</span></div>"
-
-    tx_dates = sorted({t.date for t in cmp.treatments})
-    last_tx = f", last {tx_dates[-1]}" if tx_dates else ""
-    made = _dt.datetime.now().isoformat(timespec="minutes")
-    pbar = "".join([
-        fld("Patient", cmp.patient),
-        fld("Sessions", f"{len(cmp.sessions)} ({cmp.sessions[0].date} – {cmp.sessions[-1].date})"),
-        fld("Baseline", f"{base.label or '#' + str(base.id)} {base.date}"),
-        fld("Compared", f"{latest.label or '#' + str(latest.id)} {latest.date}"),
-        fld("Treatments", f"{len(tx_dates)} visit(s){last_tx}"),
-        fld("Generated", f"{made} · movement {__version__}"),
-    ])  # fmt: skip
-    notes = "".join(f"<div class='alert'>{_esc(n)}</div>" for n in cmp.notes)
-    statements = "".join(f"<li>{_esc(g.statement)}</li>" for g in cmp.groups)
-    sections = []
-    for i, g in enumerate(cmp.groups):
-        sections.append(
-            f"<section id='g{i}'><h3>{_esc(g.title)} — {_esc(g.step)}, "
-            f"{_esc(g.measure.replace('_', ' '))}{'' if g.primary else ' (secondary)'}</h3>"
-            f"<p class='statement'>{_esc(g.statement)}</p>"
-            f"{_fig_html(group_figure(cmp, g), f'fig-g{i}')}{_group_table(cmp, g)}</section>"
-        )
-    title = "Treatment comparison"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} — {_esc(cmp.patient)}</title>
-<style>{CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head><body>
-<header><h1>{title}</h1><div class="pbar">{pbar}</div></header>
-<main>
-{notes}
-<section id="summary"><h2>Summary — baseline {_esc(base.date)} → {_esc(latest.date)}</h2>
-<ul class="statements">{statements}</ul>
-<p class="note">Left and right are the patient's own sides. Movement is peak minus rest per
-side (mm); the change is from the baseline session, in mm and % of the baseline. Each line
-names the last treatment of that muscle group before the compared session; a treatment on the
-same day as a session counts as given after filming. Dominance follows each session's protocol
-thresholds. A change marked ≈ (grey) is smaller than two recordings of the same movement can
-read apart (the protocol's repeat_mm, from the accuracy benchmark): within the measurement's
-own variation, before the patient's effort, pose and light add to it.</p></section>
-<section id="timeline"><h2>Sessions and treatments</h2>{_timeline(cmp, out_dir)}</section>
-<section id="balance"><h2>Asymmetry index over time</h2>
-<p class="note">Positive = the patient's right pulls harder, negative = left; 0 = balanced.
-Dotted purple lines are treatment visits.</p>
-{_fig_html(index_figure(cmp), "fig-index")}</section>
-{"".join(sections)}
-<p class="note">Written by movement {__version__}. Values marked missing or unusable are not
-plotted.</p>
-</main></body></html>
-"""
+    return page.render_comparison(page_record(cmp, out_dir), get_plotlyjs())
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,42 +1,78 @@
-"""What the session report and the comparison report share: the house style and
-atomic folder writing (standard library only, so the clinic commands stay fast)."""
+"""What the session report and the comparison report share: the page templates and
+atomic folder writing.
+
+The pages are rendered from the Jinja2 templates in ``movement/report/templates``
+(``base.html`` holds the house style and the page frame; ``report.html`` and
+``comparison.html`` extend it; ``macros.html`` holds the tables and badges both
+use). The Python side prepares records; the templates hold every tag.
+
+Autoescape is on: every value from the session or the store (patient IDs,
+labels, notes, reasons) is escaped unless the page marks it ``|safe`` (only
+plotly's figure fragments, plotly.js and the frame viewer's JSON). Values are
+escaped like the standard library's :func:`html.escape` (``'`` as ``&#x27;``),
+so a page reads the same whichever way it was written.
+"""
 
 from __future__ import annotations
 
+import functools
+import html
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-NEAR_NOTE = ' <span class="note">near threshold</span>'
-"""Beside a dominant-side badge whose call is near its threshold
-(:func:`movement.analysis.dominance.near_threshold`), in both reports."""
+TEMPLATES = Path(__file__).with_name("templates")
+"""The templates ship inside the package (the wheel includes every file under
+``movement/``), so an installed ``movement`` renders the same pages."""
 
-BASE_CSS = """
-*{box-sizing:border-box;-webkit-print-color-adjust:exact;print-color-adjust:exact}
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
-color:#1d2733;background:#eef1f4;font-size:14px;line-height:1.4}
-header{background:#16324f;color:#fff;padding:14px 32px 10px}
-header h1{margin:0;font-size:20px;font-weight:600;letter-spacing:.2px}
-.pbar{display:flex;flex-wrap:wrap;gap:6px 28px;margin-top:8px;font-size:13px}
-.pbar div{display:flex;flex-direction:column}
-.pbar b{font-size:10px;text-transform:uppercase;letter-spacing:.6px;opacity:.7;font-weight:600}
-main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
-section{background:#fff;border:1px solid #dde3e8;border-radius:6px;padding:14px 20px;margin:14px 0}
-h2{font-size:17px;margin:0 0 10px;color:#16324f;border-bottom:2px solid #e3e8ee;padding-bottom:6px}
-h3{font-size:15px;margin:4px 0 6px;color:#16324f}
-table{border-collapse:collapse;font-size:13px;width:100%;margin:4px 0 8px}
-th,td{padding:4px 8px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:middle}
-th{background:#eef2f6;font-weight:600;font-size:12px;color:#334}
-.dom-right{color:#fff;background:#1f6fb4}.dom-left{color:#fff;background:#d9541e}
-.dom-balanced{color:#2d5e2d;background:#dcefdc}.dom-undetermined{color:#555;background:#e6e6e6}
-"""
-"""Layout, type and colours common to every page movement writes (patient's right
-blue, left orange, balanced green)."""
 
+def _escape(value: object) -> object:
+    """Escape one template value as :func:`html.escape` does (``&#x27;`` for ``'``)."""
+    from markupsafe import Markup
+
+    if hasattr(value, "__html__"):  # already markup: a macro's output or |safe
+        return value
+    return Markup(html.escape(str(value)))
+
+
+@functools.cache
+def environment() -> Any:
+    """The Jinja2 environment of movement's pages (built once; jinja2 imported lazily,
+    so commands that never write a page do not pay for it)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        # finalize runs before autoescape: values arrive already escaped as Markup.
+        finalize=_escape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render(template: str, **context: object) -> str:
+    """Render one page template with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+def macro(template: str, name: str) -> Callable[..., str]:
+    """A macro of a template, callable from Python (e.g. one table for a test)."""
+    fn = getattr(environment().get_template(template).module, name)
+    return lambda *args, **kwargs: str(fn(*args, **kwargs))
+
+
+def safe(text: str) -> Any:
+    """Mark generated HTML (a plotly fragment, plotly.js) as not to be escaped."""
+    from markupsafe import Markup
+
+    return Markup(text)
 
 def replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished folder ``tmp`` to ``out``, replacing what is there.
