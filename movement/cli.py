@@ -335,11 +335,17 @@ def _batch(
     except KeyboardInterrupt:
         raise Failure("interrupted; the videos finished are kept (run again to resume)",
                       130) from None
+    finally:
+        executor.close()
     failed = report.failed
+    for o in failed:
+        if o.action == "skipped":
+            click.echo(f"movement: error: {Path(o.video).name}: {o.error} (an earlier run; "
+                       "--retry-failed analyses it again)", err=True)
     skipped = sum(o.action == "skipped" for o in report.outcomes)
     if not quiet:
         ok = len(report.outcomes) - len(failed)
-        click.echo(f"{ok} of {len(report.outcomes)} videos analysed"
+        click.echo(f"{ok} of {len(report.outcomes)} videos ok"
                    + (f" ({skipped} unchanged since an earlier run)" if skipped else "")
                    + f"; summary: {report.summary}")
     if failed:

@@ -244,7 +244,10 @@ def open_dask(spec: ClusterSpec) -> DaskExecutor:
             # Zero allowed failures: the scheduler gives up on a task at its first
             # lost worker and the engine retries it once itself, the same rule as
             # for a remote scheduler (whose own setting is not ours to change).
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # Saturation 1.0: a worker holds only the video it runs, so a worker
+            # that dies takes no queued video down with it.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 cluster = LocalCluster(
                     n_workers=spec.local_workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,

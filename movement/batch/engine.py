@@ -235,6 +235,9 @@ def run_batch(
 ) -> BatchReport:
     """Analyse ``items`` on ``executor``; record on this process; return every outcome.
 
+    The executor stays open (its owner closes it), so one cluster can serve
+    several batches.
+
     Writes the ledger after each video and ``OUT/batch-summary.csv`` at the end
     (and on an interruption, for what finished). ``on_outcome`` sees each video
     as it settles (for the command line's per-video lines).
@@ -382,8 +385,13 @@ def _execute(
                     failed += 1
             fill()
             show()
-    finally:
-        executor.close()
+    except BaseException:
+        # Interrupted: what is still queued or running is not waited for (a
+        # rerun resumes it); the executor's owner shuts it down.
+        for h in in_flight:
+            if hasattr(h, "cancel"):
+                h.cancel()
+        raise
 
 
 def asdict_shallow(obj: Any) -> dict[str, Any]:
