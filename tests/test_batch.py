@@ -206,15 +206,18 @@ class ScriptedExecutor:
     """Runs nothing: answers each video as scripted ('ok', 'lost', 'lost-once'), in order."""
 
     ship = False
-    max_in_flight = 2
-    workers = 2
 
     def __init__(self, script: dict[str, str]) -> None:
         self.script = script
         self.submitted: list[str] = []
+        self.in_flight = 0
+
+    def free(self) -> int:
+        return 2 - self.in_flight
 
     def submit(self, fn, task, name):  # noqa: ANN001, ANN201
         self.submitted.append(name)
+        self.in_flight += 1
         return (task.video.stem, task.attempt)
 
     def wait(self, handles, timeout):  # noqa: ANN001, ANN201
@@ -222,13 +225,14 @@ class ScriptedExecutor:
 
     def result(self, handle):  # noqa: ANN001, ANN201
         stem, attempt = handle
+        self.in_flight -= 1
         what = self.script[stem]
         if what == "lost" or (what == "lost-once" and attempt == 0):
             raise b.cluster.WorkerLost
         return b.engine.WorkerResult(True, steps_measured=4, steps_total=5, unusable_steps=1)
 
-    def running(self, n: int) -> int:
-        return n
+    def running(self) -> int:
+        return self.in_flight
 
 
 def test_engine_retries_a_lost_worker_once_then_reports(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -140,9 +141,13 @@ class PoolExecutor:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.max_in_flight = workers  # a broken pool fails everything submitted to it
         self._pool: ProcessPoolExecutor | None = None
-        self._pool_of: dict[Future, ProcessPoolExecutor] = {}
+        self._pool_of: dict[Future, ProcessPoolExecutor] = {}  # the videos in flight
+
+    def free(self) -> int:
+        """How many videos to submit now: a broken pool fails everything submitted to
+        it, so no more than it runs at once."""
+        return self.workers - len(self._pool_of)
 
     def submit(self, fn: Callable[[Any], Any], task: Any, name: str) -> Future:
         if self._pool is None:
@@ -175,35 +180,68 @@ class PoolExecutor:
             self._restart(pool)
             raise WorkerLost from None
 
-    def running(self, in_flight: int) -> int:
-        return min(in_flight, self.workers)
+    def running(self) -> int:
+        return len(self._pool_of)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+ORPHAN_GRACE_S = 10.0
+"""How long a video's worker may be gone before the video counts as lost without the
+scheduler saying so."""
+
+
 class DaskExecutor:
     """``--cluster``: tasks on a dask.distributed client (local processes or a remote scheduler).
 
-    Each task's key names the video and the attempt, so a worker plugin (and
-    the scheduler's logs) can tell them apart.
+    Each video goes to a worker thread with nothing else of ours on it: left to
+    itself the scheduler queues several videos on one worker (each is its own
+    task group, so none is held back as a "root" task), and a worker that dies
+    fails every video it holds. Each task's key names the video and the attempt,
+    so a worker plugin (and the scheduler's logs) can tell them apart.
     """
 
     def __init__(self, client: Any, ship: bool, closers: tuple[Any, ...] = ()) -> None:
         self.client = client
         self.ship = ship
         self._closers = closers
-        self.max_in_flight = 1 << 30  # the scheduler queues; a lost worker fails only its task
+        self._where: dict[Any, str] = {}  # the videos in flight and their worker
+        self._free: list[str] = []  # the last look at the idle threads
+        self._alive: set[str] = set()
+        self._missing_since: dict[str, float] = {}
 
-    @property
-    def workers(self) -> int:
-        info = self.client.scheduler_info()
-        return max(sum(w.get("nthreads", 1) for w in info["workers"].values()), 1)
+    def _free_threads(self) -> list[str]:
+        """One worker address per idle thread (a fresh look at the scheduler: a dead
+        worker is gone from it, a restarted one is back)."""
+        workers = self.client.scheduler_info()["workers"]
+        self._alive = set(workers)
+        # The scheduler's list can miss a live worker for a moment (while it
+        # handles another's death): only a continuous absence counts.
+        now = time.monotonic()
+        self._missing_since = {a: self._missing_since.get(a, now)
+                               for a in set(self._where.values()) - self._alive if a}
+        busy: dict[str, int] = {}
+        for addr in self._where.values():
+            busy[addr] = busy.get(addr, 0) + 1
+        return [a for a, w in workers.items()
+                for _ in range(max(w.get("nthreads", 1) - busy.get(a, 0), 0))]
+
+    def free(self) -> int:
+        self._free = self._free_threads()
+        return len(self._free)
 
     def submit(self, fn: Callable[[Any], Any], task: Any, name: str) -> Any:
+        """Submit to an idle thread seen by the last :meth:`free` (which the engine asks first)."""
+        addr = self._free.pop(0) if self._free else None
         key = f"movement-{name}-{os.urandom(4).hex()}"
-        return self.client.submit(fn, task, key=key, pure=False, retries=0)
+        # Strictly there: a loose placement let the scheduler put a second video
+        # on a busy worker. Should that worker vanish first, :meth:`wait` notices.
+        fut = self.client.submit(fn, task, key=key, pure=False, retries=0,
+                                 workers=[addr] if addr else None, allow_other_workers=False)
+        self._where[fut] = addr or ""
+        return fut
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         from distributed import wait
@@ -211,19 +249,30 @@ class DaskExecutor:
         try:
             done, _ = wait(handles, timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
-            return []
-        return list(done)
+            done = set()
+        self._free_threads()  # refreshes the live workers
+        # A video placed on a worker that died before starting it would wait for
+        # that worker forever: it is lost like one that died while running. The
+        # grace period leaves a death while running to the scheduler's report.
+        now = time.monotonic()
+        orphans = {h for h in handles if h not in done and self._where.get(h)
+                   and now - self._missing_since.get(self._where[h], now) > ORPHAN_GRACE_S}
+        return list(done | orphans)
 
     def result(self, handle: Any) -> Any:
         from distributed import KilledWorker
 
+        self._where.pop(handle, None)
+        if not handle.done():
+            handle.cancel()
+            raise WorkerLost
         try:
             return handle.result()
         except KilledWorker:
             raise WorkerLost from None
 
-    def running(self, in_flight: int) -> int:
-        return min(in_flight, self.workers)
+    def running(self) -> int:
+        return len(self._where)
 
     def close(self) -> None:
         for c in self._closers:
@@ -244,10 +293,7 @@ def open_dask(spec: ClusterSpec) -> DaskExecutor:
             # Zero allowed failures: the scheduler gives up on a task at its first
             # lost worker and the engine retries it once itself, the same rule as
             # for a remote scheduler (whose own setting is not ours to change).
-            # Saturation 1.0: a worker holds only the video it runs, so a worker
-            # that dies takes no queued video down with it.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                  "distributed.scheduler.worker-saturation": 1.0}):
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = LocalCluster(
                     n_workers=spec.local_workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,

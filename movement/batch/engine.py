@@ -349,7 +349,7 @@ def _execute(
     t_start = {}
 
     def fill() -> None:
-        while queue and len(in_flight) < executor.max_in_flight:
+        while queue and executor.free() > 0:
             item, o, task = queue.pop()
             h = executor.submit(analyse_task, task, f"{task.video.stem}-a{task.attempt}")
             in_flight[h] = (item, o, task)
@@ -357,14 +357,18 @@ def _execute(
 
     def show() -> None:
         if progress:
-            progress.update(already + done, failed, executor.running(len(in_flight)),
+            progress.update(already + done, failed, executor.running(),
                             finished_here, len(in_flight) + len(queue))
 
     fill()
     show()
     try:
-        while in_flight:
-            for h in executor.wait(list(in_flight), timeout=1.0):
+        while in_flight or queue:
+            if not in_flight:
+                # Every worker is gone for now (restarting after a crash, or a
+                # remote cluster scaling): wait for one to come back.
+                time.sleep(1.0)
+            for h in executor.wait(list(in_flight), timeout=1.0) if in_flight else ():
                 item, o, task = in_flight.pop(h)
                 o.attempts = task.attempt + 1
                 try:
