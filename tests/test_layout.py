@@ -20,7 +20,7 @@ ALLOWED = {
     "synth": {"analysis", "synth"},
     "consult": {"analysis", "report", "clinic"},
     # The batch engine drives consults; the clinic store is written by its client only.
-    "batch": {"analysis", "report", "clinic", "consult"},
+    "batch": {"analysis", "report", "clinic", "consult", "batch"},
     "cli": {"analysis", "report", "clinic", "synth", "consult", "batch"},
 }
 
