@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -365,3 +366,48 @@ def test_local_cluster_batch(tmp_path):
         assert len(b.engine.store.list_sessions(st, "p1")) == 2
     finally:
         ex.close()
+
+
+class InProcessExecutor:
+    """Runs each task here, shipping its folder back as a remote worker does."""
+
+    ship = True
+
+    def __init__(self) -> None:
+        self.results: dict[int, object] = {}
+
+    def free(self) -> int:
+        return 1
+
+    def submit(self, fn, task, name):  # noqa: ANN001, ANN201
+        h = len(self.results)
+        self.results[h] = fn(task)
+        return h
+
+    def wait(self, handles, timeout):  # noqa: ANN001, ANN201
+        return list(handles)
+
+    def result(self, handle):  # noqa: ANN001, ANN201
+        return self.results.pop(handle)
+
+    def running(self) -> int:
+        return 0
+
+
+@pytest.mark.slow
+def test_shipped_folder_is_written_and_recorded_by_the_client(tmp_path):
+    """A remote worker's folder comes back as files: the client writes it atomically
+    and records it; the worker's temporary folder is gone."""
+    video = _tiny_consult(tmp_path / "v.mp4", 0)
+    out, st = tmp_path / "out", tmp_path / "store"
+    item = b.BatchItem(video, out / "v", patient="p1", label="baseline", date="2026-01-05")
+    before = set(Path(tempfile.gettempdir()).glob("movement-batch-*"))
+    rep = b.run_batch([item], out, InProcessExecutor(), images=False, store_dir=st)
+    (o,) = rep.outcomes
+    assert o.status == "ok" and o.recorded, o
+    names = {p.name for p in (out / "v").iterdir()}
+    assert {"session.json", "asymmetry.csv", "report.html", "landmarks.npz"} <= names
+    assert json.loads((out / "v" / "session.json").read_text())["clips"][0]["sha256"] == o.sha256
+    assert set(Path(tempfile.gettempdir()).glob("movement-batch-*")) == before
+    (s,) = b.engine.store.list_sessions(st, "p1")
+    assert Path(s.session_dir).resolve() == (out / "v").resolve()
