@@ -173,8 +173,10 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
 @click.option("--force", is_flag=True, help="Replace an output folder holding another session.")
 @click.option("--batch", is_flag=True,
-              help="Each video (or each video in the folder) is its own consult, "
-              "written to OUT/<video name>.")
+              help="Each video (each video in the folder, or each row of a manifest CSV: "
+              "video,patient,label,date[,protocol,mirrored,cues]) is its own consult, written "
+              "to OUT/<video name>; a rerun skips what is done; OUT/batch-summary.csv lists "
+              "every outcome.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Videos analysed at once with --batch (one process each).")
 @click.option("--cluster", default=None, metavar="local:N|tls://HOST:PORT",
@@ -218,7 +220,10 @@ def analyze(
     store_dir: str | None,
     quiet: bool,
 ) -> None:
-    """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
+    """Analyse a consult VIDEO (or one clip per step) and write a session folder.
+
+    With --batch: each video of a folder, or each row of a manifest CSV, is its own consult.
+    """
     from movement import consult
     from movement.analysis.pipeline import Options
 

@@ -11,17 +11,21 @@ is the same whichever executes the videos:
   Local workers (``--jobs N``, ``--cluster local:N``) write the session folder
   in place (atomically); remote workers write it to their own temporary folder
   and send its files back, and the client writes them, so results never need a
-  shared output folder.
+  shared output folder. Workers read the videos by their path: a remote
+  cluster needs the archive mounted at the same path on every worker.
 - **Resumable and idempotent.** ``OUT/.movement-batch.json`` (the ledger,
   rewritten atomically after every video) holds each video's outcome with
   what it was analysed from: the video's sha256, the protocol (name and
-  version), the software version and the manifest row. A rerun skips a video
+  version), the software version and the manifest row (patient, label, date,
+  mirrored, cues, face). A rerun skips a video
   whose fingerprint is unchanged and whose folder is still there; a failure
   stays failed until ``--retry-failed``.
-- **A worker that dies loses its video only.** The video is submitted once
-  more; if that worker dies too it is reported (exit code 8) and the batch goes
-  on. (A process pool cannot tell which of its processes died, so there every
-  video running at that moment uses its retry.)
+- **A worker that dies loses its video only.** Each video goes to an idle
+  worker thread, one at a time, so a worker holds no queued video; a video
+  whose worker dies is submitted once more, and if that worker dies too it is
+  reported (exit code 8) and the batch goes on. (A process pool cannot tell
+  which of its processes died, so there every video running at that moment
+  uses its retry.)
 - **Outcomes.** ``OUT/batch-summary.csv`` lists every video of the batch: ok or
   failed, steps measured, low and unusable steps, the error and what its exit
   code means.

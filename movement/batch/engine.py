@@ -302,7 +302,8 @@ def run_batch(
 
         try:
             _execute(todo, executor, images, force, store_dir, per_patient, settle, progress,
-                     len(outcomes))
+                     (sum(o.status == "ok" for o in outcomes.values()),
+                      sum(o.status != "ok" for o in outcomes.values())))
         finally:
             if progress:
                 progress.clear()
@@ -335,7 +336,7 @@ def _execute(
     per_patient: dict[str, set[str]],
     settle: Callable[[BatchItem, Outcome], None],
     progress: BatchProgress | None,
-    already: int,
+    already: tuple[int, int],
 ) -> None:
     queue: list[tuple[BatchItem, Outcome, Task]] = []
     for item, o, opts in todo:
@@ -357,7 +358,7 @@ def _execute(
 
     def show() -> None:
         if progress:
-            progress.update(already + done, failed, executor.running(),
+            progress.update(already[0] + done, already[1] + failed, executor.running(),
                             finished_here, len(in_flight) + len(queue))
 
     fill()
