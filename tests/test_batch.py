@@ -411,3 +411,45 @@ def test_shipped_folder_is_written_and_recorded_by_the_client(tmp_path):
     assert set(Path(tempfile.gettempdir()).glob("movement-batch-*")) == before
     (s,) = b.engine.store.list_sessions(st, "p1")
     assert Path(s.session_dir).resolve() == (out / "v").resolve()
+
+
+@pytest.mark.slow
+def test_tls_scheduler_with_client_certificate(tmp_path):
+    """A tls:// scheduler that requires encryption: the batch connects with the given
+    files, ships the folder back and records it here; plain tcp:// to it fails (9)."""
+    pytest.importorskip("distributed", reason="needs the cluster extra")
+    import subprocess
+
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-subj", "/CN=dask-internal", "-days", "1"],
+                   check=True, capture_output=True)
+    c, k = str(cert), str(key)
+    sec = Security(tls_ca_file=c, tls_scheduler_cert=c, tls_scheduler_key=k, tls_worker_cert=c,
+                   tls_worker_key=k, tls_client_cert=c, tls_client_key=k,
+                   require_encryption=True)
+    video = _tiny_consult(tmp_path / "v.mp4", 1)
+    out, st = tmp_path / "out", tmp_path / "store"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tls://",
+                      host="127.0.0.1", security=sec, dashboard_address=None) as cluster:
+        addr = cluster.scheduler_address
+        with pytest.raises(b.BatchError) as e:
+            b.open_dask(b.ClusterSpec(address=addr.replace("tls://", "tcp://")))
+        assert e.value.exit_code == b.CLUSTER_UNAVAILABLE
+        ex = b.open_dask(b.parse_cluster(addr, b.Tls(c, c, k)))
+        try:
+            assert ex.ship  # a scheduler address: results come back to this machine
+            item = b.BatchItem(video, out / "v", patient="p1", date="2026-01-05")
+            rep = b.run_batch([item], out, ex, images=False, store_dir=st)
+        finally:
+            ex.close()
+    (o,) = rep.outcomes
+    assert o.status == "ok" and o.recorded, o
+    assert (out / "v" / "report.html").exists()
+    assert len(b.engine.store.list_sessions(st, "p1")) == 1
