@@ -317,7 +317,7 @@ def _batch(
         else:
             paths, _ = _clip_list(videos, None, True)
             items = b.folder_items(paths, out_root, base)
-        executor = b.open_dask(spec) if cluster["spec"] else b.PoolExecutor(jobs)
+        executor = b.open_dask(spec, lazy=True) if cluster["spec"] else b.PoolExecutor(jobs)
     except b.BatchError as exc:
         raise Failure(str(exc), exc.exit_code) from None
     progress = b.BatchProgress(len(items), not quiet and sys.stderr.isatty())

@@ -279,8 +279,45 @@ class DaskExecutor:
             c.close()
 
 
-def open_dask(spec: ClusterSpec) -> DaskExecutor:
-    """Connect to (or start) the cluster; a :class:`BatchError` (9) when it cannot."""
+class LazyExecutor:
+    """Starts the executor at the first video to run: a rerun with nothing left to
+    do starts no local cluster (several seconds of worker start-up)."""
+
+    def __init__(self, factory: Callable[[], Any], ship: bool) -> None:
+        self._factory, self.ship = factory, ship
+        self._ex: Any = None
+
+    def _get(self) -> Any:
+        if self._ex is None:
+            self._ex = self._factory()
+        return self._ex
+
+    def free(self) -> int:
+        return self._get().free()
+
+    def submit(self, fn: Callable[[Any], Any], task: Any, name: str) -> Any:
+        return self._get().submit(fn, task, name)
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        return self._get().wait(handles, timeout)
+
+    def result(self, handle: Any) -> Any:
+        return self._get().result(handle)
+
+    def running(self) -> int:
+        return self._ex.running() if self._ex is not None else 0
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.close()
+
+
+def open_dask(spec: ClusterSpec, lazy: bool = False) -> DaskExecutor | LazyExecutor:
+    """Connect to (or start) the cluster; a :class:`BatchError` (9) when it cannot.
+
+    ``lazy`` with ``local:N``: start it only when a video is to run. A remote
+    scheduler is always reached at once, so a wrong address fails in seconds.
+    """
     require_dask()
     import logging
 
@@ -288,6 +325,8 @@ def open_dask(spec: ClusterSpec) -> DaskExecutor:
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
+    if spec.local_workers and lazy:
+        return LazyExecutor(lambda: open_dask(spec, lazy=False), ship=False)
     try:
         if spec.local_workers:
             # Zero allowed failures: the scheduler gives up on a task at its first
