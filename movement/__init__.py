@@ -6,7 +6,8 @@ The package reads top to bottom as the work flows:
 - :mod:`movement.analysis`: the pipeline, video to tables (one module per stage);
 - :mod:`movement.report`: the session folder and its HTML report;
 - :mod:`movement.clinic`: the patient store and the comparison of visits;
-- :mod:`movement.consult`: one video (or a batch) analysed into a session folder;
+- :mod:`movement.consult`: one video (or one clip per step) analysed into a session folder;
+- :mod:`movement.batch`: batches of consults on a process pool or Dask workers, resumable;
 - :mod:`movement.cli`: the ``movement`` command, a thin layer over the above;
 - :mod:`movement.synth`: the ground-truth generator (tests and benchmarks only).
 
@@ -23,8 +24,10 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "analyze_to_folder": "movement.consult",
-    "analyze_batch": "movement.consult",
-    "BatchResult": "movement.consult",
+    "write_consult": "movement.consult",
+    "run_batch": "movement.batch",
+    "BatchItem": "movement.batch",
+    "read_manifest": "movement.batch",
     "analyze": "movement.analysis.pipeline",
     "Options": "movement.analysis.pipeline",
     "Session": "movement.analysis.pipeline",

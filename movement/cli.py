@@ -3,8 +3,10 @@
 Exit codes: 0 success; 2 usage error (including an invalid patient ID); 3
 unreadable video (missing, not a video, empty, truncated, unsupported codec); 4
 no face in the video; 5 protocol or cues file invalid; 6 output folder
-unwritable or holding another session; 7 clinic store error; 130 interrupted;
-1 anything unexpected.
+unwritable or holding another session; 7 clinic store error; 8 (a --batch
+video) the worker analysing it died twice; 9 --cluster unavailable (Dask not
+installed, or the scheduler unreachable); 130 interrupted; 1 anything unexpected.
+A --batch run exits with the highest code among its videos.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import click
 
 from movement import __version__
 
+_INSTALL_HINT = "pip install 'movement-face[cluster]'"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
 
 
@@ -170,10 +173,26 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
 @click.option("--force", is_flag=True, help="Replace an output folder holding another session.")
 @click.option("--batch", is_flag=True,
-              help="Each video (or each video in the folder) is its own consult, "
-              "written to OUT/<video name>.")
+              help="Each video (each video in the folder, or each row of a manifest CSV: "
+              "video,patient,label,date[,protocol,mirrored,cues]) is its own consult, written "
+              "to OUT/<video name>; a rerun skips what is done; OUT/batch-summary.csv lists "
+              "every outcome.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Videos analysed at once with --batch (one process each).")
+@click.option("--cluster", default=None, metavar="local:N|tls://HOST:PORT",
+              help="With --batch: analyse on Dask workers, N local processes or a remote "
+              f"scheduler (needs the extra: {_INSTALL_HINT}).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
+              help="CA certificate of a tls:// scheduler.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="This client's certificate for a tls:// scheduler.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+              help="This client's private key for a tls:// scheduler.")
+@click.option("--allow-unencrypted", is_flag=True,
+              help="Allow a plain tcp:// scheduler on another machine (patient data "
+              "crosses the network unencrypted).")
+@click.option("--retry-failed", is_flag=True,
+              help="With --batch: analyse again the videos that failed in an earlier run.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
               help="Clinic store folder for --patient (default: $MOVEMENT_STORE or ./reports).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
@@ -192,10 +211,19 @@ def analyze(
     force: bool,
     batch: bool,
     jobs: int,
+    cluster: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allow_unencrypted: bool,
+    retry_failed: bool,
     store_dir: str | None,
     quiet: bool,
 ) -> None:
-    """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
+    """Analyse a consult VIDEO (or one clip per step) and write a session folder.
+
+    With --batch: each video of a folder, or each row of a manifest CSV, is its own consult.
+    """
     from movement import consult
     from movement.analysis.pipeline import Options
 
@@ -210,6 +238,23 @@ def analyze(
             from movement.clinic.store import check_patient
 
             check_patient(patient)
+        if not batch and (cluster or retry_failed):
+            raise Failure("--cluster and --retry-failed go with --batch", 2)
+        if batch and steps:
+            raise Failure("--steps does not go with --batch (each video is a whole consult)", 2)
+        if batch:
+            out_root = Path(out) if out else Path("reports")
+            # The command line's protocol and cues are checked now, not once per video.
+            proto = load_protocol(protocol)
+            if cues:
+                read_cues(cues, proto)
+            defaults = dict(patient=patient, label=label, date=date, protocol=protocol,
+                            mirrored=mirrored, cues=cues, face=face)
+            cl = dict(spec=cluster, tls=(tls_ca, tls_cert, tls_key),
+                      allow_unencrypted=allow_unencrypted)
+            _batch(videos, out_root, defaults, not no_images, force, jobs, cl, retry_failed,
+                   quiet, Path(store_dir) if store_dir else None)
+            return
         proto = load_protocol(protocol)
         paths, names = _clip_list(videos, steps, batch)
         if names:
@@ -218,10 +263,6 @@ def analyze(
                 raise Failure(f"protocol '{proto.name}' has no step(s) {', '.join(unknown)}", 5)
         cue_times = read_cues(cues, proto) if cues else None
         opts = Options(proto, mirrored, cue_times, face, patient, label, date)
-        if batch:
-            _batch(paths, Path(out) if out else Path("reports"), opts, not no_images, force,
-                   jobs, quiet, Path(store_dir) if store_dir else None)
-            return
         out_dir = Path(out) if out else Path("reports") / paths[0].stem
         total = sum(_frame_count(p) for p in paths)
         prog = _Progress(total, quiet or not sys.stderr.isatty())
@@ -257,22 +298,63 @@ def _frame_count(path: Path) -> int:
 
 
 def _batch(
-    paths: list[Path], root: Path, opts, images: bool, force: bool, jobs: int,  # noqa: ANN001
-    quiet: bool, store_dir: Path | None,
+    videos: tuple[str, ...], out_root: Path, defaults: dict, images: bool, force: bool,
+    jobs: int, cluster: dict, retry_failed: bool, quiet: bool, store_dir: Path | None,
 ) -> None:
-    from movement.consult import analyze_batch
+    """``--batch``: each video its own consult, on a process pool or Dask workers."""
+    from movement import batch as b
 
-    results = analyze_batch(paths, root, opts, images, force, jobs, store_dir)
-    for r in results:
-        if r.ok:
-            click.echo(f"ok      {r.video.name} -> {r.out}/ ({r.message})")
+    try:
+        if cluster["spec"]:
+            b.require_dask()  # before anything else: the one line on how to install it
+            spec = b.parse_cluster(cluster["spec"], b.Tls(*cluster["tls"]),
+                                   cluster["allow_unencrypted"])
+        elif any(cluster["tls"]):
+            raise Failure("--tls-ca/--tls-cert/--tls-key go with --cluster tls://...", 2)
+        base = b.BatchItem(Path(""), Path(""), **defaults)
+        if len(videos) == 1 and videos[0].lower().endswith(".csv"):
+            items = b.read_manifest(Path(videos[0]), out_root, base)
         else:
-            click.echo(f"movement: error: {r.video.name}: {r.message}", err=True)
-    failed = [r for r in results if not r.ok]
+            paths, _ = _clip_list(videos, None, True)
+            items = b.folder_items(paths, out_root, base)
+        executor = b.open_dask(spec, lazy=True) if cluster["spec"] else b.PoolExecutor(jobs)
+    except b.BatchError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    progress = b.BatchProgress(len(items), not quiet and sys.stderr.isatty())
+
+    def show(o: b.Outcome) -> None:
+        progress.clear()
+        name = Path(o.video).name
+        if o.status == "ok":
+            what = "recorded" if o.action == "recorded" else (
+                f"{o.steps_measured}/{o.steps_total} steps measured")
+            click.echo(f"ok      {name} -> {o.out}/ ({what})")
+        else:
+            click.echo(f"movement: error: {name}: {o.error}", err=True)
+
+    try:
+        report = b.run_batch(items, out_root, executor, images, force, store_dir, retry_failed,
+                             progress, on_outcome=show)
+    except b.BatchError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Failure("interrupted; the videos finished are kept (run again to resume)",
+                      130) from None
+    finally:
+        executor.close()
+    failed = report.failed
+    for o in failed:
+        if o.action == "skipped":
+            click.echo(f"movement: error: {Path(o.video).name}: {o.error} (an earlier run; "
+                       "--retry-failed analyses it again)", err=True)
+    skipped = sum(o.action == "skipped" for o in report.outcomes)
     if not quiet:
-        click.echo(f"{len(results) - len(failed)} of {len(results)} videos analysed")
+        ok = len(report.outcomes) - len(failed)
+        click.echo(f"{ok} of {len(report.outcomes)} videos ok"
+                   + (f" ({skipped} unchanged since an earlier run)" if skipped else "")
+                   + f"; summary: {report.summary}")
     if failed:
-        raise SystemExit(max(r.code for r in failed))
+        raise SystemExit(report.exit_code)
 
 
 def _summary(session, out_dir: Path, quiet: bool) -> None:  # noqa: ANN001

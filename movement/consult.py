@@ -1,20 +1,17 @@
-"""One consult from video(s) to a finished session folder, and batches of them.
+"""One consult from video(s) to a finished session folder.
 
 This is what `movement analyze` runs: the pure analysis
 (:func:`movement.analysis.pipeline.analyze`), then the atomic session folder with its
-report (:mod:`movement.report.folder`, :mod:`movement.report.session_page`). Every function here
-takes plain, picklable arguments, so a batch can run in a process pool here or
-on a cluster (Dask, Ray) with the same function.
+report (:mod:`movement.report.folder`, :mod:`movement.report.session_page`). Batches of consults
+(a process pool here, or Dask workers) are :mod:`movement.batch`; their workers
+run :func:`write_consult`, which never touches the clinic store.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 from movement.analysis.landmarks import NoFaceError
@@ -47,6 +44,43 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+def write_consult(
+    videos: list[Path],
+    steps: list[str] | None,
+    out: Path,
+    opts: Options,
+    images: bool = True,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+    comparison_href: Callable[[list[str]], str | None] | None = None,
+) -> Session:
+    """Analyse one consult and write its session folder (atomically); no store.
+
+    ``comparison_href`` maps the clips' sha256s to the report's link to the
+    patient's comparison page (or None). This is what a batch worker runs: it
+    never touches the clinic store, the batch's client records the folder.
+    """
+    # Empty slices (a point lost for a whole window) are expected and handled.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    for v in videos:
+        probe(v, opts.mirrored)
+    hashes = [file_sha256(v) for v in videos]
+    check_out_dir(out, hashes, force)
+    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
+    href = comparison_href(hashes) if comparison_href else None
+    try:
+        write_session(
+            session,
+            out,
+            lambda s, p: render_report(s, p, caches=caches, images=images, comparison_href=href),
+            force=True,
+        )
+    finally:
+        for c in caches:
+            c.close()
+    return session
+
+
 def analyze_to_folder(
     videos: list[Path],
     steps: list[str] | None,
@@ -65,87 +99,17 @@ def analyze_to_folder(
     committed last, after the folder is complete, so a crash never leaves a
     recorded session without its files.
     """
-    # Empty slices (a point lost for a whole window) are expected and handled.
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
     if opts.patient:
         # Fail in seconds, not after the analysis, on a bad ID or store.
         store.check_patient(opts.patient)
         store.open_store(store_dir)
-    for v in videos:
-        probe(v, opts.mirrored)
-    hashes = [file_sha256(v) for v in videos]
-    check_out_dir(out, hashes, force)
-    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
-    href = None
-    if opts.patient:
-        link = store.session_link(store_dir, opts.patient, hashes)
-        href = os.path.relpath(link, out.absolute()) if link else None
-    try:
-        write_session(
-            session,
-            out,
-            lambda s, p: render_report(s, p, caches=caches, images=images, comparison_href=href),
-            force=True,
-        )
-    finally:
-        for c in caches:
-            c.close()
+
+    def href(hashes: list[str]) -> str | None:
+        link = store.session_link(store_dir, opts.patient, hashes) if opts.patient else None
+        return os.path.relpath(link, out.absolute()) if link else None
+
+    session = write_consult(videos, steps, out, opts, images, force, progress, href)
     if opts.patient:
         store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
         update_comparison(store_dir, opts.patient)
     return session
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    video: Path
-    out: Path
-    ok: bool
-    message: str  # summary line, or the error line
-    code: int = 0
-
-
-def _one(
-    video: Path, out: Path, opts: Options, images: bool, force: bool, store_dir: Path | None
-) -> BatchResult:
-    try:
-        s = analyze_to_folder([video], None, out, opts, images, force, store_dir=store_dir)
-    except Exception as exc:  # one video's failure must not stop the batch
-        code = exit_code(exc)
-        msg = str(exc) if code else f"internal error ({type(exc).__name__}: {exc})"
-        return BatchResult(video, out, False, msg, code or 1)
-    a = s.asymmetry
-    found = int((a["primary"] & (a["quality"] != "missing")).sum())
-    return BatchResult(video, out, True, f"{found}/{int(a['primary'].sum())} steps measured")
-
-
-def analyze_batch(
-    videos: list[Path], out_root: Path, opts: Options, images: bool = True, force: bool = False,
-    jobs: int = 2, store_dir: Path | None = None,
-) -> list[BatchResult]:
-    """Analyse each video as its own consult into ``out_root/<video name>``.
-
-    Notes
-    -----
-    Each job is one process (the face mesh holds the GIL for its inference);
-    the default of two matches a two-core laptop. Results come back as they
-    finish; the order of the returned list follows ``videos``.
-    """
-    outs = [out_root / v.stem for v in videos]
-    if jobs <= 1 or len(videos) == 1:
-        return [
-            _one(v, o, opts, images, force, store_dir) for v, o in zip(videos, outs, strict=True)
-        ]
-    results: dict[Path, BatchResult] = {}
-    # "spawn": forking a process that already runs OpenCV/MediaPipe threads
-    # can deadlock or crash the child.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [
-            pool.submit(_one, v, o, opts, images, force, store_dir)
-            for v, o in zip(videos, outs, strict=True)
-        ]
-        for f in as_completed(futures):
-            r = f.result()
-            results[r.video] = r
-    return [results[v] for v in videos]

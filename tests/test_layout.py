@@ -19,7 +19,9 @@ ALLOWED = {
     "clinic": {"analysis", "report", "clinic"},
     "synth": {"analysis", "synth"},
     "consult": {"analysis", "report", "clinic"},
-    "cli": {"analysis", "report", "clinic", "synth", "consult"},
+    # The batch engine drives consults; the clinic store is written by its client only.
+    "batch": {"analysis", "report", "clinic", "consult", "batch"},
+    "cli": {"analysis", "report", "clinic", "synth", "consult", "batch"},
 }
 
 
