@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +49,21 @@ def exit_code(exc: BaseException) -> int | None:
 
 def analyze_to_folder(
     videos: list[Path],
-    steps: list[str] | None,
+    steps: Sequence[str | Sequence[str]] | None,
     out: Path,
     opts: Options,
     images: bool = True,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
     store_dir: Path | None = None,
+    attach: Callable[[Path], None] | None = None,
 ) -> Session:
     """Analyse one consult and write its session folder (atomically).
+
+    ``attach`` is called with the staged folder once its files are written and before
+    it is renamed into place, to add what belongs to the session beside the analysis
+    (`movement record` puts the recording and its step times there), so the folder
+    appears complete or not at all.
 
     With a patient ID in ``opts``, the session is then recorded in the clinic
     store (``store_dir``, default ``$MOVEMENT_STORE`` or ``./reports``) and the
@@ -84,7 +90,7 @@ def analyze_to_folder(
         write_session(
             session,
             out,
-            lambda s, p: render_report(s, p, caches=caches, images=images, comparison_href=href),
+            lambda s, p: _render(s, p, caches, images, href, attach),
             force=True,
         )
     finally:
@@ -94,6 +100,15 @@ def analyze_to_folder(
         store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
         update_comparison(store_dir, opts.patient)
     return session
+
+
+def _render(
+    session: Session, path: Path, caches: list, images: bool, href: str | None,
+    attach: Callable[[Path], None] | None,
+) -> None:
+    render_report(session, path, caches=caches, images=images, comparison_href=href)
+    if attach is not None:
+        attach(path.parent)
 
 
 @dataclass(frozen=True)

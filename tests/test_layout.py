@@ -19,7 +19,10 @@ ALLOWED = {
     "clinic": {"analysis", "report", "clinic"},
     "synth": {"analysis", "synth"},
     "consult": {"analysis", "report", "clinic"},
-    "cli": {"analysis", "report", "clinic", "synth", "consult"},
+    # The recording page's server hands the recording to the consult's analysis and
+    # checks camera frames with the analysis's own rules; nothing imports it but the CLI.
+    "record": {"analysis", "consult", "record"},
+    "cli": {"analysis", "report", "clinic", "synth", "consult", "record"},
 }
 
 
