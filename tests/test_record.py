@@ -338,8 +338,8 @@ def test_recording_in_chromium_end_to_end(tmp_path):
                     time.sleep(0.2)
                     continue
                 seen.append((state[0], state[1]))
-                want = {"checking": not state[1].startswith("Starting") and "light" in state[1],
-                        "recording": "eyebrows" in state[1], "analysing": True}
+                want = {"checking": "light" in state[1], "recording": "eyebrows" in state[1],
+                        "analysing": state[1] == "Analysing", "done": True}
                 if state[0] in want and want[state[0]] and state[0] not in shots:
                     shots[state[0]] = ARTIFACTS / f"record-{state[0]}.png"
                     page.screenshot(path=str(shots[state[0]]))
@@ -363,7 +363,7 @@ def test_recording_in_chromium_end_to_end(tmp_path):
     before = [say for ph, say in seen[: phases.index("recording")]]
     assert "More light on the face, from the front" in before, before
     assert {"checking", "recording", "analysing"} <= set(phases)
-    assert set(shots) >= {"checking", "recording", "analysing"}
+    assert set(shots) >= {"checking", "recording", "analysing", "done"}
 
     # The session: recording, cues as the analysis reads them, schedule in session.json.
     proto = load_protocol("standard").subset(["raise", "eee"])
@@ -396,3 +396,78 @@ def test_recording_in_chromium_end_to_end(tmp_path):
                                                                m.peak_s - start)
         want = "left" if m.left_mm > m.right_mm else "right"
         assert prim.loc[m.name, "dominant_side"] == want, prim.loc[m.name].to_dict()
+
+
+def _status(url: str, timeout: float = 120.0) -> dict:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with urllib.request.urlopen(url + "status", timeout=10) as r:
+            st = json.loads(r.read())
+        if st["phase"] in ("done", "failed"):
+            return st
+        time.sleep(0.5)
+    raise AssertionError("the analysis did not finish")
+
+
+@pytest.mark.slow
+def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
+    """The recording, then 'eee' recorded again with the other side stronger: the
+    re-analysed session measures eee from the new clip and keeps raise from the first."""
+    import pandas as pd
+
+    def consult(name: str, steps: list[synth.StepMotion], length: float) -> bytes:
+        spec = synth.SynthSpec(steps=steps, duration_s=length, fps=15, frame_size=SIZE,
+                               face_height_frac=FACE, noise_sigma=1.0, seed=7)
+        path = tmp_path / f"{name}.mp4"
+        synth.make_video(spec, path)
+        return path.read_bytes()
+
+    first = consult("first", [synth.StepMotion("raise", 4.0, 5.5, 7.0, 2.0, 4.5),
+                              synth.StepMotion("eee", 9.0, 10.5, 12.0, 3.0, 1.2)], 14.0)
+    again = consult("again", [synth.StepMotion("eee", 4.0, 5.5, 7.0, 1.0, 3.5)], 9.0)
+    cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session")
+    urls: list[str] = []
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(serve(cfg, urls.append, lambda m: None)),
+                         daemon=True)
+    t.start()
+    for _ in range(300):
+        if urls:
+            break
+        time.sleep(0.1)
+    url = urls[0]
+    try:
+        assert _post(url + "video?name=recording", first)[0] == 200
+        cues = [{"step": "raise", "start_s": 4.0, "end_s": 7.5},
+                {"step": "eee", "start_s": 9.0, "end_s": 12.5}]
+        assert _post(url + "analyse", json.dumps({"cues": cues, "meta": {"duration_s": 14}})
+                     .encode(), "application/json")[0] == 202
+        st = _status(url)
+        assert st["phase"] == "done", st
+        side = pd.read_csv(cfg.out / "asymmetry.csv").query("primary").set_index("step")
+        assert side.loc["eee", "dominant_side"] == "right"
+        # A redo needs its own video.
+        code, err = _post(url + "analyse", json.dumps(
+            {"cues": [{"step": "eee", "start_s": 4, "end_s": 7.5}], "redo": "eee"}).encode(),
+            "application/json")
+        assert code == 400
+        assert _post(url + "video?name=redo-eee", again)[0] == 200
+        assert _post(url + "analyse", json.dumps(
+            {"cues": [{"step": "eee", "start_s": 4.0, "end_s": 7.5}], "redo": "eee"}).encode(),
+            "application/json")[0] == 202
+        st = _status(url)
+        assert st["phase"] == "done", st
+        assert [(s["step"], s["redone"]) for s in st["steps"]] == [("raise", False),
+                                                                    ("eee", True)]
+    finally:
+        _post(url + "closed", b"{}")
+        t.join(20)
+    assert result[0].code == 0 and result[0].written
+    side = pd.read_csv(cfg.out / "asymmetry.csv").query("primary").set_index("step")
+    assert side.loc["eee", "dominant_side"] == "left"
+    assert side.loc["raise", "dominant_side"] == "left"
+    meta = json.loads((cfg.out / "session.json").read_text())
+    assert [c["path"] for c in meta["clips"]] == ["recording.webm", "redo-eee.webm"]
+    assert list(meta["recording"]["redone"]) == ["eee"]
+    assert read_cues(cfg.out / "cues-redo-eee.csv", cfg.protocol) == {"eee": (4.0, 7.5)}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -231,15 +231,14 @@ class Recorder:
             [n for n in order if n in all_cues]) if len(videos) == 1 else self.cfg.protocol
         opts = Options(proto, False, all_cues, "largest", self.cfg.patient, self.cfg.label,
                        self.cfg.date)
-        duration = float(self.meta.get("duration_s") or 0.0) + sum(
-            b + 2.0 for c in self.redo.values() for _, b in c.values())
+        total = _expected_frames(videos, float(self.meta.get("duration_s") or 0.0),
+                                 [max(b for _, b in c.values()) for c in self.redo.values()])
         done = [0]
 
         def progress(n: int) -> None:
             done[0] += n
-            # WebM from a browser carries no frame count: the page's duration at 30 fps.
             with self.lock:
-                self.state.progress = min(done[0] / max(duration * 30.0, 1.0), 0.97)
+                self.state.progress = min(done[0] / max(total, 1.0), 0.97)
                 self.state.message = "Measuring the movement"
 
         def attach(folder: Path) -> None:
@@ -298,6 +297,22 @@ class Recorder:
             self.state.message = f"Session written to {self.cfg.out}"
             self.state.report = "/session/report.html"
             self.state.steps = steps
+
+
+def _expected_frames(videos: list[Path], main_s: float, redo_s: list[float]) -> float:
+    """Frames the analysis will read, for its progress bar. A browser's WebM carries no
+    frame count or duration in its header: the page's durations times the frame rate."""
+    from movement.analysis.video import VideoError, probe
+
+    total = 0.0
+    durations = ([main_s] if len(videos) > len(redo_s) else []) + [b + 1.0 for b in redo_s]
+    for v, d in zip(videos, durations, strict=False):
+        try:
+            fps = probe(v).fps
+        except VideoError:
+            fps = 30.0
+        total += d * (fps if 5.0 <= fps <= 120.0 else 30.0)
+    return total
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
