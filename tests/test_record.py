@@ -471,3 +471,145 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     assert list(meta["recording"]["redone"]) == ["eee"]
     assert read_cues(cfg.out / "cues-redo-eee.csv", cfg.protocol) == {"eee": (4.0, 7.5)}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---------------------------------------------------------------- interruptions
+
+
+def _start_record(out: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movement.cli", "record", "--no-open", "--silent",
+         "--steps", "raise,eee", "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_ctrl_c_while_the_page_is_open_leaves_nothing(tmp_path):
+    import signal
+
+    proc, url = _start_record(tmp_path / "session")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"Recording a consult" in r.read()
+        assert _post(url + "video?name=recording", b"half a video")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert rc == 130
+    assert "movement: error: interrupted; no session was written" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_analysis_interrupted_leaves_no_session(tmp_path, monkeypatch):
+    from movement import consult
+
+    spec = synth.SynthSpec(steps=[synth.StepMotion("raise", 1.0, 1.8, 2.6, 2.0, 4.0)],
+                           duration_s=3.0, fps=15, frame_size=SIZE, face_height_frac=FACE)
+    video = tmp_path / "clip.mp4"
+    synth.make_video(spec, video)
+    real = consult.analyze_to_folder
+
+    def interrupted(*args, **kw):
+        seen = [0]
+        inner = kw["progress"]
+
+        def progress(n: int) -> None:
+            inner(n)
+            seen[0] += n
+            if seen[0] >= 20:
+                raise KeyboardInterrupt  # Ctrl-C in the middle of the analysis
+
+        kw["progress"] = progress
+        return real(*args, **kw)
+
+    monkeypatch.setattr(consult, "analyze_to_folder", interrupted)
+    out = tmp_path / "rec" / "session"
+    cfg = Config(load_protocol("standard").subset(["raise"]), out)
+    urls: list[str] = []
+
+    def client() -> None:
+        while not urls:
+            time.sleep(0.05)
+        _post(urls[0] + "video?name=recording", video.read_bytes())
+        _post(urls[0] + "analyse", json.dumps(
+            {"cues": [{"step": "raise", "start_s": 0.8, "end_s": 2.8}]}).encode(),
+            "application/json")
+
+    threading.Thread(target=client, daemon=True).start()
+    outcome = serve(cfg, urls.append, lambda m: None)  # the analysis runs in this thread
+    assert outcome.code == 130 and not outcome.written
+    assert outcome.message == "interrupted; no session was written"
+    assert list((tmp_path / "rec").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_camera_problems_get_one_clear_message_each(tmp_path):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed ({exc})")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    base = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    proc, url = _start_record(tmp_path / "session")
+    said: dict[str, str] = {}
+    try:
+        with sync_playwright() as p:
+
+            def message(args: list[str], grant: bool, then=None, init: str = "") -> str:  # noqa: ANN001
+                b = p.chromium.launch(executable_path=chromium, args=base + args)
+                ctx = b.new_context(permissions=["camera"] if grant else [])
+                page = ctx.new_page()
+                if init:
+                    page.add_init_script(init)
+                page.goto(url)
+                if then is not None:
+                    then(page)
+                page.wait_for_function(
+                    "document.body.className === 'error'", timeout=30_000)
+                text = page.evaluate("document.getElementById('say').textContent")
+                b.close()
+                return text
+
+            said["none"] = message([], grant=True)
+
+            # A camera held by another program: what the browser then reports.
+            said["busy"] = message(["--use-fake-device-for-media-stream"], True, None,
+                                   "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+                                   "new DOMException('Could not start video source', "
+                                   "'NotReadableError'));")
+            said["denied"] = message(["--use-fake-device-for-media-stream"], grant=False)
+
+            def record_then_unplug(page) -> None:  # noqa: ANN001
+                # Chromium's own fake camera shows no face: start anyway, then the
+                # camera goes away mid-recording.
+                page.locator("#force").click(timeout=30_000)
+                page.wait_for_function("document.body.className === 'recording'")
+                page.wait_for_timeout(500)
+                page.evaluate("cam.srcObject.getVideoTracks()[0]"
+                              ".dispatchEvent(new Event('ended'))")
+
+            said["unplugged"] = message(["--use-fake-device-for-media-stream",
+                                         "--use-fake-ui-for-media-stream"], True,
+                                        record_then_unplug)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert said["none"].startswith("No camera found"), said
+    assert said["denied"].startswith("Camera permission was refused"), said
+    assert said["busy"].startswith("The camera is in use by another program"), said
+    assert said["unplugged"].startswith("Recording stopped: the camera was disconnected"), said
+    assert "Nothing was saved" in said["unplugged"]
+    err = proc.stderr.read()
+    assert rc == 130, err
+    assert "recording interrupted (the camera was disconnected); no session was written" in err
+    assert list(tmp_path.iterdir()) == []
