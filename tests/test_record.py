@@ -613,3 +613,71 @@ def test_camera_problems_get_one_clear_message_each(tmp_path):
     assert rc == 130, err
     assert "recording interrupted (the camera was disconnected); no session was written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_pause_and_redo_repeat_the_step_and_keep_the_cues_honest(tmp_path):
+    """Redo during a hold repeats that step; a pause repeats the step it interrupted and
+    its time is not in the recording. The cues the page sends say so; an analysis that
+    finds no face (Chromium's own fake camera) then fails and writes nothing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed ({exc})")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    import signal
+
+    proc, url = _start_record(tmp_path / "session")
+    sent: list[dict] = []
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=[
+                "--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream"])
+            page = b.new_page()
+            page.on("request", lambda r: sent.append(json.loads(r.post_data))
+                    if r.url.endswith("/analyse") else None)
+            page.goto(url)
+            page.locator("#force").click(timeout=30_000)
+
+            def wait_say(text: str) -> None:
+                page.wait_for_function(
+                    f"document.getElementById('say').textContent.includes({text!r})",
+                    timeout=30_000)
+
+            wait_say("eyebrows")
+            page.wait_for_timeout(1000)
+            page.locator("#redo").click()  # one second into the raise: do it again
+            wait_say("Relax")
+            wait_say("eyebrows")
+            wait_say("'eee'")
+            page.wait_for_timeout(1000)
+            page.locator("#pause").click()
+            wait_say("Paused")
+            page.wait_for_timeout(2000)
+            page.locator("#pause").click()  # resume: the eee starts again from its rest
+            page.wait_for_function("document.body.className === 'error'", timeout=90_000)
+            failed = page.evaluate("document.getElementById('say').textContent")
+            b.close()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 130
+    assert len(sent) == 1
+    cues = {c["step"]: (c["start_s"], c["end_s"]) for c in sent[0]["cues"]}
+    # Lead-in 2 s, rest 2 s, one second of raise, then rest 2 s again: raise at about 7 s.
+    assert 6.8 <= cues["raise"][0] <= 7.6, cues
+    assert cues["raise"][1] - cues["raise"][0] == pytest.approx(3.5, abs=0.1)
+    # eee: rest, 1 s of eee, the pause (not recorded), its rest again, then eee.
+    eee = cues["raise"][1] - 0.5 + 2 + 1 + 2
+    assert eee - 0.2 <= cues["eee"][0] <= eee + 0.6, cues
+    # The recording clock stops while paused: the page's duration is the schedule's.
+    assert sent[0]["meta"]["duration_s"] == pytest.approx(cues["eee"][1] - 0.5 + 2, abs=0.6)
+    assert failed.startswith("The analysis failed:") and "nothing was written" in failed
+    assert list(tmp_path.iterdir()) == []
