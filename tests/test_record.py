@@ -217,6 +217,11 @@ def test_upload_rules_and_a_closed_page_leave_no_session(server):
     assert code == 400 and "no recording" in err["error"]
     code, err = _post(url + "video?name=../../etc", b"x")
     assert code == 400
+    req = urllib.request.Request(url + "closed", data=b"{}",
+                                 headers={"Origin": "https://elsewhere.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 403 and thread.is_alive()
     code, ok = _post(url + "video?name=recording", b"not really a video")
     assert code == 200 and ok["bytes"] == 18
     _post(url + "closed", b'{"reason": "the page was closed during recording"}',
@@ -650,12 +655,13 @@ def test_pause_and_redo_repeat_the_step_and_keep_the_cues_honest(tmp_path):
 
             wait_say("eyebrows")
             page.wait_for_timeout(1000)
-            page.locator("#redo").click()  # one second into the raise: do it again
+            # One second into the raise: do it again (the page's clock when pressed).
+            t_redo = page.evaluate("document.getElementById('redo').click(), clock.now()")
             wait_say("Relax")
             wait_say("eyebrows")
             wait_say("'eee'")
             page.wait_for_timeout(1000)
-            page.locator("#pause").click()
+            t_pause = page.evaluate("document.getElementById('pause').click(), clock.now()")
             wait_say("Paused")
             page.wait_for_timeout(2000)
             page.locator("#pause").click()  # resume: the eee starts again from its rest
@@ -671,12 +677,13 @@ def test_pause_and_redo_repeat_the_step_and_keep_the_cues_honest(tmp_path):
     assert rc == 130
     assert len(sent) == 1
     cues = {c["step"]: (c["start_s"], c["end_s"]) for c in sent[0]["cues"]}
-    # Lead-in 2 s, rest 2 s, one second of raise, then rest 2 s again: raise at about 7 s.
-    assert 6.8 <= cues["raise"][0] <= 7.6, cues
+    # Lead-in 2 s, rest 2 s, about a second of raise, Redo: its rest again, then raise.
+    assert 4.9 <= t_redo <= 6.5
+    assert t_redo + 2.0 <= cues["raise"][0] <= t_redo + 2.3, (t_redo, cues)
     assert cues["raise"][1] - cues["raise"][0] == pytest.approx(3.5, abs=0.1)
-    # eee: rest, 1 s of eee, the pause (not recorded), its rest again, then eee.
-    eee = cues["raise"][1] - 0.5 + 2 + 1 + 2
-    assert eee - 0.2 <= cues["eee"][0] <= eee + 0.6, cues
+    # eee: its rest, a second of eee, the pause (not on the clock), its rest again, eee.
+    assert cues["raise"][1] - 0.5 + 2.0 + 0.9 <= t_pause, (t_pause, cues)
+    assert t_pause + 2.0 <= cues["eee"][0] <= t_pause + 2.3, (t_pause, cues)
     # The recording clock stops while paused: the page's duration is the schedule's.
     assert sent[0]["meta"]["duration_s"] == pytest.approx(cues["eee"][1] - 0.5 + 2, abs=0.6)
     assert failed.startswith("The analysis failed:") and "nothing was written" in failed

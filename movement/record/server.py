@@ -390,6 +390,13 @@ def make_handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:  # noqa: N802
+            # Another web page open in the same browser may not post here (a browser
+            # always names the page's origin on a cross-site POST).
+            origin = self.headers.get("Origin")
+            host = self.headers.get("Host", "")
+            if origin and origin != f"http://{host}":
+                self._json(403, {"error": "not from the recording page"})
+                return
             rec.last_seen = time.monotonic()
             url = urlparse(self.path)
             try:
