@@ -391,6 +391,13 @@ def test_recording_in_chromium_end_to_end(tmp_path):
 
     asym = pd.read_csv(out / "asymmetry.csv")
     prim = asym[asym["primary"].astype(str) == "True"].set_index("step")
+    (ARTIFACTS / "record-e2e.json").write_text(json.dumps({
+        "recording_starts_at_camera_s": start,
+        "page_camera_to_start_s": meta["recording"]["page"]["camera_to_start_s"],
+        "steps": {m.name: {"cue": cues[m.name], "truth_peak_s": m.peak_s - start,
+                           "peak_s": steps[m.name]["peak_s"],
+                           "dominant": prim.loc[m.name, "dominant_side"]} for m in truth},
+    }, indent=1))
     for m in truth:
         a, b = cues[m.name]
         s = steps[m.name]
