@@ -520,6 +520,73 @@ def _pairs(text: str, option: str, form: str) -> dict[str, tuple[float, float]]:
     return out
 
 
+@main.command()
+@click.option("--patient", default="", help="Patient ID (free text).")
+@click.option("--label", default="", help='Session label, e.g. "baseline", "2-week".')
+@click.option("--date", callback=_valid_date, default=None, help="Session date YYYY-MM-DD.")
+@click.option("--protocol", default="standard", show_default=True,
+              help="Protocol name (see `movement protocols`) or path to a .toml file.")
+@click.option("--steps", default=None,
+              help="Record only these steps of the protocol, e.g. frown,raise.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Session folder to write (default: reports/recording-<date>-<time>).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Clinic store folder for --patient (default: $MOVEMENT_STORE or ./reports).")
+@click.option("--no-open", is_flag=True,
+              help="Do not open a browser; print the page's address as the first line.")
+@click.option("--auto", is_flag=True,
+              help="The page starts once the checks pass and ends with the analysis (kiosk).")
+@click.option("--silent", is_flag=True, help="Do not speak the instructions.")
+def record(
+    patient: str, label: str, date: str, protocol: str, steps: str | None, out: str | None,
+    store_dir: str | None, no_open: bool, auto: bool, silent: bool,
+) -> None:
+    """Record a consult in the browser: camera check, the protocol step by step, analysis.
+
+    The page is served on this machine only (127.0.0.1); the video never leaves it.
+    """
+    from movement.protocol import ProtocolError, load_protocol
+    from movement.record.server import Config, serve
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if patient:
+            from movement.clinic.store import check_patient
+
+            check_patient(patient)
+        proto = load_protocol(protocol)
+        if steps:
+            proto = proto.subset([s.strip() for s in steps.split(",") if s.strip()])
+    except ProtocolError as exc:
+        raise Failure(str(exc), 5) from None
+    except ValueError as exc:
+        raise Failure(str(exc), 2) from None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else Path("reports") / f"recording-{stamp}"
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        # A recording never replaces a stored session.
+        raise Failure(f"{out_dir}: exists and is not empty; choose another --out", 6)
+    cfg = Config(proto, out_dir, patient, label, date,
+                 Path(store_dir) if store_dir else None, auto, not silent)
+
+    def on_url(url: str) -> None:
+        if no_open:
+            click.echo(url)
+            sys.stdout.flush()
+            return
+        import webbrowser
+
+        click.echo(f"Recording page: {url} (Ctrl-C to stop)")
+        if not webbrowser.open(url):
+            click.echo("movement: no browser could be opened; open the address above", err=True)
+
+    outcome = serve(cfg, on_url, say=lambda m: click.echo(m, err=True))
+    if outcome.code:
+        raise Failure(outcome.message, outcome.code)
+    click.echo(outcome.message)
+    click.echo(f"Open {out_dir / 'report.html'}")
+
+
 def _register_clinic_commands() -> None:
     from movement.clinic.commands import COMMANDS
 

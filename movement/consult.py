@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from movement.analysis.landmarks import NoFaceError
@@ -46,19 +46,25 @@ def exit_code(exc: BaseException) -> int | None:
 
 def write_consult(
     videos: list[Path],
-    steps: list[str] | None,
+    steps: Sequence[str | Sequence[str]] | None,
     out: Path,
     opts: Options,
     images: bool = True,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
     comparison_href: Callable[[list[str]], str | None] | None = None,
+    attach: Callable[[Path], None] | None = None,
 ) -> Session:
     """Analyse one consult and write its session folder (atomically); no store.
 
     ``comparison_href`` maps the clips' sha256s to the report's link to the
     patient's comparison page (or None). This is what a batch worker runs: it
     never touches the clinic store, the batch's client records the folder.
+
+    ``attach`` is called with the staged folder once its files are written and before
+    it is renamed into place, to add what belongs to the session beside the analysis
+    (`movement record` puts the recording and its step times there), so the folder
+    appears complete or not at all.
     """
     # Empty slices (a point lost for a whole window) are expected and handled.
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -72,7 +78,7 @@ def write_consult(
         write_session(
             session,
             out,
-            lambda s, p: render_report(s, p, caches=caches, images=images, comparison_href=href),
+            lambda s, p: _render(s, p, caches, images, href, attach),
             force=True,
         )
     finally:
@@ -83,15 +89,17 @@ def write_consult(
 
 def analyze_to_folder(
     videos: list[Path],
-    steps: list[str] | None,
+    steps: Sequence[str | Sequence[str]] | None,
     out: Path,
     opts: Options,
     images: bool = True,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
     store_dir: Path | None = None,
+    attach: Callable[[Path], None] | None = None,
 ) -> Session:
-    """Analyse one consult and write its session folder (atomically).
+    """Analyse one consult and write its session folder (atomically); ``attach`` as
+    in :func:`write_consult`.
 
     With a patient ID in ``opts``, the session is then recorded in the clinic
     store (``store_dir``, default ``$MOVEMENT_STORE`` or ``./reports``) and the
@@ -108,8 +116,17 @@ def analyze_to_folder(
         link = store.session_link(store_dir, opts.patient, hashes) if opts.patient else None
         return os.path.relpath(link, out.absolute()) if link else None
 
-    session = write_consult(videos, steps, out, opts, images, force, progress, href)
+    session = write_consult(videos, steps, out, opts, images, force, progress, href, attach)
     if opts.patient:
         store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
         update_comparison(store_dir, opts.patient)
     return session
+
+
+def _render(
+    session: Session, path: Path, caches: list, images: bool, href: str | None,
+    attach: Callable[[Path], None] | None,
+) -> None:
+    render_report(session, path, caches=caches, images=images, comparison_href=href)
+    if attach is not None:
+        attach(path.parent)

@@ -21,7 +21,10 @@ ALLOWED = {
     "consult": {"analysis", "report", "clinic"},
     # The batch engine drives consults; the clinic store is written by its client only.
     "batch": {"analysis", "report", "clinic", "consult", "batch"},
-    "cli": {"analysis", "report", "clinic", "synth", "consult", "batch"},
+    # The recording page's server hands the recording to the consult's analysis and
+    # checks camera frames with the analysis's own rules; nothing imports it but the CLI.
+    "record": {"analysis", "consult", "record"},
+    "cli": {"analysis", "report", "clinic", "synth", "consult", "batch", "record"},
 }
 
 

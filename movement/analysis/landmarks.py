@@ -140,6 +140,24 @@ def _face_height(pts: np.ndarray) -> float:
     return float(np.linalg.norm(pts[10] - pts[152]))
 
 
+def crop_geometry(pts: np.ndarray) -> tuple[float, int]:
+    """Scale and side (px) of the face crops for a face with landmarks ``pts`` (frame px).
+
+    Small faces are upsampled (at most 2x) so that the image tracker's few-millimetre
+    window spans enough pixels."""
+    return min(2.0, CACHE_FACE_PX / max(_face_height(pts), 1.0)), int(round(CACHE_FACE_PX * 1.7))
+
+
+def face_crop(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """The grey face crop the frame cache would keep of ``image`` (BGR) for a face with
+    landmarks ``pts``: what the quality rules read brightness and sharpness on."""
+
+    class _Geometry:
+        scale, size = crop_geometry(pts)
+
+    return _crop(image, np.nanmean(pts[:468], axis=0), _Geometry)[0]  # type: ignore[arg-type]
+
+
 def track_landmarks(
     info: VideoInfo,
     face: str = "largest",
@@ -247,14 +265,10 @@ def track_landmarks(
                         fresh_frames.append(len(ts))
                         fresh_xy.append(again)
                 if cache is None and faces:
-                    # Small faces are upsampled (at most 2x) so that the image
-                    # tracker's few-millimetre window spans enough pixels.
-                    scale = min(2.0, CACHE_FACE_PX / max(_face_height(pts), 1.0))
-                    size = int(round(CACHE_FACE_PX * 1.7))
-                    cache = FrameCache(tmp, scale, size)
+                    cache = FrameCache(tmp, *crop_geometry(pts))
                     # Frames before the first face get blank crops.
                     for _ in range(len(ts)):
-                        cache.append(np.zeros((size, size), np.uint8), (0, 0))
+                        cache.append(np.zeros((cache.size, cache.size), np.uint8), (0, 0))
                 if cache is not None:
                     if np.isfinite(pts[0, 0]):
                         last_center = np.nanmean(pts[:468], axis=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +201,7 @@ def _tracking_warnings(track: LandmarkTrack) -> list[str]:
 def analyze(
     videos: list[str | Path],
     opts: Options,
-    steps: list[str] | None = None,
+    steps: Sequence[str | Sequence[str]] | None = None,
     progress: Callable[[int], None] | None = None,
     keep_caches: bool = False,
 ) -> tuple[Session, list[FrameCache]]:
@@ -210,7 +210,9 @@ def analyze(
     Parameters
     ----------
     videos : one video for the whole protocol, or one clip per step
-    steps : with several clips, the step each clip shows (same order)
+    steps : with several clips, the step each clip shows (same order); an entry may
+        name several steps, in protocol order, for a clip that shows them all (a
+        recording, beside a step recorded again)
     keep_caches : return the frame caches (for drawing the report's frames);
         the caller must ``close()`` them.
     """
@@ -218,7 +220,8 @@ def analyze(
     if len(videos) > 1 or steps:
         if not steps or len(steps) != len(videos):
             raise ValueError("give one step name per clip (--steps frown,raise,...)")
-        jobs = [(v, protocol.subset([s])) for v, s in zip(videos, steps, strict=True)]
+        jobs = [(v, protocol.subset([s] if isinstance(s, str) else list(s)))
+                for v, s in zip(videos, steps, strict=True)]
     else:
         jobs = [(videos[0], protocol)]
     clips: list[ClipResult] = []

@@ -50,13 +50,40 @@ class StepQuality:
         return "; ".join(self.reasons)
 
 
+def grade_value(value: float, th: tuple[float, float], below: bool) -> str:
+    """``ok``, ``low`` or ``unusable`` for a value against (low, unusable) thresholds;
+    ``below``: smaller values are worse. A value that could not be read is ``ok`` here
+    (its absence is graded by the rule that needs it). The recording check before a
+    consult (:mod:`movement.analysis.preview`) grades its frames with this too."""
+    if not np.isfinite(value):
+        return "ok"
+    if value < th[1] if below else value > th[1]:
+        return "unusable"
+    if value < th[0] if below else value > th[0]:
+        return "low"
+    return "ok"
+
+
+def exposure_fault(brightness: float) -> bool:
+    """Whether a face crop's mean grey (its centre half) is too dark or over-exposed."""
+    return bool(np.isfinite(brightness) and not DARK <= brightness <= BRIGHT)
+
+
+def face_centre(img: np.ndarray) -> np.ndarray:
+    """The centre half of a square face crop: the face, not the background."""
+    n = img.shape[0]
+    c = slice(n // 4, 3 * n // 4)
+    return img[c, c]
+
+
+def sharpness(img: np.ndarray) -> float:
+    """Variance of the Laplacian: high for fine detail in focus, low when blurred."""
+    return float(cv2.Laplacian(img, cv2.CV_32F).var())
+
+
 def _range(a: np.ndarray) -> tuple[float, float]:
     a = a[np.isfinite(a)]
     return (float(a.min()), float(a.max())) if len(a) else (float("nan"), float("nan"))
-
-
-def _sharpness(img: np.ndarray) -> float:
-    return float(cv2.Laplacian(img, cv2.CV_32F).var())
 
 
 def assess_step(
@@ -83,26 +110,20 @@ def assess_step(
     if cache is not None and r.peak_frames:
         key = cache.image(w.keyframe)
         peak = cache.image(r.peak_frames[len(r.peak_frames) // 2])
-        # Centre of the crop: the face, not the background.
-        n = key.shape[0]
-        c = slice(n // 4, 3 * n // 4)
-        bright = float(np.mean(key[c, c]))
-        s_rest = _sharpness(key[c, c])
-        sharp_ratio = _sharpness(peak[c, c]) / s_rest if s_rest > 0 else float("nan")
+        bright = float(np.mean(face_centre(key)))
+        s_rest = sharpness(face_centre(key))
+        sharp_ratio = sharpness(face_centre(peak)) / s_rest if s_rest > 0 else float("nan")
     rest_before = not w.notes and bool(w.rest) and max(w.rest) < w.start
     low: list[str] = []
     bad: list[str] = []
     fix: list[str] = []
 
     def grade(value: float, th: tuple[float, float], text: str, hint: str, below: bool) -> None:
-        if not np.isfinite(value):
-            return
-        worse_bad = value < th[1] if below else value > th[1]
-        worse_low = value < th[0] if below else value > th[0]
-        if worse_bad:
+        g = grade_value(value, th, below)
+        if g == "unusable":
             bad.append(text)
             fix.append(hint)
-        elif worse_low:
+        elif g == "low":
             low.append(text)
             fix.append(hint)
 
@@ -118,7 +139,7 @@ def assess_step(
     grade(big_roll, ROLL_DEG, f"head tilted {big_roll:.0f}°", "hold the head level", below=False)
     grade(px_per_mm, PX_PER_MM, f"face small in the frame ({px_per_mm:.1f} px per mm)",
           "move the camera closer", below=True)
-    if np.isfinite(bright) and not DARK <= bright <= BRIGHT:
+    if exposure_fault(bright):
         low.append(f"face {'dark' if bright < DARK else 'over-exposed'} "
                    f"(mean grey {bright:.0f})")
         fix.append("light the face evenly")
