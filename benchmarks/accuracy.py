@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         selection += (" Consistency checks: not run (`--no-consistency`)." if a.no_consistency
                       else " Consistency checks with a figure: "
                       + (", ".join(figures) if figures else "none") + ".")
+        if not REAL_CLIP.exists():
+            selection += (f" The real clip ({REAL_CLIP}) was absent: no second-face cases"
+                          " and no real-footage checks.")
         extra = [("run time", f"{minutes:.1f} min, --jobs {a.jobs}"),
                  ("code measured", f"{pkg} (sources {src0})"
                   + ("; CHANGED during the run" if changed else ""))]
