@@ -38,6 +38,7 @@ class RunInfo:
     cpu: str
     python: str
     system: str
+    load: str = ""  # load average when the run started: other work on the machine
 
     def header(self, title: str, extra: Sequence[tuple[str, str]] = ()) -> str:
         """The page's top: generated-by notice, then commit, date, machine (and ``extra``)."""
@@ -49,7 +50,8 @@ class RunInfo:
             ("command", f"`{self.command}`"),
             ("commit", f"`{self.commit}` ({tree})"),
             ("date", self.date),
-            ("machine", f"{self.cores} cores, {self.cpu}, Python {self.python}, {self.system}"),
+            ("machine", f"{self.cores} cores, {self.cpu}, Python {self.python}, {self.system}"
+             + (f"; load average {self.load} at the start" if self.load else "")),
             *extra,
         ]
         return (
@@ -101,7 +103,17 @@ def run_info(script: str, argv: Sequence[str], now: dt.datetime | None = None) -
         cpu=cpu_model(),
         python=platform.python_version(),
         system=f"{platform.system()} {platform.machine()}",
+        load=load_average(),
     )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (``""`` where the system has none): figures
+    taken while other work shares the cores are slower, and the page says so."""
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except (AttributeError, OSError):
+        return ""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
