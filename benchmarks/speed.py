@@ -4,6 +4,7 @@ Run by hand (figures are ratios measured in one run, since machines are noisy):
 
     .venv/bin/python benchmarks/speed.py            # 1080p30 and 720p30 consults
     .venv/bin/python benchmarks/speed.py --memory   # + memory: 1-minute vs 5-minute video
+    .venv/bin/python benchmarks/speed.py --write-docs   # + the table to docs/figures/speed.md
 
 For each generated video it times, in one run:
   (a) decoding only,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,9 @@ from pathlib import Path
 import cv2
 
 from movement import synth
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for figures, beside this file
+from figures import FIGURES_DIR, RunInfo, run_info, table, write_atomic  # noqa: E402
 
 RUNNER = """
 import resource, sys
@@ -111,11 +116,40 @@ def measure(path: Path, folder: Path) -> dict:
                 peak_mb=mem)
 
 
-def main() -> None:
+def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> str:
+    """The generated ``docs/figures/speed.md``: one row per video of :func:`measure`."""
+    body = table(
+        ["video", "frames", "(a) decode, frames/s", "(b) decode + face mesh, frames/s",
+         "(c) full analysis, frames/s", "c/b (time vs decode + mesh)", "c/a (time vs decode)",
+         "real-time factor", "peak memory MB"],
+        [[r["video"].removesuffix(".mp4"), str(r["frames"]), f"{r['a_fps']:.0f}",
+          f"{r['b_fps']:.1f}", f"{r['c_fps']:.1f}", f"{r['c_over_b']:.2f}",
+          f"{r['c_over_a']:.1f}", f"{r['realtime']:.2f}x", f"{r['peak_mb']:.0f}"]
+         for r in rows])
+    notes = (
+        "\nEach video is a generated standard consult (the sample's amplitudes, mild head"
+        " motion, 30 fps). (a) decoding only, (b) decoding + MediaPipe face mesh (tracking"
+        " mode, refined iris), (c) the whole `movement analyze` including the report, in a"
+        " fresh process. The real-time factor is video duration / analysis time (above 1:"
+        " faster than real time); c/b is what the analysis costs beyond the tracker's own"
+        " limit. Ratios are measured within one run, since the machine's load varies.\n"
+    )
+    lines = "\n".join(x for x in (memory, summary) if x)
+    return (info.header("Speed benchmark") + "\n## Throughput\n\n" + body + notes
+            + "\n## Summary lines, as the run printed them\n\n```text\n" + lines + "\n```\n")
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memory", action="store_true", help="also compare 1- and 5-minute videos")
     ap.add_argument("--keep", type=Path, default=None, help="keep the videos in this folder")
-    args = ap.parse_args()
+    ap.add_argument("--write-docs", metavar="PATH", nargs="?", type=Path,
+                    const=FIGURES_DIR / "speed.md",
+                    help="also write the table to a generated markdown page "
+                    "(default docs/figures/speed.md), replacing it")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = ap.parse_args(argv)
+    info = run_info("benchmarks/speed.py", argv)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="movement-speed-"))
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -131,6 +165,7 @@ def main() -> None:
         print(f"{r['video'][:-4]:<18} {r['frames']:>6} {r['a_fps']:>9.0f}/s {r['b_fps']:>8.1f}/s "
               f"{r['c_fps']:>7.1f}/s {r['c_over_b']:>5.2f} {r['c_over_a']:>6.1f} "
               f"{r['realtime']:>10.2f}x {r['peak_mb']:>8.0f}")
+    memory = ""
     if args.memory:
         mem = []
         for name, reps in (("memory-1min", 2), ("memory-5min", 10)):
@@ -138,12 +173,17 @@ def main() -> None:
             if not path.exists():
                 make(folder, name, (960, 540), repeats=reps)
             mem.append(full_analysis(path, folder / f"{name}-session") + (reps * 28.5,))
-        print(f"memory: {mem[0][2]:.0f} s video {mem[0][1]:.0f} MB, {mem[1][2]:.0f} s video "
-              f"{mem[1][1]:.0f} MB, ratio {mem[1][1] / mem[0][1]:.2f}")
+        memory = (f"memory: {mem[0][2]:.0f} s video {mem[0][1]:.0f} MB, {mem[1][2]:.0f} s video "
+                  f"{mem[1][1]:.0f} MB, ratio {mem[1][1] / mem[0][1]:.2f}")
+        print(memory)
     r = rows[0]
-    print(f"SPEED 1080p30: full {r['c_fps']:.1f} frames/s = {r['realtime']:.2f}x real time, "
-          f"c/b {r['c_over_b']:.2f}, c/a {r['c_over_a']:.1f}")
+    summary = (f"SPEED 1080p30: full {r['c_fps']:.1f} frames/s = {r['realtime']:.2f}x real time, "
+               f"c/b {r['c_over_b']:.2f}, c/a {r['c_over_a']:.1f}")
+    print(summary)
     (folder / "speed.json").write_text(json.dumps(rows, indent=2))
+    if args.write_docs:
+        write_atomic(args.write_docs, figures_page(info, rows, memory, summary))
+        print(f"Wrote {args.write_docs}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from accuracy import flag_disagreements, mean_abs_diff  # noqa: E402
+from consistency import flag_disagreements, mean_abs_diff  # noqa: E402
 
 
 def _row(right: float, left: float, quality: str) -> dict:

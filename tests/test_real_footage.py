@@ -28,7 +28,7 @@ import pytest
 from conftest import REAL_CLIP, analyze
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from accuracy import write_flipped  # noqa: E402
+from cases import write_flipped  # noqa: E402
 
 CLIP = REAL_CLIP
 CUES = "step,start_s,end_s\nfrown,1.0,4.0\nsmile,10.0,19.0\n"

@@ -23,7 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from movement.clinic import compare, store
+from movement.clinic import compare, store, transfer
 from movement.clinic.commands import COMMANDS
 
 # (step, muscle group, measure, metrics kind, sensor), as protocols/standard.toml.
@@ -509,7 +509,7 @@ def test_export_import_round_trip(tmp_path):
     assert _count(a / store.DB_NAME, "SELECT count(*) FROM sessions") == 3
     # The export of the imported store is the same file, bar paths of files not on this machine.
     again = tmp_path / "again.csv"
-    store.export_csv(b, pid, again)
+    transfer.export_csv(b, pid, again)
     strip = [{k: v for k, v in r.items() if k != "meta"} for r in _read_csv(again)]
     assert strip == [{k: v for k, v in r.items() if k != "meta"} for r in rows]
 
@@ -518,7 +518,7 @@ def test_import_refuses_a_damaged_file_without_writing(tmp_path):
     a = tmp_path / "a"
     store.record_session(a, make_session(tmp_path, "s1"), "p1", "", "2026-01-05")
     out = tmp_path / "e.csv"
-    store.export_csv(a, "p1", out)
+    transfer.export_csv(a, "p1", out)
     lines = out.read_text().splitlines()
     lines[5] = lines[5].replace(",2026-01-05,", ",2026-02-30,", 1)
     out.write_text("\n".join(lines) + "\n")

@@ -1,7 +1,8 @@
 """Clinic commands: patients, sessions, treatments, comparisons, export and import.
 
 The commands are thin, like the rest of the CLI: parse, call
-:mod:`movement.clinic.store` / :mod:`movement.clinic.compare`, print. They are exported as
+:mod:`movement.clinic.store` / :mod:`movement.clinic.compare` /
+:mod:`movement.clinic.transfer`, print. They are exported as
 :data:`COMMANDS` so ``movement.cli`` adds them to the ``movement`` group
 (``for c in COMMANDS: main.add_command(c)``) without this module importing
 ``movement.cli`` (which would be circular).
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from movement.clinic import store as st
+from movement.clinic import transfer
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -279,7 +281,7 @@ def compare(
 @_errors
 def export(patient: str, out: str, store: str | None) -> None:
     """Export all of a PATIENT's sessions and treatments as one tidy long CSV."""
-    n = st.export_csv(store, patient, out)
+    n = transfer.export_csv(store, patient, out)
     if out != "-":
         click.echo(f"wrote {n} rows to {out}")
 
@@ -290,7 +292,7 @@ def export(patient: str, out: str, store: str | None) -> None:
 @_errors
 def import_(file: str, store: str | None) -> None:
     """Re-create the sessions and treatments of an export FILE in the store (idempotent)."""
-    s = st.import_csv(store, file)
+    s = transfer.import_csv(store, file)
     click.echo(
         f"imported {file}: sessions {s.sessions_added} added, {s.sessions_updated} updated, "
         f"{s.sessions_unchanged} unchanged; treatments {s.treatments_added} added, "

@@ -28,38 +28,79 @@ Design choices, and why:
   permissions).
 - **Light imports**: only the standard library, so ``movement patients`` answers
   instantly (the analysis stack loads OpenCV and MediaPipe).
+
+This module is the database: the connection, the schema and its migrations,
+recording sessions and treatments, and the queries. What is stored and the
+checks on what comes in are :mod:`movement.clinic.records` (re-exported here);
+the CSV export and import are :mod:`movement.clinic.transfer`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import hashlib
-import io
-import json
-import math
 import os
 import random
-import re
 import sqlite3
-import tempfile
 import time
-import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+# The records and input checks live in movement.clinic.records; they are
+# re-exported here so that ``store.X`` stays the one name callers use.
+from movement.clinic.records import (
+    ASYMMETRY_COLUMNS,
+    DEFAULT_STORE,
+    ENV_STORE,
+    MAX_ID_LEN,
+    MAX_TEXT_LEN,
+    METRICS_COLUMNS,
+    MIDLINE_COLUMNS,
+    PATIENTS_DIR,
+    PLAN_OPTIONAL,
+    PLAN_REQUIRED,
+    REST_COLUMNS,
+    SIDES,
+    History,
+    ImportSummary,
+    InputError,
+    OutputFolderError,
+    PatientSummary,
+    SessionRecord,
+    SessionSummary,
+    StoreError,
+    Treatment,
+    TreatmentRow,
+    _clean_text,
+    check_date,
+    check_patient,
+    csv_safe_text,
+    normalise_group,
+    patient_dir,
+    patient_slug,
+    read_plan,
+    read_session_folder,
+    resolve_store,
+    treatment_row,
+)
+
+__all__ = [
+    "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "COMPARISON_FILE", "DB_NAME",
+    "DEFAULT_STORE", "ENV_STORE", "MAX_ID_LEN", "MAX_TEXT_LEN", "METRICS_COLUMNS",
+    "MIDLINE_COLUMNS", "MIGRATIONS", "PATIENTS_DIR", "PLAN_OPTIONAL", "PLAN_REQUIRED",
+    "REST_COLUMNS", "SCHEMA_VERSION", "SIDES", "WRITE_RETRIES", "History", "ImportSummary",
+    "InputError", "OutputFolderError", "PatientSummary", "SessionRecord", "SessionSummary",
+    "StoreError", "Treatment", "TreatmentRow", "check_date", "check_patient", "csv_safe_text",
+    "days_between", "history", "last_treatment_before", "list_patients", "list_sessions",
+    "list_treatments", "normalise_group", "open_store", "patient_dir", "patient_slug",
+    "read_plan", "read_session_folder", "record_session", "record_treatment", "resolve_store",
+    "schema_version", "session_link", "session_tables", "treatment_row",
+]  # fmt: skip
+
 DB_NAME = "movement.sqlite"
-DEFAULT_STORE = "reports"
-ENV_STORE = "MOVEMENT_STORE"
-PATIENTS_DIR = "patients"
 COMPARISON_FILE = "comparison.html"
-SIDES = ("right", "left", "midline")
-MAX_ID_LEN = 200
-MAX_TEXT_LEN = 2000
 # Marks the file as a movement store ("MOVE"), so a foreign SQLite file that
 # happens to carry the name is refused instead of migrated.
 APPLICATION_ID = 0x4D4F5645
@@ -68,28 +109,6 @@ APPLICATION_ID = 0x4D4F5645
 # waiting plus a few retries covers a slow disk without hanging forever.
 BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
-
-# The columns movement analyze writes (movement.analysis.asymmetry is the contract; it
-# is not imported because it pulls the whole analysis stack; a test checks
-# both lists agree).
-ASYMMETRY_COLUMNS = [
-    "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "diff_mm",
-    "asymmetry_index", "dominant_side", "quality", "reason", "peak_s",
-]  # fmt: skip
-METRICS_COLUMNS = [
-    "step", "muscle_group", "measure", "kind", "sensor", "side", "peak_s", "rest_mm",
-    "peak_mm", "activation_mm", "check_mm", "rest_frames", "peak_frames", "keyframe", "flags",
-]  # fmt: skip
-MIDLINE_COLUMNS = ["step", "points", "drift_mm", "toward"]
-REST_COLUMNS = ["measure", "right_mm", "left_mm", "diff_mm", "larger_side"]
-
-# Column types when read from the CSVs: f = float (blank = missing), i = int,
-# b = bool, s = text.
-_TYPES = {
-    "right_mm": "f", "left_mm": "f", "diff_mm": "f", "asymmetry_index": "f", "peak_s": "f",
-    "rest_mm": "f", "peak_mm": "f", "activation_mm": "f", "check_mm": "f", "drift_mm": "f",
-    "keyframe": "i", "primary": "b",
-}  # fmt: skip
 
 MIGRATIONS: list[list[str]] = [
     # 1: the first schema.
@@ -190,384 +209,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _CHILD_TABLES = ("clips", "asymmetry", "metrics", "midline", "rest", "warnings")
 _T = TypeVar("_T")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class StoreError(Exception):
-    """The store cannot be opened, read or written (CLI exit code 7)."""
-
-    exit_code = 7
-
-
-class InputError(StoreError):
-    """Something the user gave is invalid: an ID, a date, a plan file (exit code 2)."""
-
-    exit_code = 2
-
-
-class OutputFolderError(StoreError):
-    """An output folder cannot be written or holds other files (exit code 6, as analyze)."""
-
-    exit_code = 6
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class TreatmentRow:
-    """One injection record as planned: a product, a muscle group, a side and units."""
-
-    product: str
-    muscle_group: str
-    side: str
-    units: float
-    point: str = ""
-    lot: str = ""
-    notes: str = ""
-
-
-@dataclass(frozen=True)
-class Treatment(TreatmentRow):
-    """A stored treatment row."""
-
-    id: int = 0
-    uid: str = ""
-    patient: str = ""
-    date: str = ""
-
-
-@dataclass(frozen=True)
-class PatientSummary:
-    patient: str
-    sessions: int
-    first_date: str | None
-    last_date: str | None
-    treatments: int  # treatment visits (distinct dates), the number of cycles
-    last_treatment: str | None
-
-
-@dataclass(frozen=True)
-class SessionSummary:
-    id: int
-    patient: str
-    date: str
-    label: str
-    protocol: str
-    video_key: str
-    source: str
-    report_path: str | None
-    session_dir: str | None
-    last_treatment: str | None  # the latest treatment date strictly before the session
-    days_since_treatment: int | None
-    min_diff_mm: float | None = None
-    min_ratio: float | None = None
-
-
-@dataclass
-class History:
-    """Everything the comparison needs about one patient, read in one transaction."""
-
-    patient: str
-    sessions: list[SessionSummary]
-    asymmetry: dict[int, list[dict[str, Any]]]
-    treatments: list[Treatment]
-
-
-@dataclass
-class SessionRecord:
-    """One session, normalised, ready to be written (from a folder or an import)."""
-
-    video_key: str
-    clips: list[tuple[str, str | None]]
-    date: str
-    label: str
-    protocol: str
-    protocol_version: str | None
-    min_diff_mm: float | None
-    min_ratio: float | None
-    software: str | None
-    analysed: str | None
-    asymmetry: list[dict[str, Any]]
-    metrics: list[dict[str, Any]]
-    midline: list[dict[str, Any]]
-    rest: list[dict[str, Any]]
-    warnings: list[str]
-    session_dir: str | None = None
-    report_path: str | None = None
-    landmarks_path: str | None = None
-    session_json: str | None = None
-
-    def content_sha(self) -> str:
-        """Digest of what the session says (not where its files lie), to spot re-imports."""
-        body = dict(
-            video_key=self.video_key, date=self.date, label=self.label, protocol=self.protocol,
-            protocol_version=self.protocol_version, min_diff_mm=self.min_diff_mm,
-            min_ratio=self.min_ratio, asymmetry=self.asymmetry, metrics=self.metrics,
-            midline=self.midline, rest=self.rest, warnings=self.warnings,
-        )  # fmt: skip
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass
-class ImportSummary:
-    sessions_added: int = 0
-    sessions_updated: int = 0
-    sessions_unchanged: int = 0
-    treatments_added: int = 0
-    treatments_updated: int = 0
-    treatments_unchanged: int = 0
-    patients: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _clean_text(value: object, what: str, max_len: int = MAX_ID_LEN) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        value = str(value)
-    # Control characters (NUL, newlines) break tables and file names; lone
-    # surrogates (undecodable bytes on the command line) cannot be stored as
-    # text; bidi overrides make one ID display as another.
-    for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Cs") or ch in _BIDI:
-            raise InputError(f"{what} contains a control character ({ascii(ch)})")
-    if len(value) > max_len:
-        raise InputError(f"{what} is too long ({len(value)} characters, at most {max_len})")
-    return value
-
-
-def check_patient(patient: object) -> str:
-    """The patient ID, verbatim, or :class:`InputError` when it cannot be one.
-
-    IDs are free text (names, file numbers); only what would corrupt a table or
-    mislead the reader is refused: empty, control characters, over 200 characters.
-    """
-    if not isinstance(patient, str) or not patient.strip():
-        raise InputError("patient ID is empty")
-    return _clean_text(patient, "patient ID")
-
-
-def check_date(date: object, what: str = "date") -> str:
-    """An ISO date ``YYYY-MM-DD`` (returned normalised), or :class:`InputError`."""
-    text = str(date).strip() if date is not None else ""
-    try:
-        # fromisoformat alone would also accept "20260105"; the store wants one spelling.
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise ValueError
-        return _dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise InputError(f"{what} '{text}' is not a date YYYY-MM-DD") from None
-
-
-def normalise_group(name: str) -> str:
-    """``Corrugator Procerus`` -> ``corrugator_procerus``: the protocol's spelling.
-
-    Treatments must line up with the measured groups whatever the clinician typed.
-    """
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
-def _units(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        raise InputError(f"{where}units '{value}' is not a number")
-    if isinstance(value, int | float):
-        units = float(value)
-    else:
-        text = str(value).strip()
-        # Decimal comma, as European spreadsheets write it ("2,5").
-        if re.fullmatch(r"\d+,\d+", text):
-            text = text.replace(",", ".")
-        try:
-            units = float(text)
-        except ValueError:
-            raise InputError(f"{where}units '{text}' is not a number") from None
-    if not math.isfinite(units) or units < 0:
-        raise InputError(f"{where}units {value} must be a number >= 0")
-    return units
-
-
-def treatment_row(
-    product: object,
-    muscle_group: object,
-    side: object,
-    units: object,
-    point: object = "",
-    lot: object = "",
-    notes: object = "",
-    where: str = "",
-) -> TreatmentRow:
-    """A validated :class:`TreatmentRow`; ``where`` prefixes errors (e.g. ``plan.csv line 3: ``).
-
-    The side is the patient's anatomical side (or ``midline`` for e.g. the
-    procerus); units must be a number >= 0; the muscle group is normalised to
-    the protocol's spelling so treatments line up with measured groups.
-    """
-    prod = _clean_text(product, f"{where}product").strip()
-    group = normalise_group(_clean_text(muscle_group, f"{where}muscle_group"))
-    if not prod:
-        raise InputError(f"{where}product is empty")
-    if not group:
-        raise InputError(f"{where}muscle_group is empty")
-    s = str(side if side is not None else "").strip().lower()
-    if s not in SIDES:
-        raise InputError(f"{where}side '{side}' must be right, left or midline")
-    return TreatmentRow(
-        product=prod,
-        muscle_group=group,
-        side=s,
-        units=_units(units, where),
-        point=_clean_text(point, f"{where}point").strip(),
-        lot=_clean_text(lot, f"{where}lot").strip(),
-        notes=_clean_text(notes, f"{where}notes", MAX_TEXT_LEN).strip(),
-    )
-
-
-PLAN_REQUIRED = ("product", "muscle_group", "side", "units")
-PLAN_OPTIONAL = ("point", "lot", "notes")
-
-
-def read_plan(path: str | Path) -> list[TreatmentRow]:
-    """Read a treatment plan CSV: ``product, muscle_group, side, units[, point, lot, notes]``.
-
-    Accepts what spreadsheets write: a UTF-8 BOM or Windows-1252 text, ``;`` or
-    tab separators, header case and spaces. An unknown column is an error
-    rather than ignored, because a misspelt ``units`` column must not silently
-    record nothing.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = raw.decode("cp1252")
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not a text file") from None
-    first = text.splitlines()[0] if text.strip() else ""
-    delim = max(",;\t", key=first.count)
-    reader = csv.reader(io.StringIO(text), delimiter=delim)
-    try:
-        header = [normalise_group(h) for h in next(reader)]
-    except StopIteration:
-        raise InputError(f"{path}: empty file") from None
-    missing = [c for c in PLAN_REQUIRED if c not in header]
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)} "
-            f"(columns: {', '.join(PLAN_REQUIRED + PLAN_OPTIONAL)})"
-        )
-    unknown = [h for h in header if h not in PLAN_REQUIRED + PLAN_OPTIONAL]
-    if unknown:
-        raise InputError(f"{path}: unknown column '{unknown[0]}'")
-    rows = []
-    try:
-        for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) > len(header):
-                raise InputError(
-                    f"{path} line {reader.line_num}: {len(values)} values for "
-                    f"{len(header)} columns"
-                )
-            rec = dict(zip(header, values, strict=False))
-            rows.append(
-                treatment_row(
-                    **{k: rec.get(k, "") for k in PLAN_REQUIRED + PLAN_OPTIONAL},
-                    where=f"{path} line {reader.line_num}: ",
-                )
-            )
-    except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num}: {exc}") from None
-    if not rows:
-        raise InputError(f"{path}: no treatment rows")
-    return rows
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def resolve_store(store_dir: str | Path | None = None) -> Path:
-    """The store folder: the argument, else ``$MOVEMENT_STORE``, else ``./reports``."""
-    if store_dir is None or str(store_dir) == "":
-        store_dir = os.environ.get(ENV_STORE) or DEFAULT_STORE
-    return Path(store_dir).expanduser().absolute()
-
-
-def patient_slug(patient: str) -> str:
-    """A folder name for a patient: readable ASCII slug + 10 hex digits of the ID's hash.
-
-    The slug alone is never trusted: ``Anna``/``anna``, or two IDs that only
-    differ in characters the slug drops, still get different folders through
-    the hash, and nothing of ``../``, ``/etc``, ``..\\``, look-alike dots or
-    slashes survives the ASCII filter.
-    """
-    ascii_ = unicodedata.normalize("NFKD", patient).encode("ascii", "ignore").decode().lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_).strip("-")[:32].strip("-") or "patient"
-    digest = hashlib.sha256(patient.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{slug}-{digest}"
-
-
-def patient_dir(store_dir: str | Path | None, patient: str) -> Path:
-    """``<store>/patients/<slug>``, verified to resolve inside the store folder."""
-    store = resolve_store(store_dir).resolve()
-    base = (store / PATIENTS_DIR).resolve()
-    target = (base / patient_slug(check_patient(patient))).resolve()
-    # Belt and braces: the slug cannot contain a separator, but a symlinked
-    # patients/ folder could still point elsewhere.
-    if target.parent != base or not base.is_relative_to(store):
-        raise StoreError(f"patient folder for '{patient}' would lie outside {store}")
-    return target
-
-
-def session_link(
-    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None
-) -> Path | None:
-    """Where the patient's comparison report is (or will be), when there is one to link.
-
-    Returns ``<store>/patients/<slug>/comparison.html`` when the patient has at
-    least two sessions, counting the session being analysed (give its clips'
-    ``sha256s`` so a not-yet-recorded video counts, and a re-analysed one does
-    not count twice); ``None`` for no patient ID or a single session. Never
-    creates the store.
-    """
-    if not patient:
-        return None
-    try:
-        link = patient_dir(store_dir, patient) / COMPARISON_FILE
-    except StoreError:
-        return None
-    db = resolve_store(store_dir) / DB_NAME
-    count, known = 0, False
-    if db.exists():
-        try:
-            with _Store(store_dir, create=False) as st:
-                keys = [
-                    r[0]
-                    for r in st.conn.execute(
-                        "SELECT s.video_key FROM sessions s JOIN patients p ON p.id = s.patient_id "
-                        "WHERE p.patient = ?",
-                        (patient,),
-                    )
-                ]
-        except StoreError:
-            return None
-        count = len(keys)
-        known = sha256s is not None and " ".join(sha256s) in keys
-    if sha256s is not None and not known:
-        count += 1
-    return link if count >= 2 else None
 
 
 # --------------------------------------------------------------------------- connection
@@ -732,111 +373,7 @@ def schema_version(store_dir: str | Path | None = None) -> int:
     with _Store(store_dir, create=False) as st:
         return int(st.conn.execute("PRAGMA user_version").fetchone()[0])
 
-
 # --------------------------------------------------------------------------- sessions
-
-
-def _cell(value: str, kind: str, where: str) -> Any:
-    value = value.strip()
-    if kind == "s":
-        return value
-    if kind == "b":
-        return value.lower() in ("true", "1", "yes")
-    if value == "" or value.lower() in ("nan", "none", "null"):
-        return None
-    try:
-        num = float(value)
-    except ValueError:
-        raise InputError(f"{where}: '{value}' is not a number") from None
-    if not math.isfinite(num):
-        return None
-    return int(num) if kind == "i" else num
-
-
-def _read_table(path: Path, columns: list[str], required: bool = True) -> list[dict[str, Any]]:
-    if not path.exists():
-        if required:
-            raise InputError(f"{path}: missing (not a finished session folder?)")
-        return []
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-            return [
-                {c: _cell(r[c] or "", _TYPES.get(c, "s"), f"{path} line {reader.line_num}")
-                 for c in columns}
-                for r in reader
-            ]  # fmt: skip
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
-
-
-def read_session_folder(session_dir: str | Path, label: str = "", date: str = "") -> SessionRecord:
-    """A session folder written by ``movement analyze``, as a :class:`SessionRecord`.
-
-    Everything is parsed before the store is touched, so a damaged folder never
-    opens a write transaction.
-    """
-    folder = Path(session_dir).absolute()
-    meta_path = folder / "session.json"
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such session folder")
-    try:
-        meta_text = meta_path.read_text(encoding="utf-8")
-        meta = json.loads(meta_text)
-    except FileNotFoundError:
-        raise InputError(f"{meta_path}: missing (not a finished session folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{meta_path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{meta_path}: not a session description")
-    clips = []
-    for c in meta.get("clips") or []:
-        sha = str(c.get("sha256") or "")
-        if not re.fullmatch(r"[0-9a-f]{64}", sha):
-            raise InputError(f"{meta_path}: a clip has no valid sha256")
-        p = c.get("path")
-        # Clip paths are as typed on the command line; record_session runs in
-        # the analysing process, so the current folder usually resolves them.
-        if p and Path(p).exists():
-            p = str(Path(p).absolute())
-        clips.append((sha, str(p) if p else None))
-    if not clips:
-        raise InputError(f"{meta_path}: no clips (video hash) recorded")
-    proto = meta.get("protocol") or {}
-    th = proto.get("thresholds") or {}
-    version = proto.get("version")
-    report = folder / "report.html"
-    landmarks = folder / "landmarks.npz"
-    return SessionRecord(
-        video_key=" ".join(sha for sha, _ in clips),
-        clips=clips,
-        date=date or check_date(meta.get("date") or "", f"{meta_path}: date"),
-        label=label if label else str(meta.get("label") or ""),
-        protocol=str(proto.get("name") or ""),
-        protocol_version=None if version is None else str(version),
-        min_diff_mm=_num_or_none(th.get("min_diff_mm")),
-        min_ratio=_num_or_none(th.get("min_ratio")),
-        software=str((meta.get("software") or {}).get("version") or "") or None,
-        analysed=str(meta.get("created") or "") or None,
-        asymmetry=_read_table(folder / "asymmetry.csv", ASYMMETRY_COLUMNS),
-        metrics=_read_table(folder / "metrics.csv", METRICS_COLUMNS),
-        midline=_read_table(folder / "midline.csv", MIDLINE_COLUMNS, required=False),
-        rest=_read_table(folder / "rest.csv", REST_COLUMNS, required=False),
-        warnings=[str(w) for w in meta.get("warnings") or []],
-        session_dir=str(folder),
-        report_path=str(report) if report.exists() else None,
-        landmarks_path=str(landmarks) if landmarks.exists() else None,
-        session_json=meta_text,
-    )
-
-
-def _num_or_none(v: object) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
 
 
 def _patient_id(conn: sqlite3.Connection, patient: str) -> int:
@@ -1151,334 +688,40 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------- export / import
+def session_link(
+    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None
+) -> Path | None:
+    """Where the patient's comparison report is (or will be), when there is one to link.
 
-EXPORT_COLUMNS = [
-    # The tidy core, one value per row:
-    "patient", "session_id", "date", "label", "step", "muscle_group", "measure", "side",
-    "value_mm", "asymmetry_index", "dominant_side", "quality",
-    # What the row is (session, asymmetry, metric, midline, rest, warning, treatment)
-    # and the details that make an import reproduce the store exactly:
-    "kind", "reason", "primary", "diff_mm", "peak_s", "rest_mm", "peak_mm", "check_mm",
-    "sensor", "measure_kind", "rest_frames", "peak_frames", "keyframe", "flags", "protocol",
-    "video_sha256", "product", "units", "point", "lot", "notes", "uid", "meta",
-]  # fmt: skip
-KINDS = ("session", "asymmetry", "metric", "midline", "rest", "warning", "treatment")
-# Free-text columns a spreadsheet could run as a formula (=, +, -, @): written
-# with a leading apostrophe and read back without it.
-_TEXT_COLUMNS = {
-    "patient", "label", "reason", "flags", "product", "muscle_group", "point", "lot", "notes",
-    "step", "measure", "protocol",
-}  # fmt: skip
-
-
-def csv_safe_text(v: str) -> str:
-    """Text a spreadsheet will not run as a formula; :func:`_csv_untext` reverses it exactly."""
-    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r", "'") else v
-
-
-def _csv_untext(v: str) -> str:
-    return v[1:] if v[:1] == "'" else v
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "True" if v else "False"
-    if isinstance(v, float):
-        # repr is the shortest text that reads back as the same float, so an
-        # export -> import round trip reproduces every number exactly.
-        return repr(v) if math.isfinite(v) else ""
-    return str(v)
-
-
-def export_rows(store_dir: str | Path | None, patient: str) -> list[dict[str, str]]:
-    """The patient's sessions and treatments in tidy long format (:data:`EXPORT_COLUMNS`)."""
-    patient = check_patient(patient)
-    out: list[dict[str, Any]] = []
-    with _Store(store_dir, create=False) as st, st.read() as conn:
-        pid = _require_patient(conn, patient, st.dir)
-        tx = _treatments(conn, pid, patient)
-        for s in _sessions(conn, pid, patient, [t.date for t in tx]):
-            t = _session_tables(conn, s.id)
-            row = t["session"]
-            base = dict(patient=patient, session_id=s.id, date=s.date, label=s.label,
-                        protocol=s.protocol)  # fmt: skip
-            meta = dict(
-                protocol_version=row["protocol_version"], min_diff_mm=row["min_diff_mm"],
-                min_ratio=row["min_ratio"], software=row["software"], analysed=row["analysed"],
-                clips=[c["path"] for c in t["clips"]], session_dir=row["session_dir"],
-                report=row["report_path"], landmarks=row["landmarks_path"],
-                days_since_treatment=s.days_since_treatment,
-            )  # fmt: skip
-            out.append(dict(base, kind="session", video_sha256=row["video_key"],
-                            meta=json.dumps(meta, separators=(",", ":"))))  # fmt: skip
-            for a in t["asymmetry"]:
-                for side in ("right", "left"):
-                    out.append(dict(
-                        base, kind="asymmetry", step=a["step"], muscle_group=a["muscle_group"],
-                        measure=a["measure"], side=side, value_mm=a[f"{side}_mm"],
-                        asymmetry_index=a["asymmetry_index"], dominant_side=a["dominant_side"],
-                        quality=a["quality"], reason=a["reason"], primary=a["primary"],
-                        diff_mm=a["diff_mm"], peak_s=a["peak_s"],
-                    ))  # fmt: skip
-            for m in t["metrics"]:
-                out.append(dict(
-                    base, kind="metric", step=m["step"], muscle_group=m["muscle_group"],
-                    measure=m["measure"], side=m["side"], value_mm=m["activation_mm"],
-                    peak_s=m["peak_s"], rest_mm=m["rest_mm"], peak_mm=m["peak_mm"],
-                    check_mm=m["check_mm"], sensor=m["sensor"], measure_kind=m["kind"],
-                    rest_frames=m["rest_frames"], peak_frames=m["peak_frames"],
-                    keyframe=m["keyframe"], flags=m["flags"],
-                ))  # fmt: skip
-            for m in t["midline"]:
-                out.append(dict(base, kind="midline", step=m["step"], measure=m["points"],
-                                side=m["toward"], value_mm=m["drift_mm"]))  # fmt: skip
-            for r in t["rest"]:
-                for side in ("right", "left"):
-                    out.append(dict(
-                        base, kind="rest", measure=r["measure"], side=side,
-                        value_mm=r[f"{side}_mm"], diff_mm=r["diff_mm"],
-                        dominant_side=r["larger_side"],
-                    ))  # fmt: skip
-            for w in t["warnings"]:
-                out.append(dict(base, kind="warning", notes=w))
-        for t in tx:
-            out.append(dict(
-                patient=patient, date=t.date, kind="treatment", muscle_group=t.muscle_group,
-                side=t.side, product=t.product, units=t.units, point=t.point, lot=t.lot,
-                notes=t.notes, uid=t.uid,
-            ))  # fmt: skip
-    return [
-        {c: (csv_safe_text(_fmt(r.get(c))) if c in _TEXT_COLUMNS else _fmt(r.get(c)))
-         for c in EXPORT_COLUMNS}
-        for r in out
-    ]  # fmt: skip
-
-
-def export_csv(store_dir: str | Path | None, patient: str, out: str | Path) -> int:
-    """Write :func:`export_rows` to ``out`` atomically (``-`` = stdout); return the row count."""
-    rows = export_rows(store_dir, patient)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    if str(out) == "-":
-        print(buf.getvalue(), end="")
-        return len(rows)
-    write_text_atomic(Path(out), buf.getvalue())
-    return len(rows)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file via a temporary sibling and a rename: readers never see half of it."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputFolderError(f"{path}: is a folder; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    except OSError as exc:
-        raise OutputFolderError(f"{path.parent}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputFolderError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
-
-
-def _import_value(col: str, text: str, where: str) -> Any:
-    text = _csv_untext(text) if col in _TEXT_COLUMNS else text
-    kind = {"value_mm": "f", "units": "f"}.get(col, _TYPES.get(col, "s"))
-    return _cell(text, kind, f"{where} {col}") if kind != "s" else text
-
-
-@dataclass
-class _ImportedSession:
-    patient: str
-    date: str
-    label: str
-    protocol: str
-    video_key: str
-    meta: dict[str, Any]
-    asymmetry: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    midline: list[dict[str, Any]] = field(default_factory=list)
-    rest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def record(self) -> SessionRecord:
-        m = self.meta
-        clips = m.get("clips") or []
-        shas = self.video_key.split()
-        paths = [clips[i] if i < len(clips) else None for i in range(len(shas))]
-
-        def existing(key: str) -> str | None:
-            # Paths only make sense on the machine that wrote them; keep them
-            # when the files are here (a restore), drop them otherwise.
-            p = m.get(key)
-            return p if isinstance(p, str) and Path(p).exists() else None
-
-        return SessionRecord(
-            video_key=self.video_key, clips=list(zip(shas, paths, strict=True)),
-            date=self.date, label=self.label, protocol=self.protocol,
-            protocol_version=None if m.get("protocol_version") is None
-            else str(m["protocol_version"]),
-            min_diff_mm=_num_or_none(m.get("min_diff_mm")),
-            min_ratio=_num_or_none(m.get("min_ratio")),
-            software=m.get("software"), analysed=m.get("analysed"),
-            asymmetry=list(self.asymmetry.values()), metrics=self.metrics,
-            midline=self.midline, rest=list(self.rest.values()), warnings=self.warnings,
-            session_dir=existing("session_dir"), report_path=existing("report"),
-            landmarks_path=existing("landmarks"),
-        )  # fmt: skip
-
-
-def _treatment_uid(patient: str, date: str, r: TreatmentRow) -> str:
-    """A stable uid for a treatment row that has none (a hand-made file): same row, same uid."""
-    key = json.dumps([patient, date, r.product, r.muscle_group, r.side, r.units, r.point,
-                      r.lot, r.notes])  # fmt: skip
-    return "h" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:31]
-
-
-def parse_export(path: str | Path) -> tuple[list[_ImportedSession], list[Treatment]]:
-    """Read and validate an export file completely (before anything is written)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    need = ["kind", "patient", "session_id", "date", "label", "step", "muscle_group",
-            "measure", "side", "value_mm"]  # fmt: skip
-    missing = [c for c in need if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InputError(f"{path}: not a movement export (no column {missing[0]})")
-    sessions: dict[tuple[str, str], _ImportedSession] = {}
-    treatments: list[Treatment] = []
-    try:
-        for raw in reader:
-            where = f"{path} line {reader.line_num}:"
-            r = {c: _import_value(c, raw.get(c) or "", where) for c in EXPORT_COLUMNS}
-            kind = r["kind"]
-            if kind not in KINDS:
-                raise InputError(f"{where} unknown kind '{kind}'")
-            patient = check_patient(r["patient"])
-            date = check_date(r["date"], f"{where} date")
-            if kind == "treatment":
-                row = treatment_row(
-                    r["product"], r["muscle_group"], r["side"], raw.get("units", ""),
-                    r["point"], r["lot"], r["notes"], where=f"{where} ",
-                )
-                uid = r["uid"] or _treatment_uid(patient, date, row)
-                treatments.append(Treatment(**vars(row), uid=uid, patient=patient, date=date))
-                continue
-            key = (patient, r["session_id"])
-            if kind == "session":
-                if key in sessions:
-                    raise InputError(f"{where} session {r['session_id']} appears twice")
-                video = r["video_sha256"]
-                if not re.fullmatch(r"[0-9a-f]{64}( [0-9a-f]{64})*", video):
-                    raise InputError(f"{where} video_sha256 is not a list of SHA-256 hashes")
-                try:
-                    meta = json.loads(r["meta"]) if r["meta"] else {}
-                except ValueError:
-                    raise InputError(f"{where} meta is not JSON") from None
-                sessions[key] = _ImportedSession(
-                    patient, date, _clean_text(r["label"], f"{where} label"), r["protocol"],
-                    video, meta if isinstance(meta, dict) else {},
-                )
-                continue
-            s = sessions.get(key)
-            if s is None:
-                raise InputError(f"{where} row of session {r['session_id']} before its session row")
-            _add_imported(s, kind, r)
-    except csv.Error as exc:
-        raise InputError(f"{path} line {reader.line_num}: {exc}") from None
-    return list(sessions.values()), treatments
-
-
-def _add_imported(s: _ImportedSession, kind: str, r: dict[str, Any]) -> None:
-    if kind == "asymmetry":
-        key = (r["step"], r["muscle_group"], r["measure"])
-        a = s.asymmetry.setdefault(key, dict(
-            step=r["step"], muscle_group=r["muscle_group"], measure=r["measure"],
-            primary=r["primary"], right_mm=None, left_mm=None, diff_mm=r["diff_mm"],
-            asymmetry_index=r["asymmetry_index"], dominant_side=r["dominant_side"],
-            quality=r["quality"], reason=r["reason"], peak_s=r["peak_s"],
-        ))  # fmt: skip
-        if r["side"] in ("right", "left"):
-            a[f"{r['side']}_mm"] = r["value_mm"]
-    elif kind == "metric":
-        s.metrics.append(dict(
-            step=r["step"], muscle_group=r["muscle_group"], measure=r["measure"],
-            kind=r["measure_kind"], sensor=r["sensor"], side=r["side"], peak_s=r["peak_s"],
-            rest_mm=r["rest_mm"], peak_mm=r["peak_mm"], activation_mm=r["value_mm"],
-            check_mm=r["check_mm"], rest_frames=r["rest_frames"], peak_frames=r["peak_frames"],
-            keyframe=r["keyframe"], flags=r["flags"],
-        ))  # fmt: skip
-    elif kind == "midline":
-        s.midline.append(dict(step=r["step"], points=r["measure"], drift_mm=r["value_mm"],
-                              toward=r["side"]))  # fmt: skip
-    elif kind == "rest":
-        rr = s.rest.setdefault(r["measure"], dict(
-            measure=r["measure"], right_mm=None, left_mm=None, diff_mm=r["diff_mm"],
-            larger_side=r["dominant_side"],
-        ))  # fmt: skip
-        if r["side"] in ("right", "left"):
-            rr[f"{r['side']}_mm"] = r["value_mm"]
-    elif kind == "warning":
-        s.warnings.append(r["notes"])
-
-
-def import_csv(store_dir: str | Path | None, path: str | Path) -> ImportSummary:
-    """Re-create the sessions and treatments of an export in the store, in one transaction.
-
-    Idempotent: a session is matched by patient and video hash, a treatment by
-    its uid, so importing the same file twice adds nothing. A session whose
-    numbers differ from the stored one is replaced (the export is newer).
+    Returns ``<store>/patients/<slug>/comparison.html`` when the patient has at
+    least two sessions, counting the session being analysed (give its clips'
+    ``sha256s`` so a not-yet-recorded video counts, and a re-analysed one does
+    not count twice); ``None`` for no patient ID or a single session. Never
+    creates the store.
     """
-    sessions, treatments = parse_export(path)
-    records = [(s.patient, s.record()) for s in sessions]
-    summary = ImportSummary(
-        patients=sorted({p for p, _ in records} | {t.patient for t in treatments})
-    )
-
-    def put(conn: sqlite3.Connection) -> None:
-        for field_ in vars(summary):
-            if field_ != "patients":
-                setattr(summary, field_, 0)  # a retried transaction starts the count again
-        for patient, rec in records:
-            _, status = _put_session(conn, patient, rec, "import", keep_same=True)
-            setattr(summary, f"sessions_{status}", getattr(summary, f"sessions_{status}") + 1)
-        for t in treatments:
-            pid = _patient_id(conn, t.patient)
-            old = conn.execute(
-                "SELECT patient_id, date, product, muscle_group, side, units, point, lot, notes "
-                "FROM treatments WHERE uid = ?",
-                (t.uid,),
-            ).fetchone()
-            new = (pid, t.date, t.product, t.muscle_group, t.side, t.units, t.point, t.lot,
-                   t.notes)  # fmt: skip
-            if old is None:
-                _insert_treatment(conn, pid, t.date, t, t.uid)
-                summary.treatments_added += 1
-            elif tuple(old) == new:
-                summary.treatments_unchanged += 1
-            else:
-                conn.execute(
-                    "UPDATE treatments SET patient_id = ?, date = ?, product = ?, "
-                    "muscle_group = ?, side = ?, units = ?, point = ?, lot = ?, notes = ?, "
-                    "recorded = ? WHERE uid = ?",
-                    (*new, _now(), t.uid),
-                )
-                summary.treatments_updated += 1
-
-    with _Store(store_dir, create=True) as st:
-        st.write(put)
-    return summary
+    if not patient:
+        return None
+    try:
+        link = patient_dir(store_dir, patient) / COMPARISON_FILE
+    except StoreError:
+        return None
+    db = resolve_store(store_dir) / DB_NAME
+    count, known = 0, False
+    if db.exists():
+        try:
+            with _Store(store_dir, create=False) as st:
+                keys = [
+                    r[0]
+                    for r in st.conn.execute(
+                        "SELECT s.video_key FROM sessions s JOIN patients p ON p.id = s.patient_id "
+                        "WHERE p.patient = ?",
+                        (patient,),
+                    )
+                ]
+        except StoreError:
+            return None
+        count = len(keys)
+        known = sha256s is not None and " ".join(sha256s) in keys
+    if sha256s is not None and not known:
+        count += 1
+    return link if count >= 2 else None

@@ -1,5 +1,5 @@
 """``python -m movement.synth [OUT_DIR]``: regenerate the bundled sample videos."""
 
-from movement.synth.generator import main
+from movement.synth.render import main
 
 main()

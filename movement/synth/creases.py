@@ -8,7 +8,7 @@ and deforms with the skin exactly like the photo does: after
 ``crease_shade(source_map - offset, ...)`` (see :func:`apply_creases`).
 
 Designs are laid out in the base face frame in mm, relative to a landmark pair of
-:func:`movement.synth.generator.base_face` (one landmark per side), with coordinates
+:func:`movement.synth.face.base_face` (one landmark per side), with coordinates
 (outward from the midline, up); the left side is the mirror image of the right.
 
 The "known strength" of a side is its ``depth`` at activation 1; at activation ``a``
@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from movement.synth.generator import BASE_SIZE, base_face
+from movement.synth.face import BASE_SIZE, base_face, face_cache
 
 STEP_CREASES: dict[str, tuple[str, ...]] = {
     "raise": ("forehead",),
@@ -151,7 +150,7 @@ class _Placed:
     half_len: np.ndarray  # (L,)
 
 
-@lru_cache(maxsize=32)
+@face_cache(maxsize=32)
 def _placed(name: str, side: str, size: int) -> _Placed:
     face = base_face(size)
     d = DESIGNS[name]
@@ -322,7 +321,7 @@ def _to_super(p: np.ndarray, origin: tuple[float, float]) -> np.ndarray:
     return np.round((p - np.asarray(origin)) * _SUPER * 16).astype(np.int32)
 
 
-@lru_cache(maxsize=8)
+@face_cache(maxsize=8)
 def hair_texture(size: int = BASE_SIZE, seed: int = 1, n: int = 14,
                  darkness: float = 0.45) -> Texture:
     """Thin strands hanging from the hairline over the forehead (mostly steep, curved)."""
@@ -347,7 +346,7 @@ def hair_texture(size: int = BASE_SIZE, seed: int = 1, n: int = 14,
     return _finish(dark, origin, 0.3)
 
 
-@lru_cache(maxsize=8)
+@face_cache(maxsize=8)
 def beard_texture(size: int = BASE_SIZE, seed: int = 2, per_mm2: float = 1.5,
                   darkness: float = 0.4) -> Texture:
     """Stubble over the chin and jaw: short dark hairs at random angles."""
@@ -369,7 +368,7 @@ def beard_texture(size: int = BASE_SIZE, seed: int = 2, per_mm2: float = 1.5,
     return _finish(dark, origin, 0.3)
 
 
-@lru_cache(maxsize=8)
+@face_cache(maxsize=8)
 def glasses_texture(size: int = BASE_SIZE, darkness: float = 0.7, rim_mm: float = 1.8
                     ) -> Texture:
     """Dark glasses rims around both eyes, their outer edge over the crow's-feet area."""
