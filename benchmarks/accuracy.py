@@ -40,7 +40,15 @@ from pathlib import Path
 
 from cases import REAL_CLIP, ROOT, SECOND_FACE_FRAME, Case, all_cases, quick_cases, run_case
 from consistency import consistency
-from figures import FIGURES_DIR, RunInfo, run_info, table, write_atomic
+from figures import (
+    FIGURES_DIR,
+    RunInfo,
+    headline,
+    run_info,
+    table,
+    update_readme,
+    write_atomic,
+)
 from scoring import print_case, summarise
 
 # ----------------------------------------------------------------------------- main
@@ -81,6 +89,22 @@ def _mm(x: float) -> str:
     return "n/a" if x != x else f"{x:.2f}"
 
 
+def _headline(summary: dict, n_cases: int) -> list[tuple[str, str]]:
+    """The README's rows: dominant side, balanced and error, standard and extended."""
+    rows = []
+    for r in summary["table"]:
+        which = r["label"].split(" ")[0]
+        if which not in ("standard", "extended") or not r["values"]:
+            continue
+        rows.append((f"{which} steps: dominant side right (pairs >= 1 mm and 20 % apart)",
+                     _pct(r["side"], r["side_ok"], r["decisive"])))
+        rows.append((f"{which} steps: 'balanced' right (pairs <= 0.35 mm apart)",
+                     _pct(r["balanced"], r["balanced_ok"], r["balanced_n"])))
+        rows.append((f"{which} steps: error per side, median / p90",
+                     f"{_mm(r['median'])} / {_mm(r['p90'])} mm ({n_cases} consults)"))
+    return rows
+
+
 def figures_page(
     info: RunInfo,
     *,
@@ -113,6 +137,7 @@ def figures_page(
               _pct(r["balanced"], r["balanced_ok"], r["balanced_n"]), _mm(r["median"]),
               _mm(r["p90"]), _mm(r["peak_p90"]), str(r["missing"]), str(r["unusable"])]
              for r in summary["table"]]))
+        parts.append(headline(_headline(summary, len(cases))))
         parts.append("\n## Targets\n\n" + table(
             ["steps", "target", "met", "value"],
             [[s, label, "met" if ok else "MISSED", val] for s, label, ok, val in
@@ -230,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             info, selection=selection, cases=cases, summary=summary,
             consistency_line=consistency_line, extra=extra))
         out(f"Wrote {a.write_docs}")
+        if Path(a.write_docs).parent == FIGURES_DIR and update_readme():
+            out("Updated the README's figures table")
     return 0
 
 

@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "docs" / "figures"
 _OWN_OUTPUT = "docs/figures/"
 """Changes here are the pages themselves, not to what was measured."""
+README = ROOT / "README.md"
+BEGIN = "<!-- BEGIN generated figures -->"
+END = "<!-- END generated figures -->"
+HEADLINE = "## Headline"
+"""Each page's section whose rows the README's table is made of."""
+PAGES = ("accuracy", "speed", "pose", "batch")
+"""The pages the README's table draws on, in its order (those that exist)."""
 
 
 @dataclass(frozen=True)
@@ -138,3 +145,65 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def headline(rows: Sequence[tuple[str, str]]) -> str:
+    """A page's headline section: the few figures the README's table shows."""
+    return f"\n{HEADLINE}\n\n" + table(["what", "figure"], [list(r) for r in rows])
+
+
+def _cells(line: str) -> list[str]:
+    parts = [c.strip() for c in line.strip().strip("|").split(" | ")]
+    return [c.replace("\\|", "|") for c in parts]
+
+
+def _page_rows(text: str) -> tuple[list[list[str]], dict[str, str]]:
+    """(headline rows, the run table's fields) of a generated page."""
+    run: dict[str, str] = {}
+    rows: list[list[str]] = []
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line
+            continue
+        if not line.startswith("| ") or line.startswith("|---"):
+            continue
+        cells = _cells(line)
+        if not section and len(cells) == 2:
+            run[cells[0]] = cells[1]
+        elif section == HEADLINE and len(cells) == 2 and cells != ["what", "figure"]:
+            rows.append(cells)
+    return rows, run
+
+
+def readme_block(figures_dir: Path = FIGURES_DIR) -> str:
+    """The README's figures table, made from the pages' headline sections only, each
+    row naming the page, commit and date it comes from."""
+    out: list[list[str]] = []
+    for name in PAGES:
+        page = figures_dir / f"{name}.md"
+        if not page.exists():
+            continue
+        rows, run = _page_rows(page.read_text(encoding="utf-8"))
+        commit = run.get("commit", "").split(" ")[0].strip("`")
+        source = f"[{name}](docs/figures/{name}.md), {commit} {run.get('date', '')}".strip()
+        out += [[what, fig, source] for what, fig in rows]
+    return f"{BEGIN}\n" + table(["what", "figure", "from"], out) + f"{END}"
+
+
+def update_readme(readme: Path = README, figures_dir: Path = FIGURES_DIR) -> bool:
+    """Replace the README's generated block by :func:`readme_block`; False where the
+    README has no such block (nothing is written then)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    new = text[:start] + readme_block(figures_dir) + text[end + len(END):]
+    if new != text:
+        write_atomic(readme, new)
+    return True
+
+
+if __name__ == "__main__":
+    # Rebuild the README's table from the pages as they are (no benchmark is run).
+    print("README updated" if update_readme() else f"no generated block in {README}")

@@ -30,7 +30,15 @@ import cv2
 from movement import synth
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for figures, beside this file
-from figures import FIGURES_DIR, RunInfo, run_info, table, write_atomic  # noqa: E402
+from figures import (
+    FIGURES_DIR,
+    RunInfo,
+    headline,
+    run_info,
+    table,
+    update_readme,
+    write_atomic,
+)  # noqa: E402
 
 RUNNER = """
 import resource, sys
@@ -135,7 +143,11 @@ def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> 
         " limit. Ratios are measured within one run, since the machine's load varies.\n"
     )
     lines = "\n".join(x for x in (memory, summary) if x)
-    return (info.header("Speed benchmark") + "\n## Throughput\n\n" + body + notes
+    top = headline([
+        (f"speed, {r['video'].removesuffix('.mp4').removeprefix('consult-')}: analysis / "
+         "real time; time vs decode + face mesh",
+         f"{r['realtime']:.2f}x real time; {r['c_over_b']:.2f}x decode + mesh") for r in rows])
+    return (info.header("Speed benchmark") + top + "\n## Throughput\n\n" + body + notes
             + "\n## Summary lines, as the run printed them\n\n```text\n" + lines + "\n```\n")
 
 
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_docs:
         write_atomic(args.write_docs, figures_page(info, rows, memory, summary))
         print(f"Wrote {args.write_docs}")
+        if args.write_docs.parent == FIGURES_DIR and update_readme():
+            print("Updated the README's figures table")
 
 
 if __name__ == "__main__":
