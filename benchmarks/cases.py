@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -270,14 +269,18 @@ def truth_kind(r: float, lft: float) -> str:
 
 
 def movement_cmd() -> list[str]:
-    """The installed ``movement`` console script next to this interpreter."""
-    exe = Path(sys.executable).with_name("movement")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("movement")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from movement.cli import main; main()"]
+    """``movement`` run from this checkout's code (see :func:`checkout_env`), whatever
+    the installed console script points at."""
+    return [sys.executable, "-m", "movement.cli"]
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment with this checkout first on the import path, so a benchmark
+    measures the code beside it, not another installation."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH")) if x)
+    return env
 
 
 @dataclass
@@ -295,6 +298,7 @@ def run_cli(video: Path, out: Path, *extra: str) -> CliRun:
         [*movement_cmd(), "analyze", str(video), "--out", str(out), "-q", "--force", *extra],
         capture_output=True,
         text=True,
+        env=checkout_env(),
     )
     err = ""
     if p.returncode != 0:
