@@ -20,6 +20,7 @@ def _consult(path, raise_rl):
     return synth.make_video(spec, path)
 
 
+@pytest.mark.slow
 def test_baseline_treatment_review_compare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = CliRunner().invoke
@@ -59,6 +60,7 @@ def test_baseline_treatment_review_compare(tmp_path, monkeypatch):
     assert " 2 " in f" {line} "
 
 
+@pytest.mark.slow
 def test_patient_id_cannot_escape_the_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _consult(tmp_path / "v.mp4", (3.0, 1.0))

@@ -79,6 +79,7 @@ def test_steps_found_at_their_peaks(consult):
         assert f["start_s"] < st["peak_s"] < f["end_s"]
 
 
+@pytest.mark.slow
 def test_mirrored_selfie_gives_the_same_sides(consult, mirrored_consult):
     a, b = _primary(consult[2]), _primary(mirrored_consult[2])
     # MEASUREMENTS.md section 5: mirror consistency is the mean |difference| per
@@ -96,6 +97,7 @@ def test_mirrored_selfie_gives_the_same_sides(consult, mirrored_consult):
             assert b.loc[step, "dominant_side"] == a.loc[step, "dominant_side"], step
 
 
+@pytest.mark.slow
 def test_skipped_step_is_reported_missing(tmp_path):
     video, truth = make_consult(tmp_path, "skip", skip=("squint",), seed=5)
     p = _primary(analyze(video, tmp_path / "out"))
@@ -105,6 +107,7 @@ def test_skipped_step_is_reported_missing(tmp_path):
         assert p.loc[st["name"], "quality"] == "ok"
 
 
+@pytest.mark.slow
 def test_one_clip_per_step(tmp_path):
     from movement import synth
 

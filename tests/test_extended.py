@@ -13,6 +13,8 @@ from movement import synth
 from movement.analysis.dominance import dominant_side
 from movement.protocol import load_protocol
 
+pytestmark = pytest.mark.slow  # generates and analyses whole consults
+
 EXTENDED_AMPLITUDES = {
     **TEST_AMPLITUDES,
     "pout": (1.0, 2.4),

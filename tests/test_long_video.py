@@ -15,6 +15,8 @@ from movement.protocol import load_protocol
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from speed import full_analysis  # noqa: E402
 
+pytestmark = pytest.mark.slow  # ten minutes of video
+
 
 def _peak_mb(video: Path, out: Path) -> float:
     return full_analysis(video, out)[1]

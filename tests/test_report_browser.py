@@ -24,6 +24,8 @@ import pytest
 from movement.analysis.dominance import dominant_side
 from movement.protocol import load_protocol
 
+pytestmark = pytest.mark.slow  # a real browser on a whole consult's report
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "reports" / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -53,6 +53,7 @@ def _want(truth: dict) -> dict:
 FROWN = _one_step("frown", 0.12, 3.08, frame_size=(1280, 720), seed=121)
 
 
+@pytest.mark.slow
 def test_frown_inner_brow_bunching_is_read(tmp_path):
     """A 3.1 mm one-sided frown: translation windows alone read 2.6 mm (2.2 before the
     points were placed by the keyframe's cut detections; the skin bunches beside a
@@ -76,6 +77,7 @@ def test_frown_inner_brow_bunching_is_read(tmp_path):
     assert err[False] > 0.4 and err[False] > 2 * err[True], err
 
 
+@pytest.mark.slow
 def test_frown_trace_does_not_jump_during_the_hold():
     """The per-frame trace the report plots, on the bundled sample's frown (noisy,
     moving). Started only at Lucas-Kanade's position, the patch match followed the
@@ -90,6 +92,7 @@ def test_frown_trace_does_not_jump_during_the_hold():
         assert np.nanmax(jumps) < 0.4, (side, np.round(jumps, 2))
 
 
+@pytest.mark.slow
 def test_exposure_drift_does_not_lose_the_step(tmp_path):
     """The camera brightens 10 % between the rest and the squint's peak: without
     undoing the gain the squint's lid points were lost (a consult with a 25 %
@@ -103,6 +106,7 @@ def test_exposure_drift_does_not_lose_the_step(tmp_path):
     assert abs(left - want["left_mm"]) < 0.35, (right, left, want)
 
 
+@pytest.mark.slow
 def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeypatch):
     """The camera brightens 1.5 % between the eee's rest and its peak. The gain was
     read on small windows where each anchor was guessed, and an anchor lost in the
@@ -137,6 +141,7 @@ def test_exposure_is_undone_even_where_anchors_are_guessed_off(tmp_path, monkeyp
     assert abs(left - want["left_mm"]) < 0.05, (right, left, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1221, 1241])
 def test_a_jaw_outline_is_read_across_itself_under_head_roll(tmp_path, seed):
     """The jaw contour's points sit on an edge beside smooth skin: along the outline
@@ -156,6 +161,7 @@ def test_a_jaw_outline_is_read_across_itself_under_head_roll(tmp_path, seed):
     assert abs(right - want["right_mm"]) < 0.4, (right, left, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1212, 1231])
 def test_a_jaw_outline_is_followed_through_the_clench(tmp_path, seed):
     """The jaw points' windows straddle the outline: along it they see a straight
@@ -265,6 +271,7 @@ def test_fine_match_reads_the_point_where_the_movement_is_not_affine():
     assert fine_err < 0.35 * affine_err, (fine_err, affine_err)
 
 
+@pytest.mark.slow
 def test_points_lucas_kanade_loses_are_restarted_by_the_patch_match(tmp_path, monkeypatch):
     """Bunching skin fails the small windows' forward-backward check long before a
     whole patch stops matching. Here LK loses the left's two biggest movers in every
@@ -355,6 +362,7 @@ def test_a_flat_patch_match_takes_the_optimum_its_neighbours_point_to():
     np.testing.assert_allclose(out[0], tr.seed[0] + (2.0, 0.0))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_CLIP.exists(), reason="needs ../shared/data (the real clip)")
 def test_the_head_fit_holds_on_smooth_skin(tmp_path):
     """The benchmark's second face (a frame of the real clip, upscaled) has smooth
