@@ -15,6 +15,7 @@ from pathlib import Path
 
 from movement import __version__
 from movement.clinic import store
+from movement.clinic.transfer import write_text_atomic
 
 LEDGER = ".movement-batch.json"
 SUMMARY = "batch-summary.csv"
@@ -227,7 +228,7 @@ def read_ledger(out_root: Path) -> dict[str, Outcome]:
 
 def write_ledger(out_root: Path, ledger: dict[str, Outcome]) -> None:
     data = {"software": __version__, "videos": {k: asdict(v) for k, v in ledger.items()}}
-    store.write_text_atomic(out_root / LEDGER, json.dumps(data, indent=1, sort_keys=True))
+    write_text_atomic(out_root / LEDGER, json.dumps(data, indent=1, sort_keys=True))
 
 
 def write_summary(path: Path, outcomes: list[Outcome]) -> None:
@@ -240,7 +241,7 @@ def write_summary(path: Path, outcomes: list[Outcome]) -> None:
         row.update({k: store.csv_safe_text(v) for k, v in row.items() if isinstance(v, str)})
         row["seconds"] = f"{o.seconds:.1f}"
         w.writerow(row)
-    store.write_text_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def decide(entry: Outcome | None, now: Outcome, retry_failed: bool) -> str:
