@@ -351,14 +351,17 @@ def measure_step(
     image_pts = tuple(
         dict.fromkeys(p for g in step.groups if g.sensor != "landmarks" for p in g.all_points)
     )
+    # The rest frames (and the keyframe among them) may come from after the step
+    # (steps.choose_rest): the tracked span holds them wherever they are.
     first = min(min(win.rest), win.start)
+    last = max(max(win.rest), win.end)
     outward = _outward(step, key_xy)
     wt: WindowTrack = track_window(
         cache,
         track,
         scale,
         first,
-        win.end,
+        last,
         win.keyframe,
         image_pts + midline,
         protocol.anchor_points(step),
