@@ -182,11 +182,12 @@ def windows(duration: float, frame: float) -> st.SearchStrategy:
     """A cue window (start, end) anywhere, of any length, with the edges real cues hit."""
     edge = st.sampled_from([0.0, frame, duration - frame, duration, duration - 0.5 * frame])
     start = st.one_of(edge, st.floats(-0.5, duration + 0.5))
+    long = max(duration, 0.2)
     length = st.one_of(
         st.floats(0.001, frame),  # shorter than a frame
         st.floats(frame, 3 * frame),
-        st.floats(0.2, duration),
-        st.floats(duration, 3 * duration),  # longer than the video
+        st.floats(0.2, long),
+        st.floats(long, 3 * long),  # longer than the video
     )
     return st.tuples(start, length).map(lambda p: (p[0], p[0] + p[1]))
 
@@ -310,8 +311,15 @@ SLOW = settings(max_examples=5, deadline=None, suppress_health_check=[HealthChec
                 print_blob=True)
 
 
+class Frames(list):
+    """Decoded frames (a short repr: a failing example prints its arguments)."""
+
+    def __repr__(self) -> str:
+        return f"Frames({len(self)})"
+
+
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> list[np.ndarray]:
+def frames(tmp_path_factory) -> Frames:
     """The consult's frames played forth, back and forth: a continuous recording of a few
     hundred frames."""
     d = tmp_path_factory.mktemp("frames")
@@ -322,7 +330,7 @@ def frames(tmp_path_factory) -> list[np.ndarray]:
         if not ok:
             break
         out.append(img)
-    return out + out[::-1] + out
+    return Frames(out + out[::-1] + out)
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: float = FPS) -> Path:
