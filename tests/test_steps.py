@@ -5,6 +5,7 @@ import pytest
 
 from movement.analysis.stabilise import Trajectories
 from movement.analysis.steps import (
+    REST_AFTER,
     CuesError,
     ImageTrack,
     detection_signals,
@@ -165,3 +166,40 @@ def test_a_pout_is_found_by_the_mouth_narrowing_where_the_chin_has_no_texture():
     chin = replace(only, steps=(replace(pout, detect_group=""),))
     (w,) = find_steps(traj, chin, FPS, image)
     assert not w.found
+
+
+def test_cue_windows_out_of_protocol_order_take_rest_before_each_in_time():
+    """Steps cued in another order than the protocol's, 0.1 s apart: each step's rest
+    is looked for before it in time, never inside or after it (a rest read after the
+    step's end fell outside the frames it was measured over)."""
+    traj = _traj([("squint", 3.1, 4.15, 2.0), ("raise", 4.25, 5.05, 3.0),
+                  ("frown", 5.15, 5.95, 2.0)], duration=8.0)
+    cues = {"squint": (3.10, 4.15), "raise": (4.25, 5.05), "frown": (5.15, 5.95)}
+    found = {w.name: w for w in steps_from_cues(traj, P, FPS, cues) if w.found}
+    assert set(found) == set(cues)
+    for w in found.values():
+        assert w.rest and max(w.rest) < w.start, (w.name, w.rest, w.start)
+    # The squint, first in time, rests in the three seconds before it (its protocol
+    # predecessors come later and must not push its rest elsewhere).
+    assert not found["squint"].notes
+    assert min(found["squint"].rest) >= 1.5 * FPS
+
+
+def test_a_step_at_the_start_takes_its_rest_after_it_and_says_so():
+    traj = _traj([("smile", 0.0, 2.0, 4.0)], duration=6.0)
+    # No face in the first frames: nothing before the step to rest on.
+    traj.mm[:3] = np.nan
+    (w,) = [w for w in steps_from_cues(traj, P, FPS, {"smile": (0.05, 2.0)}) if w.found]
+    assert w.rest and min(w.rest) > w.end
+    assert REST_AFTER in w.notes
+
+
+@pytest.mark.parametrize(("window", "reason"), [
+    ((1.0, 1.01), "fewer than two frames"),
+    ((9.0, 12.0), "outside the video"),
+])
+def test_an_unmeasurable_cue_window_says_why(window, reason):
+    traj = _traj([], duration=6.0)
+    (w,) = [w for w in steps_from_cues(traj, P, FPS, {"smile": window}) if w.name == "smile"]
+    assert not w.found
+    assert reason in w.notes[0]

@@ -383,3 +383,22 @@ def test_the_head_fit_holds_on_smooth_skin(tmp_path):
     for side in ("right", "left"):
         jumps = np.abs(np.diff(r.series[("depressor_anguli_oris", side)]))
         assert np.nanpercentile(jumps, 90) < 0.45, (side, np.nanpercentile(jumps, 90))
+
+
+def test_head_fit_error_grows_when_the_anchors_bunch_on_one_region():
+    """Anchors across the face pin the head's rotation and scale at the brows; the few
+    left on the nose (a hand over the mouth and cheeks) pin only its shift there."""
+    from movement.analysis.imagetrack import head_fit_error
+
+    rng = np.random.default_rng(1)
+    brows = np.array([[-25.0, -40.0], [25.0, -40.0]])
+    m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    spread = rng.uniform(-50, 50, size=(30, 2))
+    nose = np.c_[rng.uniform(-2, 2, 5), rng.uniform(-15, 15, 5)]
+    wide = head_fit_error(spread, spread, m, brows, floor=0.15)
+    bunched = head_fit_error(nose, nose, m, brows, floor=0.15)
+    assert wide < 0.1 < bunched
+    # More residual, more error; a single anchor fixes nothing.
+    noisy = spread + rng.normal(0, 0.5, spread.shape)
+    assert head_fit_error(spread, noisy, m, brows, floor=0.15) > wide
+    assert head_fit_error(spread[:1], spread[:1], m, brows, floor=0.15) == float("inf")

@@ -93,6 +93,11 @@ def tables(
                 if not w.found
                 else ("unusable", "the points could not be followed through the step")
             )
+            # The recording's own reason where it has one: a cue window too short
+            # to measure, no face at rest to measure from.
+            rec = recording.get(w.name)
+            if rec is not None and rec[0] in ("missing", "unusable") and rec[1]:
+                reason = rec[1]
             st = protocol.step(w.name)
             rows_for = [(g.name, g.measure, g.primary) for g in st.groups]
             if st.mode == "range":

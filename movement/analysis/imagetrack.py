@@ -136,6 +136,18 @@ read (-0.2, -0.8) mm where the skin moved (+0.5, 0). Where the outline runs with
 the point is read as tracked."""
 RANSAC_MM = 0.4
 """Anchor residual (mm) that counts as head motion; beyond it a point is moving."""
+FIT_NOISE_MM = 0.1
+"""Floor of the anchors' residual (mm) when the head fit's uncertainty is estimated
+(:func:`head_fit_error`): a fit through a few anchors that happen to agree exactly
+does not know the head's motion better than the tracker reads a point."""
+FIT_MAX_ERROR_MM = 0.15
+"""Largest standard error (mm) of the head fit at the measured points for a frame to
+be measured (:func:`head_fit_error`). Measured on the real clip's crying frown (cues
+1-4 s): at rest 13-36 anchors across the face agree and the error is 0.03-0.14 mm;
+as the hand comes to the mouth 4-11 remain, bunched on the nose (spread 1-11 px
+across), the fit's scale jumped between 0.94 and 1.09 from frame to frame and the
+frown with it (0.7 <-> 3.7 mm); their error is 0.16-0.42 mm. Such a frame's motion
+is not removed but guessed, and which anchors survive is decided by codec noise."""
 ANCHOR_WIN_MM = 8.0
 """Lucas-Kanade window side (mm) for the anchors while a step is measured. The
 anchors are skin that stays still in the step, so a window there has no
@@ -161,6 +173,8 @@ class WindowTrack:
     landmarks_mm : (n, 478, 2) the landmark model's positions after the same
         head-motion removal (the eyelid sensor and the cross-check)
     inliers : (n,) anchors agreeing with the head-motion fit (0 = fit failed)
+    fit_error_mm : (n,) the head fit's standard error at the measured points, the
+        largest over them (:func:`head_fit_error`; NaN where the fit failed)
     keyframe : frame index of the rest keyframe
     mm_per_px : scale at the keyframe
     """
@@ -172,6 +186,7 @@ class WindowTrack:
     inliers: np.ndarray
     keyframe: int
     mm_per_px: float
+    fit_error_mm: np.ndarray | None = None
 
     def col(self, idx: tuple[int, ...]) -> np.ndarray:
         pos = {int(p): i for i, p in enumerate(self.points)}
@@ -766,6 +781,7 @@ def track_window(
     fit: tuple[int, ...] = (),
     outline: dict[int, np.ndarray] | None = None,
     key_xy: np.ndarray | None = None,
+    max_fit_error_mm: float | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -785,6 +801,8 @@ def track_window(
     outline's widening at their height (see OUTLINE_MIN_COS). ``key_xy`` (478, 2)
     places the points on the keyframe (``landmarks.keyframe_landmarks``); by default
     the landmark model's keyframe positions. The face frame and scale stay the model's.
+    With ``max_fit_error_mm``, a frame whose head fit is that uncertain at the
+    measured points (:func:`head_fit_error`) is left unmeasured (NaN, no inliers).
     """
     model_key = track.xy[keyframe]
     if key_xy is None:
@@ -822,6 +840,9 @@ def track_window(
     # aligned (they would be the largest array of a long video).
     lm_aligned = np.full((n, 478 if with_landmarks else 0, 2), np.nan)
     inliers = np.zeros(n, dtype=int)
+    fit_err = np.full(n, np.nan)
+    # The points measured (not only anchors), where the fit's uncertainty matters.
+    measured = np.array([i for i, p in enumerate(all_pts) if p in points], int)
     for j in range(n):
         src = img_px[j, anchor_cols]
         dst = seed[anchor_cols]
@@ -838,6 +859,11 @@ def track_window(
             refineIters=10,
         )
         if m is None or inl is None or inl.sum() < 4:
+            continue
+        inl = inl.ravel().astype(bool)
+        fit_err[j] = head_fit_error(src[good][inl], dst[good][inl], m, img_px[j, measured],
+                                    FIT_NOISE_MM / mm_per_px) * mm_per_px
+        if max_fit_error_mm is not None and not fit_err[j] <= max_fit_error_mm:
             continue
         inliers[j] = int(inl.sum())
         aligned[j] = img_px[j] @ m[:, :2].T + m[:, 2]
@@ -869,4 +895,42 @@ def track_window(
         inliers=inliers,
         keyframe=keyframe,
         mm_per_px=mm_per_px,
+        fit_error_mm=fit_err,
     )
+
+
+def head_fit_error(
+    src: np.ndarray, dst: np.ndarray, m: np.ndarray, at: np.ndarray, floor: float
+) -> float:
+    """Standard error (px) of a head-motion similarity ``m`` (src -> dst, fitted on
+    these inlier anchors) where it carries the points ``at``: the largest over them.
+
+    The fit's four parameters (scale-rotation a, b and the shift) have the
+    least-squares covariance sigma^2 (J^T J)^-1, sigma the anchors' residual (at
+    least ``floor``); a point's error follows from where it lies. Few anchors
+    clustered on one region (the nose, when a hand covers the mouth and cheeks)
+    pin the shift there but hardly the rotation and scale, and the error grows
+    with the distance to the brows.
+    """
+    n = len(src)
+    at = at[np.isfinite(at).all(axis=1)]
+    if n < 2 or not len(at):
+        return float("inf") if n < 2 else 0.0
+    c = src.mean(axis=0)  # centred: the same fit, a better-conditioned system
+    x, y = (src - c).T
+    jac = np.zeros((2 * n, 4))
+    jac[0::2] = np.stack([x, -y, np.ones(n), np.zeros(n)], axis=1)
+    jac[1::2] = np.stack([y, x, np.zeros(n), np.ones(n)], axis=1)
+    res = (src @ m[:, :2].T + m[:, 2] - dst).ravel()
+    dof = 2 * n - 4
+    sigma2 = max(float(res @ res) / dof if dof > 0 else 0.0, floor**2)
+    try:
+        cov = sigma2 * np.linalg.inv(jac.T @ jac)
+    except np.linalg.LinAlgError:
+        return float("inf")
+    ax, ay = (at - c).T
+    k = len(at)
+    jx = np.stack([ax, -ay, np.ones(k), np.zeros(k)], axis=1)
+    jy = np.stack([ay, ax, np.zeros(k), np.ones(k)], axis=1)
+    var = (np.einsum("ki,ij,kj->k", jx, cov, jx) + np.einsum("ki,ij,kj->k", jy, cov, jy)) / 2
+    return float(np.sqrt(var.max()))

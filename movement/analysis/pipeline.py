@@ -128,7 +128,7 @@ def analyze_clip(
         cache.close()
         raise
     for w in windows:
-        if not w.found:
+        if not w.found and not w.notes:
             warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
         warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
     warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))

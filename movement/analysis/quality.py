@@ -18,6 +18,7 @@ import numpy as np
 from movement.analysis.activation import StepResult
 from movement.analysis.landmarks import FrameCache, LandmarkTrack
 from movement.analysis.stabilise import Scale, Trajectories, yaw_degrees
+from movement.analysis.steps import REST_AFTER
 
 # Thresholds: (low, unusable). Chosen from what a frontal 2D measurement
 # tolerates: at 20 degrees of yaw a lateral movement on the far side is
@@ -96,11 +97,21 @@ def assess_step(
     """Quality of one step's recording (see module docstring)."""
     w = r.window
     if not w.found:
-        return StepQuality(w.name, "missing", ("step not found in the video",),
-                           f"record '{w.name}' (it was not found)", 0.0, (np.nan, np.nan),
+        # A cue window that could not be measured says why (steps.cue_window_reason).
+        reason = w.notes[0] if w.notes else "step not found in the video"
+        return StepQuality(w.name, "missing", (reason,),
+                           f"record '{w.name}' (it was not found)" if not w.notes
+                           else f"re-record '{w.name}': {reason}", 0.0, (np.nan, np.nan),
                            (np.nan, np.nan), np.nan, np.nan, np.nan, False)
+    if not w.rest:
+        # Found, but with no frame of the face at rest to measure from (steps.NO_REST).
+        reason = w.notes[0] if w.notes else "no frame of the face at rest"
+        return StepQuality(w.name, "unusable", (reason,),
+                           f"re-record '{w.name}': {reason}; rest for two seconds before "
+                           "each step", 0.0, (np.nan, np.nan), (np.nan, np.nan), np.nan,
+                           np.nan, np.nan, False)
     first = min(min(w.rest), w.start)
-    span = np.arange(first, w.end + 1)
+    span = np.arange(first, max(max(w.rest), w.end) + 1)
     tracked = float(track.valid[span].mean())
     yaw = yaw_degrees(traj.yaw_index[span])
     yaw_r = _range(yaw)
@@ -147,7 +158,9 @@ def assess_step(
         low.append(f"peak frames blurred ({sharp_ratio:.0%} of rest sharpness)")
         fix.append("hold the expression still and use more light")
     if not rest_before:
-        low.append("no rest frames just before the step")
+        # Rest read after the step (nothing before it) is said as such: the face
+        # after an expression is not always back at rest.
+        low.append(REST_AFTER if REST_AFTER in w.notes else "no rest frames just before the step")
         fix.append("rest for two seconds before each step")
     verdict = "unusable" if bad else "low" if low else "ok"
     reasons = tuple(bad + low)

@@ -255,8 +255,9 @@ def choose_rest(
     after: int,
     fps: float,
     window_s: float,
+    end: int,
 ) -> tuple[tuple[int, ...], int]:
-    """Rest frames for a step: still, neutral frames just before it.
+    """Rest frames for a step (``before``..``end``): still, neutral frames just before it.
 
     Notes
     -----
@@ -264,7 +265,10 @@ def choose_rest(
     the next instruction; a fixed "second before the step" catches those. A
     frame qualifies when every step's signal is near neutral (so eyes open,
     brows and mouth at rest) and the face barely moves; the frames nearest
-    the step win. The keyframe is the most neutral of them.
+    the step win. The keyframe is the most neutral of them. Never a frame of
+    the step itself: where no face precedes it (a step at the very start of the
+    video, or the face entering during it) the rest comes from after its end,
+    and the step's notes say so (:func:`rest_notes`).
     """
     stack = np.stack([np.nan_to_num(s, nan=np.inf) for s in signals.values()])
     neutral = np.max(np.clip(stack, 0, None), axis=0)
@@ -282,8 +286,13 @@ def choose_rest(
             break
     else:
         # Nothing qualifies before the step: fall back to the most neutral
-        # valid frames of the video before it.
-        pool = np.flatnonzero(valid[:hi]) if hi > 0 else np.flatnonzero(valid)
+        # valid frames of the video before it (before the onset gap if it has
+        # any, else up to the start), else after it.
+        pool = np.flatnonzero(valid[: min(hi, before)])
+        if len(pool) == 0:
+            pool = np.flatnonzero(valid[: max(before, 0)])
+        if len(pool) == 0:
+            pool = end + 1 + np.flatnonzero(valid[end + 1 :])
         cand = pool[np.argsort(neutral[pool])[:want]] if len(pool) else np.array([], int)
     rest = np.sort(cand)[-want:]
     if len(rest) == 0:
@@ -319,24 +328,46 @@ def _windows(
     fps: float,
     window_s: float,
     source: str = "auto",
+    missing: dict[str, tuple[str, ...]] | None = None,
 ) -> list[StepWindow]:
+    """``missing`` gives the notes of steps not found (why a cue window was not measured)."""
+    missing = missing or {}
+    # The rest of a step is looked for after the step before it in time. Found
+    # steps are in protocol order; cue windows may come in any order (a patient
+    # who frowned last), and their protocol predecessor may lie after them.
+    prev_end: dict[int, int] = {}
+    end = 0
+    for i in sorted((i for i, c in enumerate(chosen) if c is not None),
+                    key=lambda i: (chosen[i].start, i)):
+        prev_end[i] = end
+        end = chosen[i].end + 1
     out: list[StepWindow] = []
-    prev_end = 0
-    for step, c in zip(steps, chosen, strict=True):
+    for i, (step, c) in enumerate(zip(steps, chosen, strict=True)):
         if c is None:
-            out.append(StepWindow(step.name, False, source=source))
+            out.append(StepWindow(step.name, False, source=source,
+                                  notes=tuple(missing.get(step.name, ()))))
             continue
-        rest, key = choose_rest(signals, valid, c.start, prev_end, fps, window_s)
-        notes = (
-            ()
-            if rest and min(rest) >= prev_end
-            else ("rest frames taken from earlier in the video",)
-        )
+        rest, key = choose_rest(signals, valid, c.start, prev_end[i], fps, window_s, c.end)
+        notes = rest_notes(rest, c.start, c.end, prev_end[i])
         out.append(
             StepWindow(step.name, True, c.start, c.peak, c.end, rest, key, source, c.score, notes)
         )
-        prev_end = c.end + 1
     return out
+
+
+REST_AFTER = "rest frames taken from after the step (no face at rest before it)"
+NO_REST = "no frame of the face at rest outside the step to measure it from"
+
+
+def rest_notes(rest: tuple[int, ...], start: int, end: int, after: int) -> tuple[str, ...]:
+    """What a step's notes say about where its rest frames came from."""
+    if not rest:
+        return (NO_REST,)
+    if max(rest) > end:
+        return (REST_AFTER,)
+    if min(rest) < after:
+        return ("rest frames taken from earlier in the video",)
+    return ()
 
 
 def read_cues(path: str | Path, protocol: Protocol) -> dict[str, tuple[float, float]]:
@@ -371,6 +402,7 @@ def steps_from_cues(
     """Step windows from manual times; peaks still come from the movement."""
     signals = detection_signals(traj, protocol, image)
     chosen: list[_Candidate | None] = []
+    missing: dict[str, tuple[str, ...]] = {}
     t = traj.t
     for k, step in enumerate(protocol.steps):
         if step.name not in cues:
@@ -380,10 +412,21 @@ def steps_from_cues(
         a = int(np.searchsorted(t, a_s))
         b = int(min(np.searchsorted(t, b_s, side="right") - 1, len(t) - 1))
         if b <= a:
+            missing[step.name] = (cue_window_reason(a_s, b_s, t),)
             chosen.append(None)
             continue
         s = np.nan_to_num(signals[step.name][a : b + 1], nan=-np.inf)
         chosen.append(_Candidate(k, a, b, a + int(np.argmax(s)), 0.0))
     return _windows(
-        protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s, "cues"
+        protocol.steps, chosen, signals, traj.valid, fps, protocol.detection.rest_window_s, "cues",
+        missing,
     )
+
+
+def cue_window_reason(a_s: float, b_s: float, t: np.ndarray) -> str:
+    """Why the cue window ``a_s``..``b_s`` (s) could not be measured in frames at ``t``."""
+    span = f"cue window {a_s:g}-{b_s:g} s"
+    if len(t) == 0 or a_s > t[-1] or b_s < t[0]:
+        end = float(t[-1]) if len(t) else 0.0
+        return f"{span} lies outside the video (0-{end:.2f} s)"
+    return f"{span} holds fewer than two frames: too short to measure"

@@ -129,8 +129,11 @@ def findings(session: Session) -> list[str]:
             )
     for _, r in a.iterrows():
         if r["quality"] == "missing" and r["primary"]:
+            why = _reason(r["reason"])
             out.append(
                 f"The {r['step']} step was not found in the video; nothing is reported for it."
+                if not why or why == "step not found in the video"
+                else f"The {r['step']} step was not measured ({why}); nothing is reported for it."
             )
         elif r["quality"] == "unusable" and r["primary"]:
             out.append(f"The {r['step']} value is not usable: {_reason(r['reason'])}.")
