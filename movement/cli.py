@@ -176,6 +176,8 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="Videos analysed at once with --batch (one process each).")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
               help="Clinic store folder for --patient (default: $MOVEMENT_STORE or ./reports).")
+@click.option("--no-pose-correction", is_flag=True,
+              help="Report the image-plane reading: no face-on correction for head pose.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def analyze(
     videos: tuple[str, ...],
@@ -193,11 +195,15 @@ def analyze(
     batch: bool,
     jobs: int,
     store_dir: str | None,
+    no_pose_correction: bool,
     quiet: bool,
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder."""
     from movement import consult
+    from movement.analysis import pose
     from movement.analysis.pipeline import Options
+
+    pose.ENABLED = not no_pose_correction
 
     # `kill` (SIGTERM) unwinds like Ctrl-C, so temporary folders are removed and
     # nothing half-written is left behind.

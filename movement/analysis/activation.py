@@ -32,6 +32,7 @@ from movement.analysis.face import (
 )
 from movement.analysis.imagetrack import WindowTrack, track_window
 from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.pose import StepPose, correct_window
 from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -102,6 +103,9 @@ class StepResult:
     head_inliers: float = 0.0
     lost_fraction: float = 0.0
     lines: list[LineReading] = field(default_factory=list)
+    # The head's pose over the step and the face-on correction (movement.analysis.pose);
+    # None when the landmarks hold no depth or the correction is off.
+    pose: StepPose | None = None
 
     @property
     def peak_t(self) -> float:
@@ -379,6 +383,11 @@ def measure_step(
         ),
         key_xy=key_xy,
     )
+    # Face-on positions: what the head's pose did to the image reading is undone
+    # (movement.analysis.pose); wt's positions are replaced in place.
+    step_pose = correct_window(wt, track, win.rest, protocol.anchor_points(step),
+                               tuple(p for g in step.groups for p in g.all_points), first,
+                               key_xy)
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
     lm_cols = {i: i for i in range(478)}
@@ -415,6 +424,7 @@ def measure_step(
         wt.frames,
         series,
         head_inliers=float(np.mean(wt.inliers[peak])) if len(peak) else 0.0,
+        pose=step_pose,
     )
     if len(peak) == 0:
         return res

@@ -7,7 +7,8 @@ Tables produced (pandas DataFrames; the columns are the output contract):
     asymmetry_index, dominant_side, quality, reason, peak_s
 ``metrics``: one row per (step, muscle_group, side)
     step, muscle_group, measure, kind, sensor, side, peak_s, rest_mm, peak_mm,
-    activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags
+    activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags, yaw_deg,
+    pitch_deg, rest_yaw_deg, rest_pitch_deg, pose_factor (movement.analysis.pose)
 ``midline``: one row per (step, point set)
     step, points, drift_mm, toward
 ``rest``: one row per resting measure
@@ -21,6 +22,7 @@ import pandas as pd
 
 from movement.analysis.activation import StepResult
 from movement.analysis.dominance import dominant_for
+from movement.analysis.pose import POSE_COLUMNS, pose_fields
 from movement.analysis.stabilise import Trajectories
 from movement.protocol import Protocol
 
@@ -54,6 +56,7 @@ METRICS_COLUMNS = [
     "peak_frames",
     "keyframe",
     "flags",
+    *POSE_COLUMNS,
 ]
 
 
@@ -135,6 +138,7 @@ def tables(
                     peak_frames=" ".join(map(str, m.peak_frames or r.peak_frames)),
                     keyframe=w.keyframe,
                     flags="; ".join(m.flags),
+                    **pose_fields(r.pose, _group(protocol, m.step, m.muscle_group), m),
                 )
             )
             key = (m.muscle_group, m.measure)
@@ -188,6 +192,11 @@ def tables(
         pd.DataFrame(metr, columns=METRICS_COLUMNS),
         pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
     )
+
+
+def _group(protocol: Protocol, step: str, name: str) -> object:
+    """The protocol's muscle group ``name`` of ``step`` (None for a crease region)."""
+    return next((g for g in protocol.step(step).groups if g.name == name), None)
 
 
 def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray) -> pd.DataFrame:
