@@ -95,17 +95,20 @@ def analyse(video: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
         raise RuntimeError(f"{video}: analyze failed: {p.stderr.strip().splitlines()[-1:]}")
 
 
-def task(args: tuple[Condition, str, str, bool, tuple[str, ...], str]
+def task(args: tuple[Condition, str, str, bool, tuple[str, ...], str, str]
          ) -> tuple[str, str, float]:
     global CODE
-    cond, pattern, work, reuse, extra, code = args
+    cond, pattern, work, reuse, extra, code, tag = args
     CODE = Path(code)
     video = Path(work) / f"{pattern}-{cond.name}.mp4"
-    out = Path(work) / f"{pattern}-{cond.name}{'-raw' if extra else ''}"
+    out = Path(work) / f"{pattern}-{cond.name}{'-raw' if extra else ''}{tag}"
     t0 = time.perf_counter()
     if not (reuse and video.exists()):
         render(cond, pattern, video)
-    analyse(video, out, extra)
+    try:
+        analyse(video, out, extra)
+    except RuntimeError as exc:
+        print(f"  {exc}", file=sys.stderr, flush=True)
     return cond.name, pattern, time.perf_counter() - t0
 
 
@@ -172,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--code", type=Path, default=ROOT,
                     help="source tree the analyses run (default: this one)")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the output folders (e.g. -before), videos shared")
     ap.add_argument("--report-only", action="store_true",
                     help="only print the tables of kept outputs")
     ap.add_argument("--raw", action="store_true",
@@ -184,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.raw:
         variants.append(("--no-pose-correction",))
     code = str(a.code.resolve())
-    tasks = [(c, p, str(work), a.reuse, ex, code)
+    tasks = [(c, p, str(work), a.reuse, ex, code, a.tag)
              for ex in variants for c in conds for p in PATTERNS]
     t0 = time.perf_counter()
     # Renders first (the analyses of one video reuse it).
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
         first = [t for t in tasks if not t[4]]
-        rest = [(c, p, w, True, ex, cd) for c, p, w, _, ex, cd in tasks if ex]
+        rest = [(c, p, w, True, ex, cd, tg) for c, p, w, _, ex, cd, tg in tasks if ex]
         if a.report_only:
             first = rest = []
         for name, pat, sec in pool.map(task, first):
@@ -198,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, pat, sec in pool.map(task, rest):
             print(f"  {pat}-{name} (raw): {sec:.0f} s", flush=True)
     print(f"pose benchmark, set {a.set}, {time.perf_counter() - t0:.0f} s, work {work}")
-    report(work, conds, "as analysed (pose-corrected when the analysis corrects)")
+    report(work, conds, "as analysed (pose-corrected when the analysis corrects)", a.tag)
     if a.raw:
         report(work, conds, "image-plane reading (--no-pose-correction)",
-               suffix="-raw")
+               suffix="-raw" + a.tag)
     return 0
 
 

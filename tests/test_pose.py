@@ -132,3 +132,16 @@ def test_frontal_is_unchanged() -> None:
     c, facing = pose.face_on_matrix(pose.rotation(0, 0), n)
     assert np.allclose(c, np.eye(2))
     assert (facing > 0).all()
+
+
+@pytest.mark.parametrize(("dyaw", "dpitch"), [(10.0, 0.0), (-6.0, 4.0), (0.0, 0.0)])
+def test_the_turn_is_read_from_the_anchors_parallax(dyaw: float, dpitch: float) -> None:
+    x = head()
+    anchors = tuple(range(300, 360))
+    rest = np.array([3.0, -2.0, 0.0])
+    r0 = pose.rotation(*rest)
+    r1 = pose.rotation(rest[0] + dyaw, rest[1] + dpitch)
+    obs, _ = pose.rigid_parallax(x, r1, r0, np.array(anchors), anchors)
+    obs[:5] += 3.0  # anchors the expression moves after all: trimmed
+    got = pose.fit_turn(obs, x, rest, anchors)
+    assert got == pytest.approx((dyaw, dpitch), abs=0.3)

@@ -32,7 +32,7 @@ from movement.analysis.face import (
 )
 from movement.analysis.imagetrack import WindowTrack, track_window
 from movement.analysis.landmarks import FrameCache, LandmarkTrack
-from movement.analysis.pose import StepPose, correct_window
+from movement.analysis.pose import StepPose, correct_window, group_factors
 from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -536,6 +536,7 @@ def measure_step(
                 c.rest, c.peak, float("nan"), _line_flags(c),
             )
         )
+    group_factors(step_pose, list(step.groups), res.measures)
     # Pixel positions of the measured points for drawing rest and peak frames.
     pk = res.peak_frames[len(peak) // 2]
     for g in step.groups:

@@ -56,8 +56,9 @@ METRICS_COLUMNS = [
     "peak_frames",
     "keyframe",
     "flags",
-    *POSE_COLUMNS,
 ]
+"""metrics.csv's columns the clinic store keeps; the pose columns
+(:data:`movement.analysis.pose.POSE_COLUMNS`) follow them in the file."""
 
 
 def asymmetry_index(right: float, left: float) -> float:
@@ -138,7 +139,7 @@ def tables(
                     peak_frames=" ".join(map(str, m.peak_frames or r.peak_frames)),
                     keyframe=w.keyframe,
                     flags="; ".join(m.flags),
-                    **pose_fields(r.pose, _group(protocol, m.step, m.muscle_group), m),
+                    **pose_fields(r.pose, m),
                 )
             )
             key = (m.muscle_group, m.measure)
@@ -189,24 +190,23 @@ def tables(
             )
     return (
         pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
-        pd.DataFrame(metr, columns=METRICS_COLUMNS),
+        pd.DataFrame(metr, columns=METRICS_COLUMNS + POSE_COLUMNS),
         pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
     )
 
 
-def _group(protocol: Protocol, step: str, name: str) -> object:
-    """The protocol's muscle group ``name`` of ``step`` (None for a crease region)."""
-    return next((g for g in protocol.step(step).groups if g.name == name), None)
-
-
-def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray) -> pd.DataFrame:
+def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray,
+                      face: np.ndarray | None = None) -> pd.DataFrame:
     """Static right-vs-left measures on the neutral face (mean over ``frames``).
 
     Heights are along the face's up axis above the line through the iris
-    centres, so they compare the two sides of one face, not two faces.
+    centres, so they compare the two sides of one face, not two faces. ``face``
+    (478, 2) is the neutral face already averaged, e.g. face-on
+    (:func:`movement.analysis.pose.face_on_rest`); by default the image reading.
     """
     rows = []
-    face = np.nanmean(traj.mm[frames], axis=0) if len(frames) else np.full((478, 2), np.nan)
+    if face is None:
+        face = np.nanmean(traj.mm[frames], axis=0) if len(frames) else np.full((478, 2), np.nan)
     for m in protocol.rest_measures:
         vals = {}
         for side in ("right", "left"):

@@ -63,8 +63,8 @@ PITCH_ZERO_DEG = 0.0
 (FaceMesh's depth; measured on the generator's frontal faces), so that pitch 0 is a
 frontal portrait's pitch."""
 SMOOTH_FRAMES = 5
-"""Median filter (frames) on the per-frame rotation angles: FaceMesh's depth jitters
-by a degree or so from frame to frame while the head turns slowly."""
+"""Median filter (frames) on the per-frame turn: the head turns slowly, and a frame
+whose anchors the tracker misread should not turn it."""
 MIN_FACING = 0.35
 """A point's skin whose normal makes more than ~70 degrees with the camera axis (at
 rest or in the frame; cosine below this) cannot be back-projected reliably: its image
@@ -101,6 +101,8 @@ class StepPose:
     # Positions before correction (the image reading), for the correction factors.
     raw_image_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2)))
     raw_landmarks_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2)))
+    # (muscle group, side) -> face-on value / image reading (group_factors)
+    factors: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def at(self, frames: tuple[int, ...] | np.ndarray) -> tuple[float, float]:
         """Mean (yaw, pitch) over ``frames`` (video frame indices)."""
@@ -299,33 +301,6 @@ def frame_points_3d(xy: np.ndarray, z: np.ndarray, origin: np.ndarray, lateral: 
     return np.stack([rel @ lateral, rel @ up, z], axis=-1) * mm_per_px
 
 
-def step_rotations(p3: np.ndarray, rest: np.ndarray, exclude: frozenset[int]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The head's pose over a step window.
-
-    ``p3`` (n, 478, 3) the window's landmarks in the keyframe's face frame; ``rest``
-    positions in the window; ``exclude`` the points the step moves. Per frame
-    (yaw, pitch, roll) from :func:`head_angles` on the points the step does not move,
-    median-filtered over SMOOTH_FRAMES; at rest their median over the rest frames.
-
-    Returns (n, 3, 3) rotations, (3, 3) the rotation at rest and (n, 3) the angles.
-    """
-    from scipy.ndimage import median_filter
-
-    n = len(p3)
-    ang = np.full((n, 3), np.nan)
-    for j in range(n):
-        if np.isfinite(p3[j, 0, 0]):
-            ang[j] = head_angles(p3[j], exclude)
-    good = np.isfinite(ang).all(1)
-    if good.sum() > SMOOTH_FRAMES:
-        ang[good] = median_filter(ang[good], size=(SMOOTH_FRAMES, 1), mode="nearest")
-    rest_ang = np.nanmedian(ang[rest], axis=0) if good[rest].any() else np.nanmedian(ang, 0)
-    ang[~good] = rest_ang
-    rots = np.array([rotation(*a) for a in ang])
-    return rots, rotation(*rest_ang), ang
-
-
 def similarity_2d(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares 2D similarity (linear part, shift) taking ``src`` to ``dst``."""
     ms, md = src.mean(0), dst.mean(0)
@@ -335,6 +310,65 @@ def similarity_2d(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndar
     s = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) / den
     lin = np.array([[c, -s], [s, c]])
     return lin, md - ms @ lin.T
+
+
+def rigid_parallax(x_head: np.ndarray, rot: np.ndarray, r_rest: np.ndarray, pts: np.ndarray,
+                   anchors: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """What the head's rotation alone (``r_rest`` -> ``rot``) moves points ``pts`` by,
+    once the frame is aligned to the rest one by a 2D similarity on the ``anchors``
+    (as the image tracker aligns it): the parallax of points off the anchors' mean
+    depth, (P, 2) mm; and the similarity's linear part (2, 2)."""
+    view_rest = x_head @ r_rest.T
+    seen = x_head @ rot.T
+    idx = np.array(anchors)
+    lin, shift = similarity_2d(seen[idx, :2], view_rest[idx, :2])
+    return seen[pts, :2] @ lin.T + shift - view_rest[pts, :2], lin
+
+
+TURN_TRIM = 0.25
+"""Share of the anchors with the largest residuals left out of the second fit of a
+frame's turn (an anchor the expression moves after all, or one the tracker lost)."""
+
+
+def fit_turn(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
+             anchors: tuple[int, ...]) -> tuple[float, float]:
+    """(yaw, pitch) change in degrees since rest that explains the anchors' parallax.
+
+    ``obs`` (A, 2): the anchors' aligned displacements from rest (mm). After the 2D
+    similarity alignment the anchors still move where the head turned out of the
+    image plane (the nose tip against the face's outline): two Gauss-Newton steps on
+    the yaw and pitch change, then again without the worst TURN_TRIM of the anchors.
+    The texture-tracked anchors read this far more steadily than FaceMesh's per-frame
+    depth does (whose pose also leans with the expression: the forehead rising in a
+    brow raise tilted the nose-to-forehead axis by 1.6 degrees).
+    """
+    ok = np.isfinite(obs).all(1)
+    if ok.sum() < 6:
+        return 0.0, 0.0
+    r0 = rotation(*rest_angles)
+    anc = np.asarray(anchors, int)
+
+    def model(t: np.ndarray) -> np.ndarray:
+        rot = rotation(rest_angles[0] + t[0], rest_angles[1] + t[1], rest_angles[2])
+        return rigid_parallax(x_head, rot, r0, anc, anchors)[0]
+
+    t = np.zeros(2)
+    use = ok.copy()
+    for rnd in range(2):
+        for _ in range(2):
+            f0 = model(t)
+            jac = np.stack([(model(t + e) - f0)[use].ravel() / 0.5
+                            for e in (np.array([0.5, 0.0]), np.array([0.0, 0.5]))], axis=1)
+            res = (obs[use] - f0[use]).ravel()
+            t = t + np.linalg.lstsq(jac, res, rcond=None)[0]
+        if rnd == 0:
+            err = np.linalg.norm(obs - model(t), axis=1)
+            err[~ok] = np.inf
+            keep = err <= np.quantile(err[ok], 1 - TURN_TRIM)
+            use = ok & keep
+            if use.sum() < 6:
+                break
+    return float(t[0]), float(t[1])
 
 
 def correct_positions(
@@ -364,20 +398,12 @@ def correct_positions(
     """
     n, npts = pos.shape[:2]
     pts = np.asarray(points, int)
-    idx = np.array(anchors)
     rest = np.nanmean(pos[rest_pos], axis=0)
-    view_rest = x_head @ r_rest.T  # rest positions as the camera saw them (3D)
-    # What the head's rotation alone does to each point, after the tracker's 2D
-    # similarity alignment on the anchors: the parallax of points off the anchors' depth.
     rigid = np.zeros((n, npts, 2))
     sims = np.tile(np.eye(2), (n, 1, 1))
     for j in range(n):
-        if not np.isfinite(rots[j]).all():
-            continue
-        seen = x_head @ rots[j].T
-        lin, shift = similarity_2d(seen[idx, :2], view_rest[idx, :2])
-        sims[j] = lin
-        rigid[j] = seen[pts, :2] @ lin.T + shift - view_rest[pts, :2]
+        if np.isfinite(rots[j]).all():
+            rigid[j], sims[j] = rigid_parallax(x_head, rots[j], r_rest, pts, anchors)
     rigid_rest = rigid[rest_pos].mean(axis=0)
     d = pos - rest - (rigid - rigid_rest)
     out = np.empty_like(pos)
@@ -423,7 +449,12 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     if not len(rest_pos) or not np.isfinite(p3[key - first, 0, 0]):
         return None
     exclude = frozenset(int(p) for p in moving)
-    rots, r_rest, ang = step_rotations(p3, rest_pos, exclude)
+    # The pose at rest from FaceMesh's depth (median over the rest frames)...
+    fm_ang = np.array([head_angles(p3[r], exclude) for r in rest_pos])
+    rest_ang = np.nanmedian(fm_ang, axis=0)
+    if not np.isfinite(rest_ang).all():
+        return None
+    r_rest = rotation(*rest_ang)
     # Rest geometry in the head's frame: the keyframe's 3D points (placed where its
     # detections put them, when given) turned back by FaceMesh's own axes.
     key3 = p3[key - first].copy()
@@ -432,16 +463,30 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     axes = head_rotation(key3, exclude)
     x_head = (key3 - np.nanmean(key3[:468], axis=0)) @ axes
     normals = vertex_normals(x_head)
+    # ...and its change during the step from the texture-tracked anchors' parallax.
+    cols = {int(p): i for i, p in enumerate(wt.points)}
+    anc = tuple(a for a in anchors if a in cols)
+    obs = wt.image_mm[:, [cols[a] for a in anc]]
+    obs = obs - np.nanmean(obs[rest_pos], axis=0)
+    turn = np.array([fit_turn(o, x_head, rest_ang, anc) for o in obs])
+    if len(turn) > SMOOTH_FRAMES:
+        from scipy.ndimage import median_filter
+
+        turn = median_filter(turn, size=(SMOOTH_FRAMES, 1), mode="nearest")
+    turn -= np.mean(turn[rest_pos], axis=0)
+    ang = np.column_stack([rest_ang[0] + turn[:, 0], rest_ang[1] + turn[:, 1],
+                           np.full(len(turn), rest_ang[2])])
+    rots = np.array([rotation(*a) for a in ang])
     raw_img = wt.image_mm.copy()
     raw_lm = wt.landmarks_mm.copy()
     img, kept = correct_positions(wt.image_mm, wt.points, rest_pos, x_head, normals, rots,
-                                  r_rest, anchors)
+                                  r_rest, anc)
     wt.image_mm[:] = img
     if wt.landmarks_mm.shape[1]:
         lm, _ = correct_positions(wt.landmarks_mm, np.arange(478), rest_pos, x_head, normals,
-                                  rots, r_rest, anchors)
+                                  rots, r_rest, anc)
         wt.landmarks_mm[:] = lm
-    ry, rp, _ = np.nanmedian(ang[rest_pos], axis=0)
+    ry, rp, _ = rest_ang
     return StepPose(frames=frames, yaw_deg=ang[:, 0], pitch_deg=ang[:, 1],
                     roll_deg=ang[:, 2], rest_yaw_deg=float(ry), rest_pitch_deg=float(rp),
                     applied=True, points=tuple(int(p) for p in wt.points),
@@ -482,9 +527,24 @@ POSE_COLUMNS = ["yaw_deg", "pitch_deg", "rest_yaw_deg", "rest_pitch_deg", "pose_
 at rest (degrees), and the side's correction factor (face-on value / image reading)."""
 
 
-def pose_fields(sp: StepPose | None, group: object, m: object) -> dict[str, float]:
-    """The POSE_COLUMNS of one metrics row (``group``: the protocol's MuscleGroup of the
-    row's GroupMeasure ``m``; NaN where not applicable)."""
+def group_factors(sp: StepPose | None, groups: list, measures: list) -> None:
+    """Fill ``sp.factors`` for the step's measures (``groups``: the protocol step's
+    MuscleGroups, ``measures``: its GroupMeasures)."""
+    if sp is None:
+        return
+    by_name = {g.name: g for g in groups}
+    for m in measures:
+        g = by_name.get(m.muscle_group)
+        if g is None or m.measure != g.measure:
+            continue
+        sp.factors[(g.name, m.side)] = side_factor(
+            sp, g.kind, g.points(m.side), g.lower_points(m.side), m.side, m.sensor,
+            m.peak_frames, m.activation_mm)
+
+
+def pose_fields(sp: StepPose | None, m: object) -> dict[str, float]:
+    """The POSE_COLUMNS of the metrics row of GroupMeasure ``m`` (NaN where not
+    applicable)."""
     out = dict.fromkeys(POSE_COLUMNS, float("nan"))
     if sp is None:
         return out
@@ -492,11 +552,28 @@ def pose_fields(sp: StepPose | None, group: object, m: object) -> dict[str, floa
     out["rest_yaw_deg"], out["rest_pitch_deg"] = sp.rest_yaw_deg, sp.rest_pitch_deg
     if frames:
         out["yaw_deg"], out["pitch_deg"] = sp.at(frames)
-    if group is not None and m.measure == group.measure:  # type: ignore[attr-defined]
-        side = m.side  # type: ignore[attr-defined]
-        out["pose_factor"] = side_factor(
-            sp, group.kind, group.points(side), group.lower_points(side), side,  # type: ignore[attr-defined]
-            m.sensor, frames, m.activation_mm)  # type: ignore[attr-defined]
+    if m.measure not in ("movements", "crease"):  # type: ignore[attr-defined]
+        key = (m.muscle_group, m.side)  # type: ignore[attr-defined]
+        out["pose_factor"] = sp.factors.get(key, float("nan"))
+    return out
+
+
+def hard_to_read(sp: StepPose | None, primary: str) -> list[str]:
+    """Sentences for the quality verdict: the primary group's sides whose reading the
+    pose changed by more than OBLIQUE_FACTOR (either way), or whose points' skin faced
+    away from the camera (read as imaged)."""
+    if sp is None:
+        return []
+    out = []
+    yaw = sp.rest_yaw_deg
+    turned = f"head turned {abs(yaw):.0f}° to the patient's {'left' if yaw > 0 else 'right'}"
+    for side in ("right", "left"):
+        f = sp.factors.get((primary, side), float("nan"))
+        if np.isfinite(f) and not 1 / OBLIQUE_FACTOR <= f <= OBLIQUE_FACTOR:
+            out.append(f"{turned}: the {side} {primary} was seen obliquely "
+                       f"(its reading corrected x{f:.2f})")
+    if sp.kept_raw:
+        out.append(f"{turned}: {len(sp.kept_raw)} point(s) seen edge-on, read as imaged")
     return out
 
 
@@ -519,3 +596,45 @@ def pose_record(sp: StepPose | None, peak_frames: tuple[int, ...]) -> dict[str, 
         pitch_range_deg=[num(np.nanmin(sp.pitch_deg)), num(np.nanmax(sp.pitch_deg))],
         points_read_as_imaged=list(sp.kept_raw),
     )
+
+
+REST_FRAMES_MAX = 30
+"""Neutral frames the face-on rest face is averaged over (evenly spread)."""
+
+
+def face_on_rest(track: object, traj: object, frames: np.ndarray) -> np.ndarray | None:
+    """The neutral face (478, 2) face-on, in the resting measures' frame (mm, x along
+    the iris line toward the patient's left, y up, origin between the irises).
+
+    Each neutral frame's landmarks, with FaceMesh's depth, are turned back by the
+    head's axes as FaceMesh's 3D shape holds them (:func:`head_rotation`: the shape and
+    its axes come from the same model), then re-expressed along the frontal iris line,
+    so heights stay "above the line through the iris centres". None without depth or
+    with the correction off (the image reading is then used).
+    """
+    from movement.analysis.face import LEFT_IRIS, RIGHT_IRIS
+
+    z = getattr(track, "z", None)
+    frames = np.asarray(frames, int)
+    if not ENABLED or z is None or not len(frames):
+        return None
+    if len(frames) > REST_FRAMES_MAX:
+        frames = frames[np.linspace(0, len(frames) - 1, REST_FRAMES_MAX).round().astype(int)]
+    faces = []
+    for f in frames:
+        mm = traj.mm[f].astype(float)  # type: ignore[attr-defined]
+        xy = track.xy[f].astype(float)  # type: ignore[attr-defined]
+        ri, li = RIGHT_IRIS[0], LEFT_IRIS[0]
+        px = float(np.linalg.norm(xy[li] - xy[ri]))
+        if not np.isfinite(mm[0, 0]) or not np.isfinite(z[f, 0]) or px <= 0:
+            continue
+        k = float(np.linalg.norm(mm[li] - mm[ri])) / px
+        p3 = np.column_stack([mm, (z[f] - np.nanmean(z[f, [ri, li]])) * k])
+        q = p3 @ head_rotation(p3)
+        lat = _unit(q[li, :2] - q[ri, :2])
+        up = np.array([-lat[1], lat[0]])
+        o = (q[li, :2] + q[ri, :2]) / 2
+        faces.append(np.column_stack([(q[:, :2] - o) @ lat, (q[:, :2] - o) @ up]))
+    if not faces:
+        return None
+    return np.nanmean(np.array(faces), axis=0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from movement.analysis.activation import StepResult
 from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.pose import hard_to_read
 from movement.analysis.stabilise import Scale, Trajectories, yaw_degrees
 
 # Thresholds: (low, unusable). Chosen from what a frontal 2D measurement
@@ -125,6 +126,10 @@ def assess_step(
     if np.isfinite(sharp_ratio) and sharp_ratio < BLUR_RATIO:
         low.append(f"peak frames blurred ({sharp_ratio:.0%} of rest sharpness)")
         fix.append("hold the expression still and use more light")
+    prim = next((m.muscle_group for m in r.measures if m.primary), None)
+    for text in hard_to_read(r.pose, prim) if prim else []:
+        low.append(text)
+        fix.append("face the camera")
     if not rest_before:
         low.append("no rest frames just before the step")
         fix.append("rest for two seconds before each step")
