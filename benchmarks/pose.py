@@ -124,11 +124,15 @@ def f(v: str) -> float:
         return float("nan")
 
 
-def report(work: Path, conds: list[Condition], label: str, suffix: str = "") -> dict:
+def report(work: Path, conds: list[Condition], label: str, suffix: str = "",
+           patterns: tuple[str, ...] = tuple(PATTERNS)) -> dict:
     """Print the per-condition table; returns {condition: (worst dRL, calls changed)}."""
     print(f"\n== {label}")
     summary = {}
-    for pattern in PATTERNS:
+    for pattern in patterns:
+        if not (work / f"{pattern}-yaw0{suffix}" / "asymmetry.csv").exists():
+            print(f"-- {pattern}: no yaw-0 reading")
+            continue
         ref = rows(work / f"{pattern}-yaw0{suffix}")
         prim = {k[0]: r for k, r in ref.items() if r["primary"] == "True"}
         rest = {k: r for k, r in ref.items() if k[0] == "rest"}
@@ -137,6 +141,9 @@ def report(work: Path, conds: list[Condition], label: str, suffix: str = "") -> 
                           for s in STEPS if s in prim))
         for c in conds:
             if c.name == "yaw0":
+                continue
+            if not (work / f"{pattern}-{c.name}{suffix}" / "asymmetry.csv").exists():
+                print(f"  {c.name:12s} not analysed")
                 continue
             got = rows(work / f"{pattern}-{c.name}{suffix}")
             cells, worst, changed, marked = [], 0.0, [], []
@@ -175,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--code", type=Path, default=ROOT,
                     help="source tree the analyses run (default: this one)")
+    ap.add_argument("--patterns", default="sym,asym",
+                    help="amplitude patterns to render (sym, asym)")
     ap.add_argument("--tag", default="",
                     help="suffix of the output folders (e.g. -before), videos shared")
     ap.add_argument("--report-only", action="store_true",
@@ -189,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.raw:
         variants.append(("--no-pose-correction",))
     code = str(a.code.resolve())
+    pats = [p for p in a.patterns.split(",") if p in PATTERNS]
     tasks = [(c, p, str(work), a.reuse, ex, code, a.tag)
-             for ex in variants for c in conds for p in PATTERNS]
+             for ex in variants for c in conds for p in pats]
     t0 = time.perf_counter()
     # Renders first (the analyses of one video reuse it).
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
@@ -203,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, pat, sec in pool.map(task, rest):
             print(f"  {pat}-{name} (raw): {sec:.0f} s", flush=True)
     print(f"pose benchmark, set {a.set}, {time.perf_counter() - t0:.0f} s, work {work}")
-    report(work, conds, "as analysed (pose-corrected when the analysis corrects)", a.tag)
+    report(work, conds, "as analysed (pose-corrected when the analysis corrects)", a.tag,
+           tuple(pats))
     if a.raw:
         report(work, conds, "image-plane reading (--no-pose-correction)",
-               suffix="-raw" + a.tag)
+               suffix="-raw" + a.tag, patterns=tuple(pats))
     return 0
 
 

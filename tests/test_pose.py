@@ -145,3 +145,27 @@ def test_the_turn_is_read_from_the_anchors_parallax(dyaw: float, dpitch: float) 
     obs[:5] += 3.0  # anchors the expression moves after all: trimmed
     got = pose.fit_turn(obs, x, rest, anchors)
     assert got == pytest.approx((dyaw, dpitch), abs=0.3)
+
+
+def test_the_3d_generator_facing_the_camera_is_the_2d_one() -> None:
+    from movement import synth
+    from movement.synth.pose3d import PoseRenderer, PoseSpec
+
+    step = synth.StepMotion("smile", 0.5, 1.0, 1.5, 5.0, 3.0)
+    spec = synth.SynthSpec(steps=(step,), duration_s=2.0, frame_size=(640, 360))
+    flat = synth.Renderer(spec)
+    turned = PoseRenderer(spec, PoseSpec())
+    i = int(round(1.0 * spec.fps))
+    a, b = flat.frame(i).astype(float), turned.frame(i).astype(float)
+    # The face (the mesh's extent in the frame): pixels agree to interpolation.
+    xy, _ = turned.project(i / spec.fps)
+    x0, y0 = np.maximum(xy[:468].min(0).astype(int), 0)
+    x1, y1 = xy[:468].max(0).astype(int)
+    diff = np.abs(a - b)[y0:y1, x0:x1]
+    assert np.median(diff) < 2.0
+    assert np.percentile(diff, 99) < 25.0
+    # Landmarks land where the 2D generator moves them.
+    lm = turned.face.landmarks[:468]
+    moved = synth.solve_forward(lm, flat.steps[("smile", 5.0, 3.0)].field)
+    want = flat.base_to_frame(1.0, moved)
+    assert np.abs(xy[:468] - want).max() < 0.01

@@ -385,9 +385,11 @@ def measure_step(
     )
     # Face-on positions: what the head's pose did to the image reading is undone
     # (movement.analysis.pose); wt's positions are replaced in place.
+    # (Outline groups are read as the outline's widening: their points are edge-on
+    # by nature, and are read as imaged.)
     step_pose = correct_window(wt, track, win.rest, protocol.anchor_points(step),
-                               tuple(p for g in step.groups for p in g.all_points), first,
-                               key_xy)
+                               tuple(p for g in step.groups if not g.outline
+                                     for p in g.all_points), first, key_xy)
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
     lm_cols = {i: i for i in range(478)}

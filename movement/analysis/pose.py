@@ -96,7 +96,7 @@ class StepPose:
     # (positions in the window).
     points: tuple[int, ...] = ()
     rest_pos: tuple[int, ...] = ()
-    # Image reading kept for points whose skin faces away (MIN_FACING), by landmark.
+    # Measured points whose skin faces away (MIN_FACING): read as imaged.
     kept_raw: tuple[int, ...] = ()
     # Positions before correction (the image reading), for the correction factors.
     raw_image_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2)))
@@ -491,7 +491,10 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
                     roll_deg=ang[:, 2], rest_yaw_deg=float(ry), rest_pitch_deg=float(rp),
                     applied=True, points=tuple(int(p) for p in wt.points),
                     rest_pos=tuple(int(r) for r in rest_pos),
-                    kept_raw=tuple(int(p) for p, k in zip(wt.points, kept, strict=True) if k),
+                    # Only measured points: the anchors on the face's outline are always
+                    # edge-on, and only align the frames.
+                    kept_raw=tuple(int(p) for p, k in zip(wt.points, kept, strict=True)
+                                   if k and int(p) in exclude),
                     raw_image_mm=raw_img, raw_landmarks_mm=raw_lm)
 
 
@@ -566,7 +569,9 @@ def hard_to_read(sp: StepPose | None, primary: str) -> list[str]:
         return []
     out = []
     yaw = sp.rest_yaw_deg
-    turned = f"head turned {abs(yaw):.0f}° to the patient's {'left' if yaw > 0 else 'right'}"
+    side = "left" if yaw > 0 else "right"
+    turned = (f"head turned {abs(yaw):.0f}° to the patient's {side}" if abs(yaw) >= 1
+              else "head facing the camera")
     for side in ("right", "left"):
         f = sp.factors.get((primary, side), float("nan"))
         if np.isfinite(f) and not 1 / OBLIQUE_FACTOR <= f <= OBLIQUE_FACTOR:
