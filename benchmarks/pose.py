@@ -64,6 +64,11 @@ SETS = {
         Condition("yaw+15", yaw=15), Condition("yaw-15", yaw=-15),
         Condition("turn+10", turn=10),
     ],
+    "extra": [
+        Condition("yaw+5", yaw=5), Condition("yaw-5", yaw=-5),
+        Condition("pitch+10", pitch=10), Condition("pitch-10", pitch=-10),
+        Condition("turn+10", turn=10), Condition("yaw+15", yaw=15), Condition("yaw-15", yaw=-15),
+    ],
     "depth": [Condition("yaw0"), Condition("yaw+10", yaw=10), Condition("yaw-10", yaw=-10),
               Condition("yaw+10-d0.8", yaw=10, depth=0.8),
               Condition("yaw+10-d1.2", yaw=10, depth=1.2),
@@ -82,6 +87,7 @@ def render(cond: Condition, pattern: str, video: Path) -> None:
 
 
 CODE = ROOT
+RENDER_ONLY = False
 """The source tree the analyses run (``--code``: e.g. a copy of the project before a
 change, for before/after figures from the same videos)."""
 
@@ -97,14 +103,17 @@ def analyse(video: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
 
 def task(args: tuple[Condition, str, str, bool, tuple[str, ...], str, str]
          ) -> tuple[str, str, float]:
-    global CODE
+    global CODE, RENDER_ONLY
     cond, pattern, work, reuse, extra, code, tag = args
     CODE = Path(code)
+    RENDER_ONLY = tag == "render-only"
     video = Path(work) / f"{pattern}-{cond.name}.mp4"
     out = Path(work) / f"{pattern}-{cond.name}{'-raw' if extra else ''}{tag}"
     t0 = time.perf_counter()
     if not (reuse and video.exists()):
         render(cond, pattern, video)
+    if RENDER_ONLY:
+        return cond.name, pattern, time.perf_counter() - t0
     try:
         analyse(video, out, extra)
     except RuntimeError as exc:
@@ -186,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="amplitude patterns to render (sym, asym)")
     ap.add_argument("--tag", default="",
                     help="suffix of the output folders (e.g. -before), videos shared")
+    ap.add_argument("--render-only", action="store_true", help="only render the videos")
     ap.add_argument("--report-only", action="store_true",
                     help="only print the tables of kept outputs")
     ap.add_argument("--raw", action="store_true",
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         variants.append(("--no-pose-correction",))
     code = str(a.code.resolve())
     pats = [p for p in a.patterns.split(",") if p in PATTERNS]
-    tasks = [(c, p, str(work), a.reuse, ex, code, a.tag)
+    tag = "render-only" if a.render_only else a.tag
+    tasks = [(c, p, str(work), a.reuse, ex, code, tag)
              for ex in variants for c in conds for p in pats]
     t0 = time.perf_counter()
     # Renders first (the analyses of one video reuse it).
@@ -208,11 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         rest = [(c, p, w, True, ex, cd, tg) for c, p, w, _, ex, cd, tg in tasks if ex]
         if a.report_only:
             first = rest = []
+        if a.render_only:
+            rest = []
         for name, pat, sec in pool.map(task, first):
             print(f"  {pat}-{name}: {sec:.0f} s", flush=True)
         for name, pat, sec in pool.map(task, rest):
             print(f"  {pat}-{name} (raw): {sec:.0f} s", flush=True)
     print(f"pose benchmark, set {a.set}, {time.perf_counter() - t0:.0f} s, work {work}")
+    if a.render_only:
+        return 0
     report(work, conds, "as analysed (pose-corrected when the analysis corrects)", a.tag,
            tuple(pats))
     if a.raw:

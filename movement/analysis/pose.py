@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -213,37 +212,39 @@ def angles(rot: np.ndarray) -> tuple[float, float, float]:
     return float(y), float(-p), float(r)
 
 
-@lru_cache(maxsize=1)
-def mesh_triangles() -> np.ndarray:
-    """(F, 3) triangles of FaceMesh's tessellation (from its edge list)."""
-    import mediapipe as mp  # the analysis already depends on it (landmarks)
-
-    edges = mp.solutions.face_mesh_connections.FACEMESH_TESSELATION
-    nb: dict[int, set[int]] = {}
-    for a, b in edges:
-        nb.setdefault(a, set()).add(b)
-        nb.setdefault(b, set()).add(a)
-    tris = set()
-    for a, b in edges:
-        for c in nb[a] & nb[b]:
-            tris.add(tuple(sorted((a, b, c))))
-    return np.array(sorted(tris), dtype=np.int32)
+NORMAL_SMOOTH_MM = 4.0
+"""The skin's normals are those of FaceMesh's depth surface smoothed over this many mm
+(sigma). The tessellation's own triangles fold at the lip margins, whose points sit
+deeper than the skin beside them: a mouth corner's normal tilted 20-50 degrees up or
+down depending on the mesh, which moved its correction by several per cent."""
 
 
-def vertex_normals(p3: np.ndarray, tri: np.ndarray | None = None) -> np.ndarray:
-    """(478, 3) unit normals of the face at its landmarks, pointing out of the face
-    (toward +z of the coordinates ``p3`` is given in, which should face the skin).
-    The irises (468-477) take their eye's normal."""
-    tri = mesh_triangles() if tri is None else tri
-    a, b, c = p3[tri[:, 0]], p3[tri[:, 1]], p3[tri[:, 2]]
-    fn = np.cross(b - a, c - a)
-    fn *= np.where(fn[:, 2] < 0, -1.0, 1.0)[:, None]
-    n = np.zeros((len(p3), 3))
-    for k in range(3):
-        np.add.at(n, tri[:, k], np.nan_to_num(fn))
-    n[468:473] = n[[33, 133]].sum(0)
-    n[473:478] = n[[263, 362]].sum(0)
-    return _unit(n)
+def smooth_normals(xy: np.ndarray, depth: np.ndarray, units_per_mm: float = 1.0
+                   ) -> np.ndarray:
+    """(N, 3) unit normals ``(-dz/dx, -dz/dy, 1)`` of the depth surface through the
+    points (``xy`` (N, 2), ``depth`` (N,) toward the viewer, in units of
+    ``units_per_mm``), interpolated on a 1 mm raster and smoothed by NORMAL_SMOOTH_MM.
+    Valid for y up or y down alike (the 3D generator renders with the same function).
+    """
+    from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    ok = np.isfinite(xy).all(1) & np.isfinite(depth)
+    step = units_per_mm
+    x0, y0 = xy[ok].min(0) - 2 * step
+    x1, y1 = xy[ok].max(0) + 2 * step
+    gx, gy = np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))
+    pts = np.column_stack([gx.ravel(), gy.ravel()])
+    z = LinearNDInterpolator(xy[ok], depth[ok])(pts)
+    miss = ~np.isfinite(z)
+    z[miss] = NearestNDInterpolator(xy[ok], depth[ok])(pts[miss])
+    z = gaussian_filter(z.reshape(gx.shape), NORMAL_SMOOTH_MM)
+    dzdy, dzdx = np.gradient(z, step)
+    at = [(np.nan_to_num(xy[:, 1]) - y0) / step, (np.nan_to_num(xy[:, 0]) - x0) / step]
+    hx = map_coordinates(dzdx, at, order=1, mode="nearest")
+    hy = map_coordinates(dzdy, at, order=1, mode="nearest")
+    n = np.column_stack([-hx, -hy, np.ones(len(xy))])
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
 
 
 def _tangent_basis(n: np.ndarray) -> np.ndarray:
@@ -462,7 +463,7 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
         key3[:, :2] = frame_points_3d(key_xy, z[key], origin, lateral, wt.mm_per_px)[:, :2]
     axes = head_rotation(key3, exclude)
     x_head = (key3 - np.nanmean(key3[:468], axis=0)) @ axes
-    normals = vertex_normals(x_head)
+    normals = smooth_normals(x_head[:, :2], x_head[:, 2])
     # ...and its change during the step from the texture-tracked anchors' parallax.
     cols = {int(p): i for i, p in enumerate(wt.points)}
     anc = tuple(a for a in anchors if a in cols)

@@ -41,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from movement.analysis.pose import rotation
+from movement.analysis.pose import rotation, smooth_normals
 from movement.synth import (
     Renderer,
     SynthSpec,
@@ -117,19 +117,6 @@ def _detect_depth(image: np.ndarray) -> np.ndarray:
     return np.median(np.array(zs), axis=0)
 
 
-def _vertex_normals(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals of a mesh whose vertices are (x, y down, z toward)."""
-    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
-    fn = np.cross(b - a, c - a)
-    # Orient every face toward the camera (+z): the mesh is a height field.
-    fn *= np.where(fn[:, 2] < 0, -1.0, 1.0)[:, None]
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, tri[:, k], fn)
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
-    return n
-
-
 @lru_cache(maxsize=2)
 def build_mesh(size: int, face: str) -> FaceMesh3D:
     """The mesh of the base photo of ``face`` at ``size`` (cached)."""
@@ -173,8 +160,9 @@ def build_mesh(size: int, face: str) -> FaceMesh3D:
     depth = np.concatenate([z, gz, *rz])
     # Landmarks 468-477 (irises) are not vertices; the iris moves with the eye's mesh.
     tri = Delaunay(verts).simplices
-    v3 = np.column_stack([verts, depth])
-    normals = _vertex_normals(v3, tri)
+    # The lip margins fold the raw mesh (a mouth corner's triangles pointed 50 degrees
+    # downward): normals of the smoothed depth surface, as the analysis reads them.
+    normals = smooth_normals(verts, depth, px_mm)
     # The 2D generator places the face by the centre of its landmarks' extent.
     centre = np.array([bf.centre[0], bf.centre[1], z_centre])
     return FaceMesh3D(verts, depth, normals, tri.astype(np.int32), centre)
