@@ -69,6 +69,8 @@ SETS = {
         Condition("pitch+10", pitch=10), Condition("pitch-10", pitch=-10),
         Condition("turn+10", turn=10), Condition("yaw+15", yaw=15), Condition("yaw-15", yaw=-15),
     ],
+    "extra3": [Condition("turn+10", turn=10), Condition("yaw+15", yaw=15),
+               Condition("pitch+10", pitch=10)],
     "depth": [Condition("yaw0"), Condition("yaw+10", yaw=10), Condition("yaw-10", yaw=-10),
               Condition("yaw+10-d0.8", yaw=10, depth=0.8),
               Condition("yaw+10-d1.2", yaw=10, depth=1.2),
