@@ -185,6 +185,53 @@ def report(work: Path, conds: list[Condition], label: str, suffix: str = "",
     return summary
 
 
+def depth_sensitivity() -> None:
+    """How a depth error moves the face-on values, by geometry alone (no video).
+
+    The true face is ``k`` times as deep as FaceMesh's estimate of the base photo
+    (k = 0.8, 1.0, 1.2) and turned by +-10 degrees; the analysis is assumed to see
+    FaceMesh's depth unchanged (its prior: the worst case), so it reads the yaw as
+    atan(k tan yaw) from the midline and corrects with the unscaled skin normals.
+    Printed per primary group: R-L face-on (exact truth: 0 for the symmetric pattern)
+    and as imaged.
+    """
+    import numpy as np
+
+    from movement.analysis import pose
+    from movement.analysis.face import measure_series
+    from movement.synth import protocol, standard_spec
+    from movement.synth.pose3d import PoseRenderer, PoseSpec
+
+    spec = standard_spec(PATTERNS["sym"], fps=30.0, frame_size=(960, 540))
+    proto = protocol("standard")
+    print("\n== depth sensitivity (geometry only; symmetric pattern, truth R-L = 0)")
+    for yaw in (10.0, -10.0):
+        for k in (0.8, 1.0, 1.2):
+            r = PoseRenderer(spec, PoseSpec(yaw_deg=yaw, depth_scale=k))
+            mm = r.face.mm_per_px
+            est = np.degrees(np.arctan(k * np.tan(np.radians(yaw))))
+            head = np.column_stack([r.mesh.base_xy[:468] * (1, -1), r.mesh.depth[:468]]) * mm
+            normals = pose.smooth_normals(head[:, :2], head[:, 2])
+            c, _ = pose.face_on_matrix(pose.rotation(est, 0.0), normals)
+            cells = []
+            for st in spec.steps:
+                t = st.peak_s
+                img = [r.project(u)[0][:468] * (1, -1) * mm / r.scale for u in (0.0, t)]
+                grp = proto.step(st.name).primary
+                vals = {}
+                for name, d in (("face-on", np.einsum("pij,pj->pi", c, img[1] - img[0])),
+                                ("imaged", img[1] - img[0])):
+                    pos = (img[0] + d)[None]
+                    side = {}
+                    for sd in ("right", "left"):
+                        cols = np.array(grp.points(sd))
+                        low = np.array(grp.lower_points(sd)) if grp.lower_points(sd) else None
+                        side[sd] = float(measure_series(pos, img[0], grp.kind, cols, low, sd)[0])
+                    vals[name] = side["right"] - side["left"]
+                cells.append(f"{st.name} {vals['face-on']:+.2f} ({vals['imaged']:+.2f})")
+            print(f"  yaw {yaw:+.0f} depth x{k:.1f} (yaw read {est:+.1f}): " + "  ".join(cells))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", default="A", choices=sorted(SETS))
@@ -202,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="only print the tables of kept outputs")
     ap.add_argument("--raw", action="store_true",
                     help="also analyse with --no-pose-correction (the image-plane reading)")
+    ap.add_argument("--depth-sim", action="store_true",
+                    help="only the depth-error sensitivity, by geometry (no video)")
     a = ap.parse_args(argv)
+    if a.depth_sim:
+        depth_sensitivity()
+        return 0
     work = a.keep or Path(tempfile.mkdtemp(prefix="pose-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     conds = SETS[a.set]
