@@ -143,8 +143,15 @@ def test_the_turn_is_read_from_the_anchors_parallax(dyaw: float, dpitch: float) 
     r1 = pose.rotation(rest[0] + dyaw, rest[1] + dpitch)
     obs, _ = pose.rigid_parallax(x, r1, r0, np.array(anchors), anchors)
     obs[:5] += 3.0  # anchors the expression moves after all: trimmed
-    got = pose.fit_turn(obs, x, rest, anchors)
+    got = pose.fit_turn(obs, x, rest, anchors)[:2]
     assert got == pytest.approx((dyaw, dpitch), abs=0.3)
+    # Aligned on a subset (as RANSAC aligns a turned head on the anchors at one
+    # depth), the turn reads the same.
+    pos = (x @ r0.T)[list(anchors), :2] + obs
+    a = np.radians(1.5)
+    sim = 1.02 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = pos @ sim.T + (0.7, -0.4) - (x @ r0.T)[list(anchors), :2]
+    assert pose.fit_turn(moved, x, rest, anchors)[:2] == pytest.approx((dyaw, dpitch), abs=0.3)
 
 
 def test_the_3d_generator_facing_the_camera_is_the_2d_one() -> None:

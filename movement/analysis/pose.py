@@ -332,44 +332,74 @@ frame's turn (an anchor the expression moves after all, or one the tracker lost)
 
 
 def fit_turn(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
-             anchors: tuple[int, ...]) -> tuple[float, float]:
-    """(yaw, pitch) change in degrees since rest that explains the anchors' parallax.
+             anchors: tuple[int, ...]) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """The head's turn since rest, read from the anchors' aligned positions.
 
-    ``obs`` (A, 2): the anchors' aligned displacements from rest (mm). After the 2D
-    similarity alignment the anchors still move where the head turned out of the
-    image plane (the nose tip against the face's outline): two Gauss-Newton steps on
-    the yaw and pitch change, then again without the worst TURN_TRIM of the anchors.
-    The texture-tracked anchors read this far more steadily than FaceMesh's per-frame
-    depth does (whose pose also leans with the expression: the forehead rising in a
-    brow raise tilted the nose-to-forehead axis by 1.6 degrees).
+    ``obs`` (A, 2): the anchors' aligned displacements from rest (mm). The image
+    tracker aligned the frame on a RANSAC subset of the anchors, which when the head
+    turns out of the image plane is the subset at one depth (the others move by
+    parallax: the nose tip against the face's outline). So the model is free in its
+    own 2D similarity: for a (yaw, pitch) change the turned rest shape is fitted onto
+    the observed anchors by a similarity, and the change is the one whose fit leaves
+    the least residual (Gauss-Newton, two steps; then again without the worst
+    TURN_TRIM of the anchors). FaceMesh's per-frame depth was not used for this: its
+    pose leans with the expression (the forehead rising in a brow raise tilted its
+    nose-to-forehead axis by 1.6 degrees).
+
+    Returns (yaw change, pitch change) in degrees and the similarity (linear part,
+    shift) taking the turned shape's image onto the aligned frame.
     """
     ok = np.isfinite(obs).all(1)
-    if ok.sum() < 6:
-        return 0.0, 0.0
-    r0 = rotation(*rest_angles)
     anc = np.asarray(anchors, int)
+    view_rest = x_head @ rotation(*rest_angles).T
+    target = view_rest[anc, :2] + np.nan_to_num(obs)
+    if ok.sum() < 6:
+        return 0.0, 0.0, np.eye(2), np.zeros(2)
 
-    def model(t: np.ndarray) -> np.ndarray:
+    def model(t: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rot = rotation(rest_angles[0] + t[0], rest_angles[1] + t[1], rest_angles[2])
-        return rigid_parallax(x_head, rot, r0, anc, anchors)[0]
+        seen = (x_head[anc] @ rot.T)[:, :2]
+        lin, shift = similarity_2d(seen[use], target[use])
+        return target - (seen @ lin.T + shift), lin, shift
 
     t = np.zeros(2)
     use = ok.copy()
     for rnd in range(2):
-        for _ in range(2):
-            f0 = model(t)
-            jac = np.stack([(model(t + e) - f0)[use].ravel() / 0.5
+        for _ in range(3):
+            f0 = model(t, use)[0][use].ravel()
+            jac = np.stack([(model(t + e, use)[0][use].ravel() - f0) / 0.5
                             for e in (np.array([0.5, 0.0]), np.array([0.0, 0.5]))], axis=1)
-            res = (obs[use] - f0[use]).ravel()
-            t = t + np.linalg.lstsq(jac, res, rcond=None)[0]
+            t = t - np.linalg.lstsq(jac, f0, rcond=None)[0]
         if rnd == 0:
-            err = np.linalg.norm(obs - model(t), axis=1)
+            err = np.linalg.norm(model(t, use)[0], axis=1)
             err[~ok] = np.inf
-            keep = err <= np.quantile(err[ok], 1 - TURN_TRIM)
-            use = ok & keep
-            if use.sum() < 6:
+            keep = ok & (err <= np.quantile(err[ok], 1 - TURN_TRIM))
+            if keep.sum() < 6:
                 break
-    return float(t[0]), float(t[1])
+            use = keep
+    _, lin, shift = model(t, use)
+    return float(t[0]), float(t[1]), lin, shift
+
+
+def fit_alignment(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
+                  angles_now: np.ndarray, anchors: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The similarity taking the rest shape turned to ``angles_now`` onto the observed
+    anchors (rest positions plus ``obs``), trimmed as :func:`fit_turn`'s."""
+    ok = np.isfinite(obs).all(1)
+    anc = np.asarray(anchors, int)
+    view_rest = x_head @ rotation(*rest_angles).T
+    target = view_rest[anc, :2] + np.nan_to_num(obs)
+    seen = (x_head[anc] @ rotation(*angles_now).T)[:, :2]
+    if ok.sum() < 3:
+        return np.eye(2), np.zeros(2)
+    lin, shift = similarity_2d(seen[ok], target[ok])
+    if ok.sum() >= 8:
+        err = np.linalg.norm(target - (seen @ lin.T + shift), axis=1)
+        err[~ok] = np.inf
+        keep = ok & (err <= np.quantile(err[ok], 1 - TURN_TRIM))
+        lin, shift = similarity_2d(seen[keep], target[keep])
+    return lin, shift
 
 
 def correct_positions(
@@ -381,6 +411,7 @@ def correct_positions(
     rots: np.ndarray,
     r_rest: np.ndarray,
     anchors: tuple[int, ...],
+    aligned: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Face-on positions of tracked points over a step.
 
@@ -392,6 +423,9 @@ def correct_positions(
     normals : (478, 3) normals in head coordinates
     rots : (n, 3, 3) head-to-camera rotation per frame; r_rest at rest
     anchors : the step's anchor landmarks (the image tracker aligned frames on them)
+    aligned : per frame, the similarity (linear part, shift) taking the turned rest
+        shape's image onto the aligned frame (:func:`fit_turn`); by default a
+        least-squares similarity on all the anchors
 
     Returns
     -------
@@ -402,9 +436,16 @@ def correct_positions(
     rest = np.nanmean(pos[rest_pos], axis=0)
     rigid = np.zeros((n, npts, 2))
     sims = np.tile(np.eye(2), (n, 1, 1))
+    view_rest = x_head @ r_rest.T
     for j in range(n):
-        if np.isfinite(rots[j]).all():
+        if not np.isfinite(rots[j]).all():
+            continue
+        if aligned is None:
             rigid[j], sims[j] = rigid_parallax(x_head, rots[j], r_rest, pts, anchors)
+        else:
+            lin, shift = aligned[j]
+            seen = (x_head[pts] @ rots[j].T)[:, :2]
+            rigid[j], sims[j] = seen @ lin.T + shift - view_rest[pts, :2], lin
     rigid_rest = rigid[rest_pos].mean(axis=0)
     d = pos - rest - (rigid - rigid_rest)
     out = np.empty_like(pos)
@@ -469,7 +510,8 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     anc = tuple(a for a in anchors if a in cols)
     obs = wt.image_mm[:, [cols[a] for a in anc]]
     obs = obs - np.nanmean(obs[rest_pos], axis=0)
-    turn = np.array([fit_turn(o, x_head, rest_ang, anc) for o in obs])
+    fits = [fit_turn(o, x_head, rest_ang, anc) for o in obs]
+    turn = np.array([f[:2] for f in fits])
     if len(turn) > SMOOTH_FRAMES:
         from scipy.ndimage import median_filter
 
@@ -478,14 +520,17 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     ang = np.column_stack([rest_ang[0] + turn[:, 0], rest_ang[1] + turn[:, 1],
                            np.full(len(turn), rest_ang[2])])
     rots = np.array([rotation(*a) for a in ang])
+    # The alignment each frame's turned shape needs, refitted on the smoothed turn.
+    aligned = [fit_alignment(o, x_head, rest_ang, a, anc) for o, a in zip(obs, ang,
+                                                                          strict=True)]
     raw_img = wt.image_mm.copy()
     raw_lm = wt.landmarks_mm.copy()
     img, kept = correct_positions(wt.image_mm, wt.points, rest_pos, x_head, normals, rots,
-                                  r_rest, anc)
+                                  r_rest, anc, aligned)
     wt.image_mm[:] = img
     if wt.landmarks_mm.shape[1]:
         lm, _ = correct_positions(wt.landmarks_mm, np.arange(478), rest_pos, x_head, normals,
-                                  rots, r_rest, anc)
+                                  rots, r_rest, anc, aligned)
         wt.landmarks_mm[:] = lm
     ry, rp, _ = rest_ang
     return StepPose(frames=frames, yaw_deg=ang[:, 0], pitch_deg=ang[:, 1],
