@@ -326,6 +326,9 @@ def rigid_parallax(x_head: np.ndarray, rot: np.ndarray, r_rest: np.ndarray, pts:
     return seen[pts, :2] @ lin.T + shift - view_rest[pts, :2], lin
 
 
+ANCHOR_MIN_FACING = 0.6
+"""Anchors whose skin faces the camera less than this (cosine; ~53 degrees) at rest
+are left out of the turn's fit: on the outline they follow the silhouette."""
 TURN_TRIM = 0.25
 """Share of the anchors with the largest residuals left out of the second fit of a
 frame's turn (an anchor the expression moves after all, or one the tracker lost)."""
@@ -507,7 +510,12 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     normals = smooth_normals(x_head[:, :2], x_head[:, 2])
     # ...and its change during the step from the texture-tracked anchors' parallax.
     cols = {int(p): i for i, p in enumerate(wt.points)}
-    anc = tuple(a for a in anchors if a in cols)
+    # Not the anchors on the face's outline: their windows follow the silhouette, which
+    # slides over the skin as the head turns (with them a 10 deg turn read 7.5 deg).
+    facing = (normals @ r_rest.T)[:, 2]
+    anc = tuple(a for a in anchors if a in cols and facing[a] >= ANCHOR_MIN_FACING)
+    if len(anc) < 6:
+        anc = tuple(a for a in anchors if a in cols)
     obs = wt.image_mm[:, [cols[a] for a in anc]]
     obs = obs - np.nanmean(obs[rest_pos], axis=0)
     fits = [fit_turn(o, x_head, rest_ang, anc) for o in obs]
@@ -615,15 +623,15 @@ def hard_to_read(sp: StepPose | None, primary: str) -> list[str]:
     if sp is None:
         return []
     out = []
-    yaw = sp.rest_yaw_deg
-    side = "left" if yaw > 0 else "right"
-    turned = (f"head turned {abs(yaw):.0f}° to the patient's {side}" if abs(yaw) >= 1
-              else "head facing the camera")
+    ys = sp.yaw_deg[np.isfinite(sp.yaw_deg)]
+    yaw = float(ys[np.argmax(np.abs(ys))]) if len(ys) else sp.rest_yaw_deg
+    turned = (f"head turned up to {abs(yaw):.0f}° to the patient's "
+              f"{'left' if yaw > 0 else 'right'}" if abs(yaw) >= 1 else "head facing the camera")
     for side in ("right", "left"):
         f = sp.factors.get((primary, side), float("nan"))
         if np.isfinite(f) and not 1 / OBLIQUE_FACTOR <= f <= OBLIQUE_FACTOR:
-            out.append(f"{turned}: the {side} {primary} was seen obliquely "
-                       f"(its reading corrected x{f:.2f})")
+            out.append(f"{turned}: the {side} {primary}'s reading was corrected "
+                       f"x{f:.2f} for the pose")
     return out
 
 
