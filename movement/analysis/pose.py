@@ -326,9 +326,6 @@ def rigid_parallax(x_head: np.ndarray, rot: np.ndarray, r_rest: np.ndarray, pts:
     return seen[pts, :2] @ lin.T + shift - view_rest[pts, :2], lin
 
 
-ANCHOR_MIN_FACING = 0.6
-"""Anchors whose skin faces the camera less than this (cosine; ~53 degrees) at rest
-are left out of the turn's fit: on the outline they follow the silhouette."""
 TURN_TRIM = 0.25
 """Share of the anchors with the largest residuals left out of the second fit of a
 frame's turn (an anchor the expression moves after all, or one the tracker lost)."""
@@ -510,12 +507,13 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     normals = smooth_normals(x_head[:, :2], x_head[:, 2])
     # ...and its change during the step from the texture-tracked anchors' parallax.
     cols = {int(p): i for i, p in enumerate(wt.points)}
-    # Not the anchors on the face's outline: their windows follow the silhouette, which
-    # slides over the skin as the head turns (with them a 10 deg turn read 7.5 deg).
-    facing = (normals @ r_rest.T)[:, 2]
-    anc = tuple(a for a in anchors if a in cols and facing[a] >= ANCHOR_MIN_FACING)
-    if len(anc) < 6:
-        anc = tuple(a for a in anchors if a in cols)
+    # All the anchors, those on the outline too. Their windows follow the silhouette,
+    # which slides over the skin as the head turns: with them a 10 deg turn during a
+    # step reads 7.5 deg. Without them (skin facing < 0.6) it read 9.3-10.7 deg, but
+    # the parallax then removed from the mouth corners was 3 mm too much (a symmetric
+    # eee read R-L -2.9 mm): the similarity fitted on the nose and forehead alone
+    # does not extrapolate to the corners as the tracker's alignment does.
+    anc = tuple(a for a in anchors if a in cols)
     obs = wt.image_mm[:, [cols[a] for a in anc]]
     obs = obs - np.nanmean(obs[rest_pos], axis=0)
     fits = [fit_turn(o, x_head, rest_ang, anc) for o in obs]
