@@ -3,18 +3,19 @@
 Why: the image tracker measures movement in the image plane. On a curved face
 turned by yaw, a symmetric movement reads smaller on the far side (the skin there
 is seen more obliquely) and larger on the near side, so the head's pose, not the
-patient, could decide which side dominates (a symmetric 3D-rendered smile read
-right-dominant turned 10 degrees one way, left-dominant the other).
+patient, could decide which side dominates (benchmarks/pose.py: a symmetric
+3D-rendered eee's R-L moved by +0.75 and -0.68 mm turned 10 degrees either way, and
+an asymmetric consult's left-dominant eee read balanced).
 
 What this stage does, per step:
 
-1. The head's 3D rotation per frame, from FaceMesh's 3D landmarks (its depth is
-   kept by :mod:`movement.analysis.landmarks`): the absolute rotation at rest from
-   the face's symmetry (:func:`head_rotation`), and each frame's rotation relative to
-   the rest keyframe by a trimmed least-squares (Kabsch) fit on the step's anchor
-   points -- the regions the step does not move (:func:`relative_rotation`).
+1. The head's pose at rest from FaceMesh's 3D landmarks (its depth is kept by
+   :mod:`movement.analysis.landmarks`): yaw from the face's midline plane, pitch from
+   the nose-base-to-forehead axis, on points the step does not move
+   (:func:`head_angles`); and its turn during the step from the texture-tracked
+   anchors' parallax (:func:`fit_turn`).
 2. The skin's geometry at rest: the landmarks in 3D in the head's frame and a
-   surface normal per landmark from FaceMesh's triangles.
+   surface normal per landmark from its depth surface smoothed over 4 mm.
 3. Each tracked point's displacement (already aligned to the keyframe by the image
    tracker's similarity fit) is freed of what the head's rotation alone moves it by
    (the rigid parallax a 2D similarity cannot remove when the head turns during the
