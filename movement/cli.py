@@ -195,6 +195,8 @@ def _valid_date(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="With --batch: analyse again the videos that failed in an earlier run.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
               help="Clinic store folder for --patient (default: $MOVEMENT_STORE or ./reports).")
+@click.option("--no-pose-correction", is_flag=True,
+              help="Report the image-plane reading: no face-on correction for head pose.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def analyze(
     videos: tuple[str, ...],
@@ -218,6 +220,7 @@ def analyze(
     allow_unencrypted: bool,
     retry_failed: bool,
     store_dir: str | None,
+    no_pose_correction: bool,
     quiet: bool,
 ) -> None:
     """Analyse a consult VIDEO (or one clip per step) and write a session folder.
@@ -225,7 +228,10 @@ def analyze(
     With --batch: each video of a folder, or each row of a manifest CSV, is its own consult.
     """
     from movement import consult
+    from movement.analysis import pose
     from movement.analysis.pipeline import Options
+
+    pose.ENABLED = not no_pose_correction
 
     # `kill` (SIGTERM) unwinds like Ctrl-C, so temporary folders are removed and
     # nothing half-written is left behind.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import stat
 from pathlib import Path
@@ -276,3 +277,30 @@ def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path,
     assert not any("within" in x.statement for x in cmp.groups)
     assert "class='ch same'" not in (tmp_path / "cmp2" / compare.COMPARISON_FILE).read_text(
         encoding="utf-8")
+
+
+def _with_pose(folder: Path, yaw: float | None) -> Path:
+    meta = json.loads((folder / "session.json").read_text())
+    for st in meta["steps"]:
+        st["pose"] = None if yaw is None else {"rest_yaw_deg": yaw, "rest_pitch_deg": -1.0}
+    for c in meta["clips"]:
+        c["steps"] = meta["steps"]
+    (folder / "session.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_change_of_head_pose_is_said(tmp_path):
+    st = tmp_path / "store"
+    store.record_session(st, _with_pose(make_session(tmp_path, "a"), -1.0), "p1", "baseline",
+                         "2026-01-05")
+    store.record_session(st, _with_pose(make_session(tmp_path, "b", video="b"), 12.0), "p1",
+                         "2-week", "2026-01-19")
+    cmp = compare.build(store.history(st, "p1"))
+    frown = next(g for g in cmp.groups if g.step == "frown")
+    assert "head pose differed: yaw -1° → +12°" in frown.statement
+    assert not any("without the head-pose correction" in n for n in cmp.notes)
+    # A session read before the correction existed is named.
+    store.record_session(st, _with_pose(make_session(tmp_path, "c", video="c"), None), "p1",
+                         "4-week", "2026-02-02")
+    cmp = compare.build(store.history(st, "p1"))
+    assert any("without the head-pose correction" in n and "2026-02-02" in n for n in cmp.notes)

@@ -23,6 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from movement.analysis.pose import POSE_COLUMNS
 from movement.clinic import compare, store, transfer
 from movement.clinic.commands import COMMANDS
 
@@ -94,7 +95,7 @@ def make_session(
             pk = rest + val if kind == "up" else rest - val if kind == "aperture" else 0.0
             metr.append([step, group, measure, kind, sensor, side, _f(peak), _f(rest), _f(pk),
                          _f(val), _f(val * 0.9), "0 1 2 3 19 21", "89 90 91 92", "2",
-                         ""])  # fmt: skip
+                         "", "0.412", "-1.203", "0.388", "-1.190", "1.004"])  # fmt: skip
         steps_json.append(dict(name=step, found=True, source="auto", start_s=peak - 1.1,
                                peak_s=peak, end_s=peak + 0.9, rest_frames=[0, 1, 2],
                                keyframe=2, peak_frames=[89, 90], head_fit_inliers=16.8,
@@ -102,7 +103,8 @@ def make_session(
                                midline_drift_mm={"mouth": 0.1, "chin": 0.03},
                                quality=dict(verdict="ok", reasons=[], instruction="")))  # fmt: skip
     _write_csv(folder / "asymmetry.csv", store.ASYMMETRY_COLUMNS, asym)
-    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS, metr)
+    # The pose columns (movement.analysis.pose) follow the stored ones in the file.
+    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS + POSE_COLUMNS, metr)
     _write_csv(folder / "midline.csv", store.MIDLINE_COLUMNS,
                [[s, p, "0.107", "left"] for s in values for p in ("mouth", "chin")])  # fmt: skip
     _write_csv(folder / "rest.csv", store.REST_COLUMNS,

@@ -32,6 +32,7 @@ from movement.analysis.face import (
 )
 from movement.analysis.imagetrack import FIT_MAX_ERROR_MM, WindowTrack, track_window
 from movement.analysis.landmarks import FrameCache, LandmarkTrack
+from movement.analysis.pose import StepPose, correct_window, group_factors
 from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
 from movement.protocol import MuscleGroup, Protocol, Step
@@ -108,6 +109,9 @@ class StepResult:
     head_inliers: float = 0.0
     lost_fraction: float = 0.0
     lines: list[LineReading] = field(default_factory=list)
+    # The head's pose over the step and the face-on correction (movement.analysis.pose);
+    # None when the landmarks hold no depth or the correction is off.
+    pose: StepPose | None = None
 
     @property
     def peak_t(self) -> float:
@@ -389,6 +393,13 @@ def measure_step(
         key_xy=key_xy,
         max_fit_error_mm=FIT_MAX_ERROR_MM,
     )
+    # Face-on positions: what the head's pose did to the image reading is undone
+    # (movement.analysis.pose); wt's positions are replaced in place.
+    # (Outline groups are read as the outline's widening: their points are edge-on
+    # by nature, and are read as imaged.)
+    step_pose = correct_window(wt, track, win.rest, protocol.anchor_points(step),
+                               tuple(p for g in step.groups if not g.outline
+                                     for p in g.all_points), first, key_xy)
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
     lm_cols = {i: i for i in range(478)}
@@ -425,6 +436,7 @@ def measure_step(
         wt.frames,
         series,
         head_inliers=float(np.mean(wt.inliers[peak])) if len(peak) else 0.0,
+        pose=step_pose,
     )
     if len(peak) == 0:
         return res
@@ -539,6 +551,7 @@ def measure_step(
                 c.rest, c.peak, float("nan"), _line_flags(c),
             )
         )
+    group_factors(step_pose, list(step.groups), res.measures)
     # Pixel positions of the measured points for drawing rest and peak frames.
     pk = res.peak_frames[len(peak) // 2]
     for g in step.groups:

@@ -7,7 +7,8 @@ Tables produced (pandas DataFrames; the columns are the output contract):
     asymmetry_index, dominant_side, quality, reason, peak_s
 ``metrics``: one row per (step, muscle_group, side)
     step, muscle_group, measure, kind, sensor, side, peak_s, rest_mm, peak_mm,
-    activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags
+    activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags, yaw_deg,
+    pitch_deg, rest_yaw_deg, rest_pitch_deg, pose_factor (movement.analysis.pose)
 ``midline``: one row per (step, point set)
     step, points, drift_mm, toward
 ``rest``: one row per resting measure
@@ -21,6 +22,7 @@ import pandas as pd
 
 from movement.analysis.activation import StepResult
 from movement.analysis.dominance import dominant_for
+from movement.analysis.pose import POSE_COLUMNS, pose_fields
 from movement.analysis.stabilise import Trajectories
 from movement.protocol import Protocol
 
@@ -55,6 +57,8 @@ METRICS_COLUMNS = [
     "keyframe",
     "flags",
 ]
+"""metrics.csv's columns the clinic store keeps; the pose columns
+(:data:`movement.analysis.pose.POSE_COLUMNS`) follow them in the file."""
 
 
 def asymmetry_index(right: float, left: float) -> float:
@@ -140,6 +144,7 @@ def tables(
                     peak_frames=" ".join(map(str, m.peak_frames or r.peak_frames)),
                     keyframe=w.keyframe,
                     flags="; ".join(m.flags),
+                    **pose_fields(r.pose, m),
                 )
             )
             key = (m.muscle_group, m.measure)
@@ -190,19 +195,23 @@ def tables(
             )
     return (
         pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
-        pd.DataFrame(metr, columns=METRICS_COLUMNS),
+        pd.DataFrame(metr, columns=METRICS_COLUMNS + POSE_COLUMNS),
         pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
     )
 
 
-def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray) -> pd.DataFrame:
+def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray,
+                      face: np.ndarray | None = None) -> pd.DataFrame:
     """Static right-vs-left measures on the neutral face (mean over ``frames``).
 
     Heights are along the face's up axis above the line through the iris
-    centres, so they compare the two sides of one face, not two faces.
+    centres, so they compare the two sides of one face, not two faces. ``face``
+    (478, 2) is the neutral face already averaged, e.g. face-on
+    (:func:`movement.analysis.pose.face_on_rest`); by default the image reading.
     """
     rows = []
-    face = np.nanmean(traj.mm[frames], axis=0) if len(frames) else np.full((478, 2), np.nan)
+    if face is None:
+        face = np.nanmean(traj.mm[frames], axis=0) if len(frames) else np.full((478, 2), np.nan)
     for m in protocol.rest_measures:
         vals = {}
         for side in ("right", "left"):

@@ -100,6 +100,10 @@ class LandmarkTrack:
     fresh_frames : (K,) frame of each fresh detection (static mode, the frame cut by
         an offset); a frame appears once per cut (FRESH_CUTS)
     fresh_xy : (K, 478, 2) float32 their landmarks, pixels of the uncut frame
+    z : (T, 478) float32 FaceMesh's depth of each landmark in image pixels (its
+        normalised z times the frame width), positive toward the camera; NaN where no
+        face. The head's 3D pose and the skin's orientation are read from it
+        (:mod:`movement.analysis.pose`). None when not recorded.
     """
 
     t: np.ndarray
@@ -109,6 +113,7 @@ class LandmarkTrack:
     fresh_xy: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 478, 2), np.float32)
     )
+    z: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -235,6 +240,7 @@ def track_landmarks(
         # Filled in place (a list of per-frame arrays plus the stacked copy would
         # double the largest array of a long video); float32 as the mesh gives it.
         xy = np.full((info.frame_count + 16, 478, 2), np.nan, dtype=np.float32)
+        zs = np.full((info.frame_count + 16, 478), np.nan, dtype=np.float32)
         nf: list[int] = []
         nan = np.full((478, 2), np.nan)
         last_center: np.ndarray | None = None
@@ -247,17 +253,22 @@ def track_landmarks(
                 if fr.index % count_every == 0:
                     counted = len(counter.process(rgb).detections or [])
                 pts = nan
+                depth = nan[:, 0]
                 if faces:
                     cands = [
                         np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
                         for f in faces
                     ]
                     if face == "left":
-                        pts = min(cands, key=lambda c: c[:, 0].mean())
+                        pick = min(range(len(cands)), key=lambda k: cands[k][:, 0].mean())
                     elif face == "right":
-                        pts = max(cands, key=lambda c: c[:, 0].mean())
+                        pick = max(range(len(cands)), key=lambda k: cands[k][:, 0].mean())
                     else:
-                        pts = max(cands, key=_face_height)
+                        pick = max(range(len(cands)), key=lambda k: _face_height(cands[k]))
+                    pts = cands[pick]
+                    # FaceMesh's z is scaled like x (by the width) and negative toward
+                    # the camera.
+                    depth = -np.array([p.z for p in faces[pick].landmark]) * wh[0]
                 if faces and fr.index % fresh_every == 0:
                     cuts = range(fresh_tried, fresh_tried + FRESH_CUTS)
                     fresh_tried += FRESH_CUTS
@@ -276,7 +287,9 @@ def track_landmarks(
                 ts.append(fr.t)
                 if len(ts) > len(xy):
                     xy = np.concatenate([xy, np.full_like(xy, np.nan)])
+                    zs = np.concatenate([zs, np.full_like(zs, np.nan)])
                 xy[len(ts) - 1] = pts
+                zs[len(ts) - 1] = depth
                 nf.append(max(len(faces), counted))
                 if progress is not None:
                     progress(1)
@@ -300,7 +313,8 @@ def track_landmarks(
             shutil.rmtree(tmp, ignore_errors=True)
     fresh = (np.array(fresh_frames, dtype=int),
              np.array(fresh_xy, dtype=np.float32).reshape(-1, 478, 2))
-    return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf), *fresh), cache
+    return LandmarkTrack(np.array(ts), xy[: len(ts)], np.array(nf), *fresh,
+                         z=zs[: len(ts)]), cache
 
 
 def detect_cut(mesh: object, rgb: np.ndarray, cut: tuple[int, int]) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ from movement.analysis.landmarks import (
     keyframe_landmarks,
     track_landmarks,
 )
+from movement.analysis.pose import face_on_rest, pose_record
 from movement.analysis.quality import StepQuality, assess
 from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
@@ -122,7 +123,8 @@ def analyze_clip(
         key_xy = keyframe_landmarks(info, track, cache, [w.keyframe for w in windows if w.found])
         results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
         neutral = _neutral_frames(windows, traj)
-        rest_table = resting_asymmetry(traj, protocol, neutral)
+        rest_table = resting_asymmetry(traj, protocol, neutral,
+                                       face_on_rest(track, traj, neutral))
         quality = assess(results, track, traj, scale, cache)
     except BaseException:
         cache.close()
@@ -316,6 +318,7 @@ def session_record(session: Session) -> dict:
                         head_fit_inliers=r.head_inliers,
                         points_lost_fraction=r.lost_fraction,
                         midline_drift_mm={k: _nan(v) for k, v in r.drift_mm.items()},
+                        pose=pose_record(r.pose, r.peak_frames),
                         quality=_quality_record(q),
                     )
                     for r, q in zip(c.results, c.quality, strict=True)

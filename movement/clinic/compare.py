@@ -168,6 +168,7 @@ def build(
         g.statement = statement(
             g, g.rows[bi], g.rows[li], cmp.baseline, cmp.latest, cmp.treatments
         )
+    _pose_notes(cmp, hist)
     protos = sorted({s.protocol for s in chosen})
     if len(protos) > 1:
         cmp.notes.append(
@@ -181,6 +182,34 @@ def build(
             "side follows its own protocol."
         )
     return cmp
+
+
+POSE_NOTE_DEG = 5.0
+"""Head poses (yaw or pitch at a step's rest) this far apart between the baseline and
+the latest session are said in the step's statements: both are read face-on
+(movement.analysis.pose), and the correction holds R-L within 0.3 mm up to 10 degrees
+on the pose benchmark (docs/METHOD.md §2.7), not beyond."""
+
+
+def _pose_notes(cmp: Comparison, hist: History) -> None:
+    """Say where the head's pose differed between the baseline and the latest session,
+    and which sessions were read without the face-on correction."""
+    poses = hist.poses
+    base, now = poses.get(cmp.baseline.id, {}), poses.get(cmp.latest.id, {})
+    for g in cmp.groups:
+        b, n = base.get(g.step), now.get(g.step)
+        if b is None or n is None or g.step == "rest":
+            continue
+        if max(abs(n[0] - b[0]), abs(n[1] - b[1])) >= POSE_NOTE_DEG:
+            g.statement += (f" (head pose differed: yaw {b[0]:+.0f}° → {n[0]:+.0f}°, pitch "
+                            f"{b[1]:+.0f}° → {n[1]:+.0f}°; both read face-on)")
+    without = [s for s in cmp.sessions if not poses.get(s.id)]
+    if without and len(without) < len(cmp.sessions):
+        cmp.notes.append(
+            "Read without the head-pose correction (image-plane millimetres): "
+            + ", ".join(f"{s.date}" + (f" ({s.label})" if s.label else "") for s in without)
+            + ". Where the head was turned, their values and the others' differ by it."
+        )
 
 
 def _within_variation(change_mm: float | None, repeat_mm: float | None) -> bool:

@@ -135,6 +135,9 @@ class History:
     sessions: list[SessionSummary]
     asymmetry: dict[int, list[dict[str, Any]]]
     treatments: list[Treatment]
+    # session id -> step -> the head's (yaw, pitch) at rest in degrees, from the stored
+    # session.json (steps[*].pose); absent for sessions analysed without it.
+    poses: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
 @dataclass

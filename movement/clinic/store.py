@@ -38,6 +38,7 @@ the CSV export and import are :mod:`movement.clinic.transfer`.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import random
 import sqlite3
@@ -648,7 +649,27 @@ def history(store_dir: str | Path | None, patient: str) -> History:
             for r in rows:
                 r["primary"] = bool(r["primary"])
             asym[s.id] = rows
-    return History(patient, sessions, asym, tx)
+        poses = {}
+        for sid, text in conn.execute(
+            "SELECT id, session_json FROM sessions WHERE patient_id = ?", (pid,)
+        ):
+            poses[sid] = _step_poses(text)
+    return History(patient, sessions, asym, tx, poses)
+
+
+def _step_poses(session_json: str | None) -> dict[str, tuple[float, float]]:
+    """step -> (yaw, pitch) at rest from a stored session.json (none where absent)."""
+    try:
+        meta = json.loads(session_json or "{}")
+    except ValueError:
+        return {}
+    out = {}
+    for st in meta.get("steps") or [] if isinstance(meta, dict) else []:
+        pose = st.get("pose") if isinstance(st, dict) else None
+        if isinstance(pose, dict) and pose.get("rest_yaw_deg") is not None:
+            out[str(st.get("name"))] = (float(pose["rest_yaw_deg"]),
+                                        float(pose.get("rest_pitch_deg") or 0.0))
+    return out
 
 
 def session_tables(store_dir: str | Path | None, session_id: int) -> dict[str, Any]:

@@ -1,0 +1,178 @@
+"""Head pose and the face-on correction (movement.analysis.pose) on synthetic geometry.
+
+A face-like surface (an ellipsoid cap) carries FaceMesh-indexed points: the mirror
+pairs and midline points the pose is read from, and two "mouth corners" that move
+along the skin. It is seen by an orthographic camera at known poses, so the true
+face-on movement is known exactly; no video.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from movement.analysis import pose
+
+A, B, C = 75.0, 100.0, 60.0  # ellipsoid semi-axes (mm): half width, half height, depth
+RIGHT_CORNER, LEFT_CORNER = 61, 291
+
+
+def surface(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return C * np.sqrt(np.clip(1 - (x / A) ** 2 - (y / B) ** 2, 1e-6, None))
+
+
+def normal(p: np.ndarray) -> np.ndarray:
+    n = np.stack([p[..., 0] / A**2, p[..., 1] / B**2, p[..., 2] / C**2], axis=-1)
+    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+def head() -> np.ndarray:
+    """(478, 3) head coordinates (x toward the patient's left, y up, z out of the face)."""
+    rng = np.random.default_rng(0)
+    xy = np.column_stack([rng.uniform(-50, 50, 478), rng.uniform(-70, 70, 478)])
+    for k, (r, lf) in enumerate(pose.SYMMETRY_PAIRS):
+        a, b = 12 + 3 * k, -40 + 5 * k
+        xy[r], xy[lf] = (-a, b), (a, b)
+    for k, m in enumerate(pose.MIDLINE):
+        xy[m] = (0.0, -50 + 8 * k)
+    # Forehead and nose base at one depth: pitch 0 is "their line vertical".
+    for m in pose.FOREHEAD_MIDLINE:
+        xy[m] = (0.0, 60.0)
+    for m in pose.NOSE_BASE:
+        xy[m] = (0.0, -60.0)
+    xy[RIGHT_CORNER], xy[LEFT_CORNER] = (-35.0, -45.0), (35.0, -45.0)
+    p = np.column_stack([xy, surface(xy[:, 0], xy[:, 1])])
+    for m in pose.FOREHEAD_MIDLINE + pose.NOSE_BASE:
+        p[m, 2] = 40.0
+    return p
+
+
+def seen(p: np.ndarray, yaw: float, pitch: float = 0.0) -> np.ndarray:
+    return p @ pose.rotation(yaw, pitch).T
+
+
+@pytest.mark.parametrize(("yaw", "pitch"), [(0, 0), (10, 0), (-15, 0), (0, 10), (8, -6)])
+def test_head_angles_recover_the_pose(yaw: float, pitch: float) -> None:
+    got = pose.head_angles(seen(head(), yaw, pitch))
+    assert got[0] == pytest.approx(yaw, abs=0.5)
+    assert got[1] == pytest.approx(pitch, abs=0.5)
+
+
+def test_the_moving_points_are_left_out_of_the_pose() -> None:
+    p = seen(head(), 10.0)
+    moved = p.copy()
+    # A "step" dragging the cheeks' nine pairs toward the patient's left: more than
+    # the trimmed fit can drop on its own.
+    cheeks = [q for pair in pose.SYMMETRY_PAIRS[12:] for q in pair]
+    moved[cheeks] += (5.0, 0.0, 0.0)
+    assert pose.head_angles(moved)[0] != pytest.approx(10.0, abs=1.0)
+    assert pose.head_angles(moved, frozenset(cheeks))[0] == pytest.approx(10.0, abs=0.5)
+
+
+def tangent_move(p: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """Points moved along the surface by a face-on displacement ``d2`` (x, y)."""
+    q = p.copy()
+    q[:, :2] += d2
+    q[:, 2] = surface(q[:, 0], q[:, 1])
+    return q
+
+
+def run(yaw_rest: float, yaw_peak: float, pitch: float = 0.0, correct: bool = True):
+    """Face-on movement of the two corners as the correction reads it (or as imaged)."""
+    x = head()
+    d2 = np.zeros((478, 2))
+    d2[RIGHT_CORNER] = (-4.0, 1.0)  # outward (patient's right is -x) and up
+    d2[LEFT_CORNER] = (4.0, 1.0)
+    moved = tangent_move(x, d2)
+    truth = moved[:, :2] - x[:, :2]
+    anchors = tuple(range(300, 360))
+    pts = np.array([RIGHT_CORNER, LEFT_CORNER])
+    cam_rest = seen(x, yaw_rest, pitch)
+    frames = []
+    for cam in (cam_rest, seen(moved, yaw_peak, pitch)):
+        # The image tracker aligns each frame to the rest frame on the anchors.
+        lin, shift = pose.similarity_2d(cam[list(anchors), :2], cam_rest[list(anchors), :2])
+        frames.append(cam[pts, :2] @ lin.T + shift)
+    pos = np.array(frames)
+    if not correct:
+        return pos[1] - pos[0], truth[pts]
+    rots = np.array([pose.rotation(yaw_rest, pitch), pose.rotation(yaw_peak, pitch)])
+    out, kept = pose.correct_positions(pos, pts, np.array([0]), x, normal(x), rots, rots[0],
+                                       anchors)
+    assert not kept.any()
+    return out[1] - out[0], truth[pts]
+
+
+@pytest.mark.parametrize(("yaw_rest", "yaw_peak", "pitch"),
+                         [(0, 0, 0), (10, 10, 0), (-10, -10, 0), (0, 0, 10), (0, 10, 0)])
+def test_the_correction_reads_the_face_on_movement(yaw_rest, yaw_peak, pitch) -> None:
+    got, truth = run(yaw_rest, yaw_peak, pitch)
+    # Exact for a tangent plane; the skin curves over the 4 mm (second order).
+    assert np.abs(got - truth).max() < 0.15
+
+
+def test_the_image_reading_is_what_the_correction_fixes() -> None:
+    # Turned 10 degrees, a symmetric pull reads right-dominant by ~1 mm as imaged...
+    raw, truth = run(10, 10, correct=False)
+    r, lf = np.linalg.norm(raw, axis=1)
+    assert r - lf > 0.5
+    # ...and balanced face-on.
+    got, _ = run(10, 10)
+    r, lf = np.linalg.norm(got, axis=1)
+    assert abs(r - lf) < 0.1
+    # A turn during the step moves the corners by parallax alone: removed.
+    raw, _ = run(0, 10, correct=False)
+    assert np.abs(raw - truth).max() > 1.0
+    got, _ = run(0, 10)
+    assert np.abs(got - truth).max() < 0.15
+
+
+def test_frontal_is_unchanged() -> None:
+    n = normal(head())[:5]
+    c, facing = pose.face_on_matrix(pose.rotation(0, 0), n)
+    assert np.allclose(c, np.eye(2))
+    assert (facing > 0).all()
+
+
+@pytest.mark.parametrize(("dyaw", "dpitch"), [(10.0, 0.0), (-6.0, 4.0), (0.0, 0.0)])
+def test_the_turn_is_read_from_the_anchors_parallax(dyaw: float, dpitch: float) -> None:
+    x = head()
+    anchors = tuple(range(300, 360))
+    rest = np.array([3.0, -2.0, 0.0])
+    r0 = pose.rotation(*rest)
+    r1 = pose.rotation(rest[0] + dyaw, rest[1] + dpitch)
+    obs, _ = pose.rigid_parallax(x, r1, r0, np.array(anchors), anchors)
+    obs[:5] += 3.0  # anchors the expression moves after all: trimmed
+    got = pose.fit_turn(obs, x, rest, anchors)[:2]
+    assert got == pytest.approx((dyaw, dpitch), abs=0.3)
+    # Aligned on a subset (as RANSAC aligns a turned head on the anchors at one
+    # depth), the turn reads the same.
+    pos = (x @ r0.T)[list(anchors), :2] + obs
+    a = np.radians(1.5)
+    sim = 1.02 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    moved = pos @ sim.T + (0.7, -0.4) - (x @ r0.T)[list(anchors), :2]
+    assert pose.fit_turn(moved, x, rest, anchors)[:2] == pytest.approx((dyaw, dpitch), abs=0.3)
+
+
+def test_the_3d_generator_facing_the_camera_is_the_2d_one() -> None:
+    from movement import synth
+    from movement.synth.pose3d import PoseRenderer, PoseSpec
+
+    step = synth.StepMotion("smile", 0.5, 1.0, 1.5, 5.0, 3.0)
+    spec = synth.SynthSpec(steps=(step,), duration_s=2.0, frame_size=(640, 360))
+    flat = synth.Renderer(spec)
+    turned = PoseRenderer(spec, PoseSpec())
+    i = int(round(1.0 * spec.fps))
+    a, b = flat.frame(i).astype(float), turned.frame(i).astype(float)
+    # The face (the mesh's extent in the frame): pixels agree to interpolation.
+    xy, _ = turned.project(i / spec.fps)
+    x0, y0 = np.maximum(xy[:468].min(0).astype(int), 0)
+    x1, y1 = xy[:468].max(0).astype(int)
+    diff = np.abs(a - b)[y0:y1, x0:x1]
+    assert np.median(diff) < 2.0
+    assert np.percentile(diff, 99) < 25.0
+    # Landmarks land where the 2D generator moves them.
+    lm = turned.face.landmarks[:468]
+    moved = synth.solve_forward(lm, flat.steps[("smile", 5.0, 3.0)].field)
+    want = flat.base_to_frame(1.0, moved)
+    assert np.abs(xy[:468] - want).max() < 0.01
