@@ -1,6 +1,6 @@
 """Consults with head pose: the base photo's face as a textured 3D mesh, turned.
 
-The 2D generator (:mod:`movement.synth.generator`) warps a flat photo, so every
+The 2D generator (:mod:`movement.synth.render`) warps a flat photo, so every
 movement it makes is a movement in the image plane. Here the photo's face is lifted
 onto a 3D mesh -- the FaceMesh points of the base photo with FaceMesh's own depth,
 densified by a grid inside the face and two rings of surroundings (hair, neck,
@@ -42,15 +42,10 @@ import cv2
 import numpy as np
 
 from movement.analysis.pose import rotation, smooth_normals
-from movement.synth import (
-    Renderer,
-    SynthSpec,
-    base_face,
-    envelope,
-    solve_forward,
-    use_face,
-)
-from movement.synth.generator import truth_record
+from movement.synth.face import base_face, use_face
+from movement.synth.fields import solve_forward
+from movement.synth.render import Renderer, truth_record
+from movement.synth.schedule import SynthSpec, envelope
 
 GRID_MM = 3.0
 """Spacing of the extra vertices inside the face: the per-triangle affine warp is the
@@ -331,7 +326,7 @@ def skin_truth(r: PoseRenderer, key: tuple[str, float, float], group_points: dic
 
 def pose_truth(spec: SynthSpec, pose: PoseSpec, renderer: PoseRenderer) -> dict[str, object]:
     """The 2D truth of ``spec`` plus the pose, per frame, and the skin lengths."""
-    from movement.synth.generator import protocol
+    from movement.synth.fields import protocol
 
     truth = truth_record(spec, renderer.r2d)
     proto = protocol(spec.protocol)
