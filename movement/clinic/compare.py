@@ -188,7 +188,7 @@ POSE_NOTE_DEG = 5.0
 """Head poses (yaw or pitch at a step's rest) this far apart between the baseline and
 the latest session are said in the step's statements: both are read face-on
 (movement.analysis.pose), and the correction holds R-L within 0.3 mm up to 10 degrees
-on the pose benchmark (docs/METHOD.md §2.7), not beyond."""
+on the pose benchmark (docs/METHOD.md §4.1), not beyond."""
 
 
 def _pose_notes(cmp: Comparison, hist: History) -> None:
