@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     out("Generated consults (movement.synth: astronaut photo" + second + "; warp fields with "
         "exact truth), standard layout ~26.5 s, 30 fps, analysed with `movement analyze -q` "
         "(subprocess).")
-    out("Not covered: head turn (yaw) -- the generator has none; only roll, shift and zoom.")
+    out("Head turn (yaw, pitch) is not in these cases (the 2D generator warps a flat photo): "
+        "benchmarks/pose.py measures it on the 3D generator.")
     summary: dict = {}
     figures: dict[str, float] = {}
     cases: list[Case] = []
