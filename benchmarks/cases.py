@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The benchmark measures the checkout it lies in, whatever `movement` is installed:
+# the generator and the scoring run in this process, the analysis in a subprocess
+# (checkout_env), both from ROOT.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 REAL_CLIP = ROOT.parent / "shared" / "data" / "pexels_wolfganglanger_cry_laugh.mp4"
 SECOND_FACE_FRAME = 240
 """Frame of the real clip the second face is taken from (10.0 s): frontal (nose within 3 %

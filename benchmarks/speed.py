@@ -27,10 +27,14 @@ from pathlib import Path
 
 import cv2
 
-from movement import synth
+# This checkout's movement, whatever is installed (the analysis runs in a subprocess
+# from the same path: RUNNER is run with this checkout as its working directory).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from movement import synth  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for figures, beside this file
-from figures import (
+from figures import (  # noqa: E402
     FIGURES_DIR,
     RunInfo,
     headline,
@@ -38,7 +42,7 @@ from figures import (
     table,
     update_readme,
     write_atomic,
-)  # noqa: E402
+)
 
 RUNNER = """
 import resource, sys
@@ -104,7 +108,7 @@ def full_analysis(path: Path, out: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     res = subprocess.run(
         [sys.executable, "-c", RUNNER, "analyze", str(path), "--out", str(out), "-q", "--force"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, cwd=ROOT,
     )
     wall = time.perf_counter() - t0
     if res.returncode != 0:
