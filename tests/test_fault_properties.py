@@ -104,9 +104,13 @@ def replayed(rec: Recorded, lost: frozenset[int] = frozenset(),
     idx = np.array(sorted(lost), int)
     xy[idx] = np.nan
     nf[idx] = 0
+    # The depth goes with the landmarks: the pose correction reads it.
+    z = None if tr.z is None else tr.z.copy()
+    if z is not None:
+        z[idx] = np.nan
     keep = ~np.isin(tr.fresh_frames, idx)
     edited = LandmarkTrack(tr.t.copy() if t is None else t, xy, nf, tr.fresh_frames[keep],
-                           tr.fresh_xy[keep])
+                           tr.fresh_xy[keep], z)
 
     def fake(info, face="largest", cache_dir=None, progress=None, on_frame=None):
         valid = np.isfinite(xy[:, 0, 0])
