@@ -125,10 +125,18 @@ def assess_step(
     yaw = yaw_degrees(traj.yaw_index[span])
     yaw_r = _range(yaw)
     yaw_th = YAW_DEG_IMAGE
+    turn = yaw_r[1] - yaw_r[0]
     if r.pose is not None:
         # The pose the correction used (FaceMesh's depth at rest, the anchors' turn).
         yaw_r = _range(r.pose.yaw_deg)
         yaw_th = YAW_DEG
+        # A turn during the step is the larger of the two readings: the anchors'
+        # parallax under-reads it (a 10-degree turn reads about 7.5) and reads almost
+        # nothing where a hand hides the face's sides (the real clip's crying frown:
+        # 11 degrees where the landmarks saw 29), and such a step must not become a
+        # finding that a re-encode of the same video reverses.
+        turn = max((x for x in (turn, yaw_r[1] - yaw_r[0]) if np.isfinite(x)),
+                   default=float("nan"))
     roll_r = _range(traj.roll_deg[span])
     px_per_mm = 1.0 / scale.mm_per_px
     bright = sharp_ratio = float("nan")
@@ -158,7 +166,7 @@ def assess_step(
     side = "left" if abs(yaw_r[1]) >= abs(yaw_r[0]) else "right"
     grade(big_yaw, yaw_th, f"head turned {big_yaw:.0f}° to the patient's {side}",
           "face the camera", below=False)
-    grade(yaw_r[1] - yaw_r[0], YAW_CHANGE_DEG, f"head turned by {yaw_r[1] - yaw_r[0]:.0f}° "
+    grade(turn, YAW_CHANGE_DEG, f"head turned by {turn:.0f}° "
           "during the step", "keep the head still", below=False)
     big_roll = max(abs(roll_r[0]), abs(roll_r[1])) if np.isfinite(roll_r[0]) else np.nan
     grade(big_roll, ROLL_DEG, f"head tilted {big_roll:.0f}°", "hold the head level", below=False)
