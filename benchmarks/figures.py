@@ -177,18 +177,20 @@ def _page_rows(text: str) -> tuple[list[list[str]], dict[str, str]]:
 
 
 def readme_block(figures_dir: Path = FIGURES_DIR) -> str:
-    """The README's figures table, made from the pages' headline sections only, each
-    row naming the page, commit and date it comes from."""
+    """The README's figures table, made from the pages' headline sections only, and
+    under it the page, commit and date each row comes from."""
     out: list[list[str]] = []
+    sources: list[str] = []
     for name in PAGES:
         page = figures_dir / f"{name}.md"
         if not page.exists():
             continue
         rows, run = _page_rows(page.read_text(encoding="utf-8"))
         commit = run.get("commit", "").split(" ")[0].strip("`")
-        source = f"[{name}](docs/figures/{name}.md), {commit} {run.get('date', '')}".strip()
-        out += [[what, fig, source] for what, fig in rows]
-    return f"{BEGIN}\n" + table(["what", "figure", "from"], out) + f"{END}"
+        out += [[what, fig] for what, fig in rows]
+        sources.append(f"[{name}](docs/figures/{name}.md) ({commit}, {run.get('date', '')})")
+    return (f"{BEGIN}\n" + table(["what", "figure"], out)
+            + "\nFrom " + "; ".join(sources) + ".\n" + f"{END}")
 
 
 def update_readme(readme: Path = README, figures_dir: Path = FIGURES_DIR) -> bool:

@@ -33,10 +33,11 @@ def test_the_readme_block_is_rebuilt_from_the_pages(tmp_path: Path) -> None:
     # Every headline row, in page order, each naming its page, commit and date; no row
     # from the pages' other sections.
     rows = [ln for ln in block.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
-    assert len(rows) == 3
-    assert rows[0].startswith("| standard: side right | 97.0% (9/9) | [accuracy]")
-    assert "a \\| b" in rows[1] and "[speed](docs/figures/speed.md)" in rows[2]
-    assert all("abc123def456 2026-01-02 03:04 UTC" in r for r in rows)
+    assert rows == ["| standard: side right | 97.0% (9/9) |", "| a \\| b | 0.1 / 0.2 mm |",
+                    "| speed, 1080p30 | 2.10x real time |"]
+    # Under the table, each page with the commit and date its figures come from.
+    assert ("From [accuracy](docs/figures/accuracy.md) (abc123def456, 2026-01-02 03:04 UTC); "
+            "[speed](docs/figures/speed.md) (abc123def456, 2026-01-02 03:04 UTC).") in block
     assert "| x | y |" not in block
 
 
