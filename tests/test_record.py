@@ -89,6 +89,21 @@ def test_page_is_self_contained_and_escapes_its_configuration(tmp_path):
 # ---------------------------------------------------------------- the server's camera check
 
 
+def _serve_in_thread(cfg: Config) -> tuple[str, list, threading.Thread]:
+    """The server started in its own thread: its address (waited for up to 30 s), the
+    list its outcome is appended to, and the thread."""
+    urls: list[str] = []
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(serve(cfg, urls.append, lambda m: None)),
+                         daemon=True)
+    t.start()
+    for _ in range(300):
+        if urls:
+            break
+        time.sleep(0.1)
+    return urls[0], result, t
+
+
 @pytest.fixture(scope="module")
 def good_frame() -> np.ndarray:
     spec = synth.SynthSpec(steps=(), duration_s=1.0, frame_size=SIZE, face_height_frac=FACE)
@@ -135,18 +150,10 @@ def server(tmp_path_factory):
     """A running server (its own thread) and its address; closed at the end."""
     d = tmp_path_factory.mktemp("server")
     cfg = Config(load_protocol("standard").subset(["raise", "eee"]), d / "session")
-    urls: list[str] = []
-    result: list = []
-    t = threading.Thread(target=lambda: result.append(serve(cfg, urls.append, lambda m: None)),
-                         daemon=True)
-    t.start()
-    for _ in range(300):
-        if urls:
-            break
-        time.sleep(0.1)
-    yield urls[0], cfg, result, t
+    url, result, t = _serve_in_thread(cfg)
+    yield url, cfg, result, t
     if t.is_alive():
-        _post(urls[0] + "closed", b'{"reason": "test over"}')
+        _post(url + "closed", b'{"reason": "test over"}')
         t.join(10)
 
 
@@ -438,16 +445,7 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
                               synth.StepMotion("eee", 9.0, 10.5, 12.0, 3.0, 1.2)], 14.0)
     again = consult("again", [synth.StepMotion("eee", 4.0, 5.5, 7.0, 1.0, 3.5)], 9.0)
     cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session")
-    urls: list[str] = []
-    result: list = []
-    t = threading.Thread(target=lambda: result.append(serve(cfg, urls.append, lambda m: None)),
-                         daemon=True)
-    t.start()
-    for _ in range(300):
-        if urls:
-            break
-        time.sleep(0.1)
-    url = urls[0]
+    url, result, t = _serve_in_thread(cfg)
     try:
         assert _post(url + "video?name=recording", first)[0] == 200
         cues = [{"step": "raise", "start_s": 4.0, "end_s": 7.5},
