@@ -225,18 +225,19 @@ SAMPLE_AMPLITUDES: dict[str, tuple[float, float]] = {
 """A clearly asymmetric pattern (right, left) in mm, with the left side dominant in eee."""
 
 
+_SAMPLE_RECORDING: dict[str, object] = dict(
+    fps=30.0, frame_size=(960, 540), roll_deg=2.0, shift_px=8.0, zoom=0.02, noise_sigma=1.5,
+)
+"""How both bundled samples are filmed: 960x540 at 30 fps, mild head motion and noise."""
+
+
 def sample_spec() -> SynthSpec:
     """The bundled sample: 960x540 at 30 fps, SAMPLE_AMPLITUDES with their lines
     (SAMPLE_CREASES), mild head motion."""
     return standard_spec(
         SAMPLE_AMPLITUDES,
         creases={k: v for k, v in SAMPLE_CREASES.items() if k in SAMPLE_AMPLITUDES},
-        fps=30.0,
-        frame_size=(960, 540),
-        roll_deg=2.0,
-        shift_px=8.0,
-        zoom=0.02,
-        noise_sigma=1.5,
+        **_SAMPLE_RECORDING,
         seed=7,
     )
 
@@ -269,12 +270,7 @@ def extended_sample_spec() -> SynthSpec:
         EXTENDED_SAMPLE_AMPLITUDES,
         creases=SAMPLE_CREASES,
         protocol="extended",
-        fps=30.0,
-        frame_size=(960, 540),
-        roll_deg=2.0,
-        shift_px=8.0,
-        zoom=0.02,
-        noise_sigma=1.5,
+        **_SAMPLE_RECORDING,
         seed=11,
     )
 
