@@ -96,7 +96,8 @@ __all__ = [
     "StoreError", "Treatment", "TreatmentRow", "check_date", "check_patient", "csv_safe_text",
     "days_between", "history", "last_treatment_before", "list_patients", "list_sessions",
     "list_treatments", "normalise_group", "open_store", "patient_dir", "patient_slug",
-    "read_plan", "read_session_folder", "record_session", "record_treatment", "resolve_store",
+    "read_plan", "read_session_folder", "record_session", "record_treatment", "replace_session",
+    "resolve_store",
     "schema_version", "session_link", "session_tables", "treatment_row",
 ]  # fmt: skip
 
@@ -205,6 +206,8 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX treatments_by_patient ON treatments(patient_id, date)",
     ],
+    # 2: how each session's numbers were made (MEASUREMENT_VERSION); earlier ones are 0.
+    ["ALTER TABLE sessions ADD COLUMN measurement_version INTEGER NOT NULL DEFAULT 0"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -401,22 +404,12 @@ def _put_session(
         "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND video_key = ?",
         (pid, rec.video_key),
     ).fetchone()
-    values = dict(
-        date=rec.date, label=rec.label, protocol=rec.protocol,
-        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
-        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
-        recorded=_now(), source=source, content_sha=digest, session_dir=rec.session_dir,
-        report_path=rec.report_path, landmarks_path=rec.landmarks_path,
-        session_json=rec.session_json,
-    )  # fmt: skip
+    values = _row_values(rec, source)
     if old is not None and keep_same and old[1] == digest:
         return int(old[0]), "unchanged"
     if old is not None:
         sid = int(old[0])
-        sets = ", ".join(f"{k} = :{k}" for k in values)
-        conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
-        for table in _CHILD_TABLES:
-            conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+        _overwrite_session(conn, sid, values)
         status = "updated"
     else:
         values.update(patient_id=pid, video_key=rec.video_key)
@@ -424,6 +417,32 @@ def _put_session(
         marks = ", ".join(f":{k}" for k in values)
         sid = int(conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", values).lastrowid)
         status = "added"
+    _put_children(conn, sid, rec)
+    return sid, status
+
+
+def _row_values(rec: SessionRecord, source: str) -> dict[str, Any]:
+    """A session row's columns from a record (all but its id, patient and videos)."""
+    return dict(
+        date=rec.date, label=rec.label, protocol=rec.protocol,
+        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
+        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
+        recorded=_now(), source=source, content_sha=rec.content_sha(),
+        session_dir=rec.session_dir, report_path=rec.report_path,
+        landmarks_path=rec.landmarks_path, session_json=rec.session_json,
+        measurement_version=rec.measurement_version,
+    )  # fmt: skip
+
+
+def _overwrite_session(conn: sqlite3.Connection, sid: int, values: dict[str, Any]) -> None:
+    """Replace a session row's values (its id stays) and drop its rows in every table."""
+    sets = ", ".join(f"{k} = :{k}" for k in values)
+    conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
+    for table in _CHILD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+
+
+def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> None:
     conn.executemany(
         "INSERT INTO clips (session_id, idx, sha256, path) VALUES (?, ?, ?, ?)",
         [(sid, i, sha, path) for i, (sha, path) in enumerate(rec.clips)],
@@ -436,7 +455,6 @@ def _put_session(
         "INSERT INTO warnings (session_id, row, text) VALUES (?, ?, ?)",
         [(sid, i, w) for i, w in enumerate(rec.warnings)],
     )
-    return sid, status
 
 
 def _db_col(c: str) -> str:
@@ -480,6 +498,39 @@ def record_session(
     with _Store(store_dir, create=True) as st:
         sid, _ = st.write(lambda conn: _put_session(conn, patient, rec, "analyze", False))
     return sid
+
+
+def replace_session(store_dir: str | Path | None, session_id: int, session_dir: Path) -> int:
+    """Replace stored session ``session_id`` by a finished session folder; return its id.
+
+    The row keeps its id and patient (ids the clinician has seen stay valid); the
+    numbers, videos, label, date and files become the folder's, in one transaction,
+    so a failure leaves the stored session as it was. The folder may hold another
+    video of the visit (filmed again) unless it is already another of the patient's
+    sessions. The earlier session folder is left where it is.
+    """
+    rec = read_session_folder(session_dir)
+
+    def put(conn: sqlite3.Connection) -> int:
+        sql = "SELECT patient_id FROM sessions WHERE id = ?"
+        row = conn.execute(sql, (session_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no session {session_id} in the store")
+        pid = int(row[0])
+        clash = conn.execute(
+            "SELECT id FROM sessions WHERE patient_id = ? AND video_key = ? AND id != ?",
+            (pid, rec.video_key, session_id),
+        ).fetchone()
+        if clash is not None:
+            raise StoreError(f"{session_dir}: its video is already the patient's session "
+                             f"{clash[0]}")
+        values = {**_row_values(rec, "analyze"), "video_key": rec.video_key}
+        _overwrite_session(conn, session_id, values)
+        _put_children(conn, session_id, rec)
+        return session_id
+
+    with _Store(store_dir, create=False) as st:
+        return st.write(put)
 
 
 # --------------------------------------------------------------------------- treatments
@@ -578,7 +629,8 @@ def _sessions(
 ) -> list[SessionSummary]:
     rows = conn.execute(
         "SELECT id, date, label, protocol, video_key, source, report_path, session_dir, "
-        "min_diff_mm, min_ratio FROM sessions WHERE patient_id = ? ORDER BY date, id",
+        "min_diff_mm, min_ratio, measurement_version FROM sessions WHERE patient_id = ? "
+        "ORDER BY date, id",
         (pid,),
     ).fetchall()
     out = []
@@ -589,7 +641,7 @@ def _sessions(
                 id=r[0], patient=patient, date=r[1], label=r[2], protocol=r[3], video_key=r[4],
                 source=r[5], report_path=r[6], session_dir=r[7], last_treatment=last,
                 days_since_treatment=None if last is None else days_between(last, r[1]),
-                min_diff_mm=r[8], min_ratio=r[9],
+                min_diff_mm=r[8], min_ratio=r[9], measurement_version=r[10],
             )
         )  # fmt: skip
     return out
