@@ -47,6 +47,9 @@ class MuscleGroup:
     cross_check_mm: float | None = None  # own limit of image vs landmark disagreement
     reliability: str = ""  # why a value may mislead (shown beside every reading)
     repeat_mm: float | None = None  # two recordings of one movement read this far apart
+    # Share of the truth the method reads for this group (benchmark, at the generator's
+    # own scale); < 1 widens the value's interval toward the truth (uncertainty.py).
+    reads: float = 1.0
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -156,9 +159,6 @@ class Thresholds:
     min_count_diff: int = 2
     crease_min_ratio: float = 1.3
     crease_min: float = 2.0
-    # A side call that would change were these thresholds this fraction looser or
-    # tighter is reported as near the threshold (dominance.near_threshold).
-    near_threshold: float = 0.10
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,17 @@ def _positive_mm(raw: dict, key: str, where: str) -> float | None:
     return value
 
 
+def _share(raw: dict, key: str, where: str) -> float:
+    """An optional share of the truth in (0, 1]; 1 when absent."""
+    what = "a number in (0, 1]"
+    value = _number(raw, key, where, what=what)
+    if value is None:
+        return 1.0
+    if not 0 < value <= 1:
+        raise ProtocolError(f"{where}: {key} must be {what} (got {raw[key]!r})")
+    return value
+
+
 def _group(raw: dict, where: str) -> MuscleGroup:
     try:
         g = MuscleGroup(
@@ -286,6 +297,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             cross_check_mm=_positive_mm(raw, "cross_check_mm", where),
             reliability=str(raw.get("reliability", "")),
             repeat_mm=_positive_mm(raw, "repeat_mm", where),
+            reads=_share(raw, "reads", where),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None

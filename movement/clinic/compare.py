@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from movement import __version__
-from movement.analysis.dominance import near_threshold
 from movement.clinic.store import (
     COMPARISON_FILE,
     History,
@@ -43,7 +42,7 @@ from movement.clinic.store import (
     history,
     patient_dir,
 )
-from movement.protocol import ProtocolError, Thresholds, load_protocol
+from movement.protocol import ProtocolError, load_protocol
 from movement.report import comparison_page as page
 from movement.report.htmlkit import staged_folder
 
@@ -341,16 +340,6 @@ def _outcome(before: str, now: str) -> str:
     return f"now {now}-dominant"
 
 
-def _near(row: dict[str, Any], s: SessionSummary, measure: str) -> bool:
-    """The session's side call for this row is near its threshold (see the report)."""
-    r, lft = _value(row, "right"), _value(row, "left")
-    if r is None or lft is None:
-        return False
-    stored = {"min_diff_mm": s.min_diff_mm, "min_ratio": s.min_ratio}
-    th = Thresholds(**{k: v for k, v in stored.items() if v is not None})
-    return near_threshold(measure, r, lft, th)
-
-
 def statement(
     g: GroupView,
     base_row: dict[str, Any] | None,
@@ -393,11 +382,11 @@ def statement(
     text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
     text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
     text += "; " + _outcome(base_row["dominant_side"], now_row["dominant_side"])
-    # A call that flips between 0.99 and 1.01 mm is not a change of dominance.
-    near = [w for row, s, w in ((base_row, base, "at baseline"), (now_row, now, "now"))
-            if _near(row, s, g.measure)]
-    if near:
-        text += ", near the threshold " + " and ".join(near)
+    # An interval that only partly meets the rule is not a change of dominance.
+    unsure = [w for row, w in ((base_row, "at baseline"), (now_row, "now"))
+              if row["dominant_side"] == "uncertain"]
+    if unsure:
+        text += ", the side call uncertain " + " and ".join(unsure)
     if now_row["quality"] == "low":
         text += f" (low quality: {now_row['reason']})" if now_row["reason"] else " (low quality)"
     return text
@@ -566,7 +555,6 @@ def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
             right="—" if r is None else f"{r:.2f}", left="—" if lft is None else f"{lft:.2f}",
             index="—" if ai is None else f"{ai:+.2f}",
             dominant=row["dominant_side"] if row is not None else "undetermined",
-            near=row is not None and _near(row, s, g.measure),
             quality=q + reason, cls="base" if i == bi else f"q-{q}", changes=changes,
             treatment=f"{tx[0].date}: {units_text(tx)}" if tx else "—",
         ))  # fmt: skip

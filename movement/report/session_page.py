@@ -31,7 +31,6 @@ from plotly.offline import get_plotlyjs
 
 from movement import __version__
 from movement.analysis.activation import StepResult
-from movement.analysis.dominance import near_threshold
 from movement.analysis.landmarks import FrameCache
 from movement.analysis.pipeline import ClipResult, Session
 from movement.analysis.stabilise import yaw_degrees
@@ -85,6 +84,41 @@ def _bar_scale(df: pd.DataFrame) -> float:
 # --------------------------------------------------------------------------- findings
 
 
+def _num(r: pd.Series, key: str) -> float:
+    """A row's number, NaN where the column is absent (sessions stored without
+    intervals) or empty."""
+    try:
+        return float(r.get(key, np.nan))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _span(r: pd.Series, which: str, abs_: bool = False, bare: bool = False) -> str:
+    """" (95 % interval 0.8 to 1.6)" for ``which`` = right, left or diff; with ``abs_``
+    the difference's interval as the larger side's excess; empty without one."""
+    lo, hi = _num(r, f"{which}_lo"), _num(r, f"{which}_hi")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if abs_ and _num(r, "right_mm") < _num(r, "left_mm"):
+        lo, hi = -hi, -lo
+    text = f"{lo:.1f} to {hi:.1f} mm"
+    return text if bare else f" ({text})"
+
+
+def _sides_words(r: pd.Series) -> str:
+    """"right 3.1 mm (2.8 to 3.5), left 1.9 mm (1.6 to 2.2)"."""
+    return ", ".join(
+        f"{side} {r[f'{side}_mm']:.1f} mm{_span(r, side)}" for side in ("right", "left"))
+
+
+def _doubt(r: pd.Series) -> str:
+    """The call's reason beyond its interval ("; the interval is widest from ...")."""
+    why = r.get("call_reason", "")
+    if not isinstance(why, str) or "; the interval is widest from " not in why:
+        return ""
+    return "; most of the doubt comes from " + why.split("; the interval is widest from ", 1)[1]
+
+
 def findings(session: Session) -> list[str]:
     """Plain-language findings for the primary and secondary rows that are usable.
 
@@ -102,31 +136,30 @@ def findings(session: Session) -> list[str]:
         diff = abs(r["right_mm"] - r["left_mm"])
         caveat = (f" Low confidence: {_reason(r['reason']).rstrip('.')}."
                   if r["quality"] == "low" else "")
-        if _is_mm(r["measure"]) and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th):
-            bigger = "right" if r["right_mm"] > r["left_mm"] else "left"
-            other = (f"call the {bigger} side dominant" if r["dominant_side"] == "balanced"
-                     else "call it balanced")
-            caveat = (f" Near the threshold ({diff:.2f} mm apart; a side is dominant from "
-                      f"{th.min_diff_mm:g} mm and {th.min_ratio:.0%}): a repeat recording may "
-                      f"{other}.") + caveat
         if not _is_mm(r["measure"]):
             text = _relative_finding(r)
             if text:
                 out.append(text + caveat)
             continue
+        sides = _sides_words(r)
         if r["dominant_side"] in ("right", "left"):
             side = r["dominant_side"]
             other = "left" if side == "right" else "right"
             out.append(
-                f"{side.capitalize()} {grp} pulls {diff:.1f} mm more than the {other} in the "
-                f"{step} (right {r['right_mm']:.1f} mm, left {r['left_mm']:.1f} mm, index "
+                f"{side.capitalize()} {grp} pulls {diff:.1f} mm{_span(r, 'diff', abs_=True)} "
+                f"more than the {other} in the {step} ({sides}, index "
                 f"{r['asymmetry_index']:+.2f}).{caveat}"
             )
-        elif r["primary"] and r["dominant_side"] == "balanced":
+        elif r["dominant_side"] == "uncertain":
+            bigger = "right" if r["right_mm"] > r["left_mm"] else "left"
             out.append(
-                f"{grp.capitalize()} is balanced in the {step} (right {r['right_mm']:.1f} mm, "
-                f"left {r['left_mm']:.1f} mm).{caveat}"
+                f"{grp.capitalize()} in the {step}: which side dominates is uncertain "
+                f"({sides}; the {bigger} reads {diff:.1f} mm more, "
+                f"{_span(r, 'diff', abs_=True, bare=True)} at 95 %, and a side dominates from "
+                f"{th.min_diff_mm:g} mm and {th.min_ratio:.0%}){_doubt(r)}.{caveat}"
             )
+        elif r["primary"] and r["dominant_side"] == "balanced":
+            out.append(f"{grp.capitalize()} is balanced in the {step} ({sides}).{caveat}")
     for _, r in a.iterrows():
         if r["quality"] == "missing" and r["primary"]:
             why = _reason(r["reason"])
@@ -201,7 +234,6 @@ class MovementRow:
     diff: str
     index: str
     dominant: str
-    near: bool
     quality: str
     quality_text: str
     reason: str
@@ -321,8 +353,6 @@ def _movement_rows(df: pd.DataFrame, scale: float, th: Thresholds) -> list[Movem
             bars=_bars(r["right_mm"], r["left_mm"], scale, q == "unusable") if mm else None,
             diff=fmt(r["diff_mm"]), index=fmt(r["asymmetry_index"]),
             dominant=r["dominant_side"],
-            near=q in ("ok", "low")
-            and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th),
             quality=q, quality_text=QUALITY_TEXT.get(q, q), reason=_reason(r["reason"]),
         ))  # fmt: skip
     return rows
@@ -581,7 +611,6 @@ def render_report(
         findings=findings(session),
         th=dict(
             min_diff=f"{th.min_diff_mm:g}", min_ratio=f"{th.min_ratio:.0%}",
-            near=f"{th.near_threshold:.0%}",
         ),  # fmt: skip
         movement=_movement_rows(_moving(session), scale, th),
         scale=f"{scale:.1f}",
