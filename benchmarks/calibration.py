@@ -213,6 +213,27 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
     targets.append(("between visits", f"a real {REAL_CHANGE_MM} mm change called changed >= 90 %",
                     bool(tc >= TARGETS["true_change"]), f"{pct1(tc)} ({true_k}/{true_n})"))
 
+    out("\n# The method at the generator's own scale (the protocol's reads and reads_spread)")
+    out("Per group, values of 1 mm or more read (ok/low): measured / truth with the analysis's\n"
+        "mm rescaled by the generator's mm/px, mean and standard deviation. A mean clear of 1\n"
+        "is the method's bias; the spread is what the recording's own parts do not show.")
+    ratios: dict[str, list[float]] = {}
+    for res in results:
+        k = res.get("scale_ratio", float("nan"))
+        if not np.isfinite(k):
+            continue
+        for s in res["steps"]:
+            if s["quality"] not in READ or s["moves_truth"]:
+                continue
+            for t, m in zip(s["truth"], s["measured"], strict=True):
+                if t >= 1.0 and np.isfinite(m):
+                    ratios.setdefault(s["label"], []).append(m / k / t)
+    for label in [k for k in per_step if k in ratios] + sorted(
+            k for k in ratios if k not in per_step):
+        r = np.asarray(ratios[label])
+        sd = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
+        out(f"{label:<28} n {len(r):3d}  reads {r.mean():.3f}  spread {sd:.3f}")
+
     out("TARGETS, intervals and calls:")
     for steps, label, ok, val in targets:
         out(f"  {'MET   ' if ok else 'MISSED'} {steps + ': ' + label:<62} {val}")
