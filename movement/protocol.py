@@ -50,6 +50,8 @@ class MuscleGroup:
     # Share of the truth the method reads for this group (benchmark, at the generator's
     # own scale); < 1 widens the value's interval toward the truth (uncertainty.py).
     reads: float = 1.0
+    # How much that share varies from consult to consult (1 sigma, relative).
+    reads_spread: float = 0.03
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -268,13 +270,18 @@ def _positive_mm(raw: dict, key: str, where: str) -> float | None:
     return value
 
 
-def _share(raw: dict, key: str, where: str) -> float:
-    """An optional share of the truth in (0, 1]; 1 when absent."""
-    what = "a number in (0, 1]"
+DEFAULT_READS_SPREAD = 0.03
+"""A group's ``reads_spread`` when its protocol gives none: the order of the standard
+primaries' (0.02-0.045, accuracy benchmark at the generator's own scale)."""
+
+
+def _share(raw: dict, key: str, where: str, default: float = 1.0) -> float:
+    """An optional share of the truth, in [0, 2) (``default`` when absent)."""
+    what = "a number from 0 to 2"
     value = _number(raw, key, where, what=what)
     if value is None:
-        return 1.0
-    if not 0 < value <= 1:
+        return default
+    if not 0 <= value < 2 or (key == "reads" and value == 0):
         raise ProtocolError(f"{where}: {key} must be {what} (got {raw[key]!r})")
     return value
 
@@ -298,6 +305,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             reliability=str(raw.get("reliability", "")),
             repeat_mm=_positive_mm(raw, "repeat_mm", where),
             reads=_share(raw, "reads", where),
+            reads_spread=_share(raw, "reads_spread", where, default=DEFAULT_READS_SPREAD),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None

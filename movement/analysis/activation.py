@@ -37,6 +37,7 @@ from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
 from movement.analysis.uncertainty import (
     POSE_DOUBT,
+    SCALE_DOUBT,
     Spread,
     crease_interval,
     frames_se,
@@ -624,15 +625,16 @@ def _spread(
         per_point.append(float(np.max(one)) if range_mode and np.isfinite(one).any()
                          else _mean(one))
     pts_se, used = points_se(np.array(per_point))
-    rel_scale = scale.spread / 1.349 if np.isfinite(scale.spread) else 0.0  # IQR -> sigma
+    # IQR -> sigma; never below the ruler's own doubt (SCALE_DOUBT).
+    rel_scale = max(scale.spread / 1.349 if np.isfinite(scale.spread) else 0.0, SCALE_DOUBT)
     fit = 0.0
     if fit_error is not None:
         f_hold, f_rest = _mean(fit_error[hold] ** 2), _mean(fit_error[rest_pos] ** 2)
         fit = float(np.sqrt(np.nansum([f_hold, f_rest])))
+    size = abs(value) if np.isfinite(value) else 0.0
     return Spread(
-        hold=hold_se, rest=rest_se, points=pts_se,
-        scale=abs(value) * rel_scale if np.isfinite(value) else 0.0, fit=fit,
-        points_used=used, points_total=len(up),
+        hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,
+        method=size * g.reads_spread, points_used=used, points_total=len(up),
     )
 
 

@@ -78,6 +78,7 @@ INTERVAL_COLUMNS = [
     "scale_sd",
     "fit_sd",
     "pose_sd",
+    "method_sd",
     "reads",
     "value_lo",
     "value_hi",
@@ -248,7 +249,8 @@ def _interval_fields(m: GroupMeasure, reads: float) -> dict[str, float]:
     if sp is None:
         return out
     out.update(hold_sd=sp.hold, rest_sd=sp.rest, points_sd=sp.points, scale_sd=sp.scale,
-               fit_sd=sp.fit, pose_sd=sp.pose, value_lo=m.lo, value_hi=m.hi,
+               fit_sd=sp.fit, pose_sd=sp.pose, method_sd=sp.method, value_lo=m.lo,
+               value_hi=m.hi,
                points_used=float(sp.points_used) if sp.points_total else np.nan,
                reads=reads if m.measure != "crease" else np.nan)
     return out

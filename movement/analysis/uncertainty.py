@@ -10,7 +10,10 @@ move it, each as a standard error (1 sigma) in the value's unit:
 - ``scale``: the millimetre scale's spread over the video, times the value;
 - ``fit``: the head-motion fit's standard error at the measured points, at the hold
   and at rest;
-- ``pose``: the share of the face-on correction that may be wrong, where one was made.
+- ``pose``: the share of the face-on correction that may be wrong, where one was made;
+- ``method``: the value times the protocol's ``reads_spread``, how much the method's
+  reading of a movement varies from consult to consult at the generator's own scale
+  (point placement, texture): what the recording's own parts do not show.
 
 They are independent, so they add in quadrature; the interval is the value +- 1.96
 times that, widened toward the truth where the method is known to read short (the
@@ -37,10 +40,14 @@ about 7.5 of 10 degrees (docs/METHOD.md §4.1)."""
 MAX_AUTOCORRELATION = 0.9
 """Cap on the frames' lag-1 correlation when counting how many independent readings a
 hold holds: a hold of ten frames is never worth less than about half a frame."""
+SCALE_DOUBT = 0.01
+"""The iris scale's own relative error (1 sigma) beside its spread over the video: the
+spread shows how steadily one video's iris is read, not how far the reading is from the
+true scale (generated video reads within about 2 %, docs/METHOD.md §3)."""
 CREASE_DRAWS = 400
 """Draws pushing the crease frames' spread through the index's formula."""
 
-PART_NAMES = ("hold", "rest", "points", "scale", "fit", "pose")
+PART_NAMES = ("hold", "rest", "points", "scale", "fit", "pose", "method")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Spread:
     scale: float = 0.0
     fit: float = 0.0
     pose: float = 0.0
+    method: float = 0.0
     points_used: int = 0
     points_total: int = 0
 
@@ -120,16 +128,16 @@ def value_interval(value: float, spread: Spread | None, reads: float = 1.0
                    ) -> tuple[float, float]:
     """The 95 % interval of one side's value (mm or count-free units).
 
-    ``reads`` < 1: the method reads that share of the truth (the protocol's figure);
-    the interval reaches up to the value it implies, so a value that reads short is
-    still covered. NaN without a value or a spread.
+    ``reads``: the share of the truth the method reads (the protocol's figure); the
+    interval reaches to the value it implies, so a value that reads short is still
+    covered. NaN without a value or a spread.
     """
     if spread is None or not np.isfinite(value):
         return float("nan"), float("nan")
     half = Z95 * spread.total()
     lo, hi = value - half, value + half
-    if 0 < reads < 1:
-        hi = max(hi, value / reads + half)
+    if reads > 0 and reads != 1:
+        lo, hi = min(lo, value / reads - half), max(hi, value / reads + half)
     return lo, hi
 
 
@@ -158,7 +166,7 @@ def difference_interval(
         var += (max(rel) * d) ** 2
     half = Z95 * math.sqrt(var)
     lo, hi = d - half, d + half
-    if 0 < reads < 1:
+    if reads > 0 and reads != 1:
         # A short reading shrinks the difference toward 0: the truth lies further out.
         lo, hi = min(lo, d / reads - half), max(hi, d / reads + half)
     return lo, hi
@@ -194,6 +202,7 @@ _PART_WORDS = {
     "points": "the {side} {group}'s points moving unevenly",
     "fit": "the head-motion fit at the measured points",
     "pose": "the correction for the head's turn on the {side} side",
+    "method": "how this movement reads from consult to consult",
 }
 
 
@@ -212,7 +221,7 @@ def doubt_words(group: str, sr: Spread | None, sl: Spread | None, diff: float,
                 var[(side, part)] = v * v
     # The method's shortfall acts on the difference itself. (The shared scale does
     # too, and is a few percent of it: never the widest part of a difference.)
-    short = abs(diff) * (1 / reads - 1) / Z95 if 0 < reads < 1 else 0.0
+    short = abs(diff) * (1 / reads - 1) / Z95 if 0 < reads < 1 else 0.0  # as an SE
     if short > 0:
         var[("", "reads")] = short * short
     if not var or max(var.values()) <= 0:
