@@ -16,6 +16,7 @@ from movement.analysis.uncertainty import (
     changed,
     crease_interval,
     difference_interval,
+    effective_count,
     frames_se,
     points_se,
     value_interval,
@@ -120,3 +121,12 @@ def test_tables_give_the_intervals_the_call_and_its_reason(right, left, sr, sl, 
     assert row.diff_lo < right - left < row.diff_hi
     assert list(metrics["points_used"].isna()) == [sr.points_total == 0, sl.points_total == 0]
     assert metrics["value_lo"].tolist() == pytest.approx([row.right_lo, row.left_lo])
+
+
+def test_an_effective_count_shrinks_with_the_frames_correlation():
+    rng = np.random.default_rng(2)
+    assert effective_count(rng.standard_normal(100)) == pytest.approx(100, rel=0.25)
+    ramp = np.linspace(0.0, 1.0, 30)  # a drift: nearly one reading
+    assert effective_count(ramp) < 2.5
+    assert effective_count(np.array([np.nan, 1.0])) == 1.0
+    assert math.isnan(effective_count(np.array([np.nan])))

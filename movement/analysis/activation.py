@@ -40,6 +40,7 @@ from movement.analysis.uncertainty import (
     SCALE_DOUBT,
     Spread,
     crease_interval,
+    effective_count,
     frames_se,
     points_se,
     value_interval,
@@ -629,8 +630,12 @@ def _spread(
     rel_scale = max(scale.spread / 1.349 if np.isfinite(scale.spread) else 0.0, SCALE_DOUBT)
     fit = 0.0
     if fit_error is not None:
-        f_hold, f_rest = _mean(fit_error[hold] ** 2), _mean(fit_error[rest_pos] ** 2)
-        fit = float(np.sqrt(np.nansum([f_hold, f_rest])))
+        # Fitted afresh each frame: over the hold (rest) it averages like the frames do;
+        # a range is near one frame's reading, and carries one frame's error.
+        at_hold = _mean(fit_error[hold] ** 2)
+        parts = [at_hold if range_mode else at_hold / effective_count(series[hold]),
+                 _mean(fit_error[rest_pos] ** 2) / effective_count(series[rest_pos])]
+        fit = float(np.sqrt(np.nansum(parts)))
     size = abs(value) if np.isfinite(value) else 0.0
     return Spread(
         hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,

@@ -9,7 +9,8 @@ move it, each as a standard error (1 sigma) in the value's unit:
   (the mean of those followed stands for all of them);
 - ``scale``: the millimetre scale's spread over the video, times the value;
 - ``fit``: the head-motion fit's standard error at the measured points, at the hold
-  and at rest;
+  and at rest; the fit is made afresh in every frame, so over a hold it counts as
+  many times as the hold has independent frames (:func:`effective_count`);
 - ``pose``: the share of the face-on correction that may be wrong, where one was made;
 - ``method``: the value times the protocol's ``reads_spread``, how much the method's
   reading of a movement varies from consult to consult at the generator's own scale
@@ -76,6 +77,22 @@ class Spread:
         return math.sqrt(sum(v * v for v in self.parts().values() if np.isfinite(v)))
 
 
+def effective_count(x: np.ndarray) -> float:
+    """How many independent readings a run of frames is worth: n (1 - r) / (1 + r), r
+    its lag-1 correlation (capped, see MAX_AUTOCORRELATION); at least 1 (NaN without
+    a finite frame)."""
+    v = np.asarray(x, float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return float("nan")
+    c = v - v.mean()
+    ss = float(np.sum(c * c))
+    r = float(np.sum(c[1:] * c[:-1]) / ss) if n > 2 and ss > 0 else 0.0
+    r = min(max(r, 0.0), MAX_AUTOCORRELATION)
+    return max(n * (1 - r) / (1 + r), 1.0)
+
+
 def frames_se(x: np.ndarray) -> float:
     """Standard error of the mean of a run of frames.
 
@@ -92,11 +109,7 @@ def frames_se(x: np.ndarray) -> float:
     sd = float(np.std(v, ddof=1))
     if sd == 0.0:
         return 0.0
-    c = v - v.mean()
-    r = float(np.sum(c[1:] * c[:-1]) / np.sum(c * c)) if n > 2 else 0.0
-    r = min(max(r, 0.0), MAX_AUTOCORRELATION)
-    n_eff = max(n * (1 - r) / (1 + r), 1.0)
-    return sd / math.sqrt(n_eff)
+    return sd / math.sqrt(effective_count(v))
 
 
 def points_se(per_point: np.ndarray) -> tuple[float, int]:
