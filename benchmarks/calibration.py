@@ -114,8 +114,9 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
             if truth_call in ("right", "left"):
                 c["decisive"] += 1
                 c["uncertain"] += s["dominant"] == "uncertain"
-            for t, m, iv in ((tr, s["measured"][0], s["right_iv"]),
-                             (tl, s["measured"][1], s["left_iv"])):
+            none = (float("nan"), float("nan"))
+            for t, m, iv in ((tr, s["measured"][0], s.get("right_iv", none)),
+                             (tl, s["measured"][1], s.get("left_iv", none))):
                 if not np.isfinite(m):
                     continue
                 key = s["label"] if s["primary"] else f"{s['step']} (secondary)"
