@@ -190,6 +190,10 @@ def _relative_finding(r: pd.Series) -> str:
             f"{side.capitalize()} {name} fold {times} than the {other} in the "
             f"{step} (crease index right {right:.2f}, left {left:.2f})."
         )
+    if r["measure"] == "crease" and side == "uncertain":
+        name = lines_name(r["muscle_group"])
+        return (f"Which side's {name} fold deeper in the {step} is uncertain (crease index "
+                f"right {right:.2f}, left {left:.2f}; {r.get('call_reason', '')}).")
     return ""
 
 
@@ -472,7 +476,7 @@ def _step_badge(rows: pd.DataFrame) -> Badge | None:
     d = p["dominant_side"]
     if d in ("right", "left"):
         return Badge(d, f"{d} dominant {abs(p['diff_mm']):.1f} mm")
-    return Badge(d if d in ("balanced", "undetermined") else None, d)
+    return Badge(d if d in ("balanced", "uncertain", "undetermined") else None, d)
 
 
 def _viewer(
