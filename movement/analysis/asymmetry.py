@@ -42,14 +42,13 @@ ASYMMETRY_COLUMNS = [
     "quality",
     "reason",
     "peak_s",
-    "right_lo",
-    "right_hi",
-    "left_lo",
-    "left_hi",
-    "diff_lo",
-    "diff_hi",
-    "call_reason",
 ]
+"""asymmetry.csv's columns the clinic store keeps; :data:`CALL_COLUMNS` follow them in
+the file."""
+CALL_COLUMNS = ["right_lo", "right_hi", "left_lo", "left_hi", "diff_lo", "diff_hi",
+                "call_reason"]
+"""asymmetry.csv's 95 % intervals of each side and of right - left
+(:mod:`movement.analysis.uncertainty`), and why the side call is what it is."""
 METRICS_COLUMNS = [
     "step",
     "muscle_group",
@@ -236,7 +235,7 @@ def tables(
                 dict(step=w.name, points=name, drift_mm=abs(v), toward="left" if v > 0 else "right")
             )
     return (
-        pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
+        pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS + CALL_COLUMNS),
         pd.DataFrame(metr, columns=METRICS_COLUMNS + POSE_COLUMNS + INTERVAL_COLUMNS),
         pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
     )
@@ -363,4 +362,4 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
                 peak_s=np.nan, call_reason="",
             )
         )  # fmt: skip
-    return pd.DataFrame(rows, columns=ASYMMETRY_COLUMNS)
+    return pd.DataFrame(rows, columns=ASYMMETRY_COLUMNS + CALL_COLUMNS)
