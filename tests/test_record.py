@@ -431,8 +431,11 @@ def _status(url: str, timeout: float = 120.0) -> dict:
 @pytest.mark.slow
 def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     """The recording, then 'eee' recorded again with the other side stronger: the
-    re-analysed session measures eee from the new clip and keeps raise from the first."""
+    re-analysed session measures eee from the new clip and keeps raise from the first,
+    and replaces the visit in the clinic store rather than adding a second one."""
     import pandas as pd
+
+    from movement.clinic import store
 
     def consult(name: str, steps: list[synth.StepMotion], length: float) -> bytes:
         spec = synth.SynthSpec(steps=steps, duration_s=length, fps=15, frame_size=SIZE,
@@ -444,7 +447,9 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     first = consult("first", [synth.StepMotion("raise", 4.0, 5.5, 7.0, 2.0, 4.5),
                               synth.StepMotion("eee", 9.0, 10.5, 12.0, 3.0, 1.2)], 14.0)
     again = consult("again", [synth.StepMotion("eee", 4.0, 5.5, 7.0, 1.0, 3.5)], 9.0)
-    cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session")
+    clinic = tmp_path / "clinic"
+    cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session",
+                 patient="p1", date="2026-03-02", store_dir=clinic)
     url, result, t = _serve_in_thread(cfg)
     try:
         assert _post(url + "video?name=recording", first)[0] == 200
@@ -456,6 +461,7 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
         assert st["phase"] == "done", st
         side = pd.read_csv(cfg.out / "asymmetry.csv").query("primary").set_index("step")
         assert side.loc["eee", "dominant_side"] == "right"
+        [visit] = store.list_sessions(clinic, "p1")
         # A redo needs its own video.
         code, err = _post(url + "analyse", json.dumps(
             {"cues": [{"step": "eee", "start_s": 4, "end_s": 7.5}], "redo": "eee"}).encode(),
@@ -481,6 +487,12 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     assert list(meta["recording"]["redone"]) == ["eee"]
     assert read_cues(cfg.out / "cues-redo-eee.csv", cfg.protocol) == {"eee": (4.0, 7.5)}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    [stored] = store.list_sessions(clinic, "p1")
+    assert stored.id == visit.id and stored.date == "2026-03-02"
+    tables = store.session_tables(clinic, stored.id)
+    assert [c["sha256"] for c in tables["clips"]] == [c["sha256"] for c in meta["clips"]]
+    eee = [r for r in tables["asymmetry"] if r["step"] == "eee" and r["primary"]]
+    assert eee[0]["dominant_side"] == "left"
 
 
 # ---------------------------------------------------------------- interruptions

@@ -266,7 +266,7 @@ class Recorder:
             session = consult.analyze_to_folder(
                 videos, groups if len(videos) > 1 else None, self.cfg.out, opts,
                 force=self.written, progress=progress, store_dir=self.cfg.store_dir,
-                attach=attach,
+                attach=attach, replace_stored=self.written,
             )
         except (KeyboardInterrupt, SystemExit):
             raise
