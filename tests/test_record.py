@@ -495,6 +495,91 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     assert eee[0]["dominant_side"] == "left"
 
 
+@pytest.mark.slow
+def test_record_again_from_the_page(tmp_path):
+    """In Chromium: a head tilted 35 degrees (the checks refuse it; started anyway) makes
+    the step unusable; the page's "Record again" button records that step alone, the
+    server re-analyses, the page shows it redone and the report opens."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed ({exc})")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    import signal
+
+    # A still, tilted face: every stretch of it is unusable, whenever recording starts.
+    face = synth.Renderer(synth.SynthSpec(steps=(), duration_s=1.0, frame_size=SIZE,
+                                          face_height_frac=FACE)).frame(0)
+    w, h = SIZE
+    tilted = cv2.warpAffine(face, cv2.getRotationMatrix2D((w / 2, h / 2), 35, 1.0), SIZE,
+                            borderMode=cv2.BORDER_REPLICATE)
+    y4m = tmp_path / "camera.y4m"
+    rng = np.random.default_rng(3)
+    with open(y4m, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F15:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(45):
+            img = np.clip(tilted + rng.normal(0, 1.0, tilted.shape), 0, 255).astype(np.uint8)
+            fh.write(b"FRAME\n" + cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    out = tmp_path / "session"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movement.cli", "record", "--no-open", "--silent",
+         "--steps", "eee", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = proc.stdout.readline().strip()
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=[
+                "--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={y4m}",
+            ])
+            page = b.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function(
+                "document.getElementById('say').textContent.includes('head level')",
+                timeout=60_000)
+            page.locator("#force").click()
+            again = page.locator("#results button", has_text="Record again")
+            again.wait_for(timeout=120_000)
+            first = page.evaluate("document.getElementById('results').innerText")
+            again.click()
+            page.locator("#force").click(timeout=30_000)
+            page.wait_for_function("document.body.className === 'recording'")
+            page.wait_for_function("document.getElementById('results').innerText"
+                                   ".includes('eee (again)')", timeout=120_000)
+            with page.context.expect_page() as report:
+                page.locator("#open").click()
+            report.value.wait_for_load_state("load")
+            title = report.value.title()
+            b.close()  # the page says it is gone; the session is written, so that ends it
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C keeps a complete session too
+            rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout, err = proc.stdout.read(), proc.stderr.read()
+    assert errors == [], errors
+    assert "unusable" in first and "tilted" in first, first
+    assert (rc == 0 and "Session written" in stdout) or (rc == 130 and "is complete" in err), (
+        rc, stdout, err)
+    assert title, "the report did not open"
+    meta = json.loads((out / "session.json").read_text())
+    # The only step was recorded again: it is measured from its own clip, and the first
+    # recording stays in the folder with the cues that describe it.
+    assert [c["path"] for c in meta["clips"]] == ["redo-eee.webm"]
+    assert list(meta["recording"]["redone"]) == ["eee"]
+    assert (out / "cues-redo-eee.csv").exists() and (out / "redo-eee.webm").stat().st_size
+    assert (out / "cues.csv").exists() and (out / "recording.webm").stat().st_size
+
+
 # ---------------------------------------------------------------- interruptions
 
 
