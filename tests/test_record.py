@@ -254,8 +254,10 @@ def test_cli_refuses_a_folder_holding_something_and_bad_protocols(tmp_path):
 
 # ---------------------------------------------------------------- end to end in Chromium
 
-DARK_S = 3.0
-"""The fake camera starts dark (the check must say so); then the good face."""
+FAULTS = (("dark", 3.0), ("small", 2.5), ("turned", 2.5))
+"""The fake camera starts with faulty framings, each for so many seconds (the page's
+check must say what to do about each); then the good face."""
+FAULTS_S = sum(d for _, d in FAULTS)
 START_S = 1.5
 """About when --auto starts recording once the face is good: three passing checks."""
 AMPLITUDES = {"raise": (2.0, 4.5), "eee": (3.0, 1.2)}  # (right, left) mm
@@ -277,10 +279,10 @@ def _read_code(img: np.ndarray) -> int:
 
 
 def _fake_camera(path: Path) -> tuple[list[synth.StepMotion], float]:
-    """A .y4m the fake camera plays: dark, then a consult timed like the page's schedule
-    for raise and eee (lead-in 2 s, rest 2 s, hold 3 s), each frame numbered."""
+    """A .y4m the fake camera plays: the faults, then a consult timed like the page's
+    schedule for raise and eee (lead-in 2 s, rest 2 s, hold 3 s), each frame numbered."""
     sched = schedule(load_protocol("standard").subset(["raise", "eee"]))
-    t = DARK_S + START_S + 2.0  # the page's lead-in
+    t = FAULTS_S + START_S + 2.0  # the page's lead-in
     steps = []
     for s in sched:
         t += s.rest_s
@@ -296,8 +298,11 @@ def _fake_camera(path: Path) -> tuple[list[synth.StepMotion], float]:
         fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(spec.n_frames):
             img = r.frame(i)
-            if i < DARK_S * fps:
-                img = (img * 0.12).astype(np.uint8)
+            fault = next((f for f, end in zip([f for f, _ in FAULTS], np.cumsum(
+                [d for _, d in FAULTS]), strict=True) if i < end * fps), None)
+            if fault is not None:
+                img = {"dark": lambda f: (f * 0.12).astype(np.uint8),
+                       "small": lambda f: _shrunk(f, 0.55), "turned": _turned}[fault](img)
             _code(img, i)
             fh.write(b"FRAME\n")
             fh.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
@@ -370,10 +375,14 @@ def test_recording_in_chromium_end_to_end(tmp_path):
     assert rc == 0, stderr[-2000:]
     assert "Session written" in stdout
     assert errors == [] and outside == []
-    # The checks failed on the dark face with its instruction, then passed.
+    # The checks failed on the dark, small and turned face with their instructions, then
+    # passed.
     phases = [ph for ph, _ in seen]
     before = [say for ph, say in seen[: phases.index("recording")]]
-    assert "More light on the face, from the front" in before, before
+    for instruction in ("More light on the face, from the front",
+                        "Move closer to the camera", "Turn your head a little to your right"):
+        assert instruction in before, (instruction, before)
+    assert "Good. Hold still." in before
     assert {"checking", "recording", "analysing"} <= set(phases)
     assert set(shots) >= {"checking", "recording", "analysing", "done"}
 
