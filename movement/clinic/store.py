@@ -19,7 +19,8 @@ Design choices, and why:
   on top for the rare ``SQLITE_BUSY`` the timeout does not absorb).
 - **A session is identified by its patient and its video(s)** (the SHA-256 of
   each clip): re-analysing the same video replaces that session's numbers; it
-  never adds a duplicate visit.
+  never adds a duplicate visit. A step recorded again by ``movement record`` adds a
+  clip to the same visit: that session replaces the one stored from its folder.
 - **Patient IDs are free text**, stored verbatim through parameterised SQL. Any
   folder derived from one is a slug plus a hash (:func:`patient_slug`) and is
   checked to stay inside the store (:func:`patient_dir`).
