@@ -285,6 +285,71 @@ def test_a_crash_half_way_leaves_no_half_session(tmp_path, monkeypatch):
     assert store.session_tables(st, keep)["asymmetry"][1]["right_mm"] == 4.1
 
 
+def test_a_folder_that_grew_a_clip_replaces_its_stored_session(tmp_path, monkeypatch):
+    """`movement record` re-recording a step: the folder's session now has two clips
+    (a new video key). With replace_folder it replaces the session stored from that
+    folder (same id), in one transaction; without, it is a visit of its own."""
+    import shutil
+
+    st = tmp_path / "st"
+    db = st / store.DB_NAME
+    other = store.record_session(st, make_session(tmp_path, "other"), "p1", "", "2026-01-01")
+    folder = make_session(tmp_path, "visit", video="v")
+    first = store.record_session(st, folder, "p1", "", "2026-01-05")
+    # The other patient's session from a folder of the same name stays theirs.
+    theirs = store.record_session(st, folder, "p2", "", "2026-01-05")
+
+    def regrow(video: str, values: dict) -> None:
+        grown = make_session(tmp_path / video, "visit", video=video, clips=2, values=values)
+        shutil.rmtree(folder)
+        grown.rename(folder)
+
+    regrow("redo1", {**BASE_VALUES, "eee": (1.0, 3.5)})
+    sha1 = hashlib.sha256(b"redo1-0").hexdigest()
+    sha2 = hashlib.sha256(b"redo1-1").hexdigest()
+    # The report's comparison link counts the replacement once, not as a second visit.
+    solo = make_session(tmp_path, "solo", video="solo")
+    store.record_session(st, solo, "p3", "", "2026-01-05")
+    assert store.session_link(st, "p3", [sha1, sha2]) is not None  # a new visit: two
+    assert store.session_link(st, "p3", [sha1, sha2], replace_folder=solo) is None
+
+    real = store._insert_rows
+
+    def crash(conn, table, *a):
+        if table == "metrics":
+            raise RuntimeError("power cut")
+        return real(conn, table, *a)
+
+    monkeypatch.setattr(store, "_insert_rows", crash)
+    with pytest.raises(RuntimeError):
+        store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    monkeypatch.setattr(store, "_insert_rows", real)
+    kept = store.session_tables(st, first)  # the failed swap kept the old session whole
+    assert [c["sha256"] for c in kept["clips"]] == [hashlib.sha256(b"v-0").hexdigest()]
+    assert len(kept["metrics"]) == 10 and kept["asymmetry"][3]["right_mm"] == 1.7
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+
+    again = store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    assert again == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    t = store.session_tables(st, first)
+    assert t["session"]["video_key"] == f"{sha1} {sha2}"
+    assert [c["sha256"] for c in t["clips"]] == [sha1, sha2]
+    assert t["asymmetry"][3]["right_mm"] == 1.0 and t["asymmetry"][3]["dominant_side"] == "left"
+    assert _count(db, "SELECT count(*) FROM asymmetry WHERE session_id = ?", (first,)) == 5
+    assert store.session_tables(st, theirs)["clips"][0]["sha256"] == kept["clips"][0]["sha256"]
+    assert len(store.session_tables(st, other)["asymmetry"]) == 5
+
+    # The same step recorded again once more: still that one session.
+    regrow("redo2", {**BASE_VALUES, "eee": (1.2, 3.0)})
+    assert store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True) == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    # Without replace_folder new videos are a visit of their own (what analyze does).
+    regrow("redo3", BASE_VALUES)
+    assert store.record_session(st, folder, "p1", "", "2026-01-05") != first
+    assert _count(db, "SELECT count(*) FROM sessions") == 5
+
+
 def _writer(args: tuple[str, list[str], str]) -> list[int]:
     st, folders, patient = args
     return [store.record_session(st, Path(f), patient, "", "2026-01-05") for f in folders]

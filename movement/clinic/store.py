@@ -19,7 +19,8 @@ Design choices, and why:
   on top for the rare ``SQLITE_BUSY`` the timeout does not absorb).
 - **A session is identified by its patient and its video(s)** (the SHA-256 of
   each clip): re-analysing the same video replaces that session's numbers; it
-  never adds a duplicate visit.
+  never adds a duplicate visit. A step recorded again by ``movement record`` adds a
+  clip to the same visit: that session replaces the one stored from its folder.
 - **Patient IDs are free text**, stored verbatim through parameterised SQL. Any
   folder derived from one is a slug plus a hash (:func:`patient_slug`) and is
   checked to stay inside the store (:func:`patient_dir`).
@@ -386,14 +387,17 @@ def _patient_id(conn: sqlite3.Connection, patient: str) -> int:
 
 
 def _put_session(
-    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool
+    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool,
+    same_folder: bool = False,
 ) -> tuple[int, str]:
     """Insert or replace one session inside the caller's transaction.
 
     Returns the session id and what happened: ``added``, ``updated`` or
     ``unchanged`` (only with ``keep_same``, when the numbers are identical).
     The session row keeps its id when replaced, so ids the clinician has seen
-    in ``movement sessions`` stay valid.
+    in ``movement sessions`` stay valid. With ``same_folder``, a session of the
+    patient stored from the same folder is replaced when no session has these
+    videos (see :func:`record_session`).
     """
     pid = _patient_id(conn, patient)
     digest = rec.content_sha()
@@ -401,8 +405,10 @@ def _put_session(
         "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND video_key = ?",
         (pid, rec.video_key),
     ).fetchone()
+    if old is None and same_folder and rec.session_dir:
+        old = _folder_session(conn, pid, rec.session_dir)
     values = dict(
-        date=rec.date, label=rec.label, protocol=rec.protocol,
+        video_key=rec.video_key, date=rec.date, label=rec.label, protocol=rec.protocol,
         protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
         min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
         recorded=_now(), source=source, content_sha=digest, session_dir=rec.session_dir,
@@ -419,7 +425,7 @@ def _put_session(
             conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
         status = "updated"
     else:
-        values.update(patient_id=pid, video_key=rec.video_key)
+        values.update(patient_id=pid)
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         sid = int(conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", values).lastrowid)
@@ -437,6 +443,15 @@ def _put_session(
         [(sid, i, w) for i, w in enumerate(rec.warnings)],
     )
     return sid, status
+
+
+def _folder_session(conn: sqlite3.Connection, pid: int, session_dir: str) -> tuple | None:
+    """(id, content_sha) of the patient's session last stored from ``session_dir``."""
+    return conn.execute(
+        "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND session_dir = ? "
+        "ORDER BY recorded DESC, id DESC LIMIT 1",
+        (pid, session_dir),
+    ).fetchone()
 
 
 def _db_col(c: str) -> str:
@@ -463,7 +478,8 @@ def _db_value(v: Any) -> Any:
 
 
 def record_session(
-    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str
+    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str,
+    replace_folder: bool = False,
 ) -> int:
     """Record a finished session folder in the store; return the session id.
 
@@ -471,6 +487,12 @@ def record_session(
     and ``rest.csv`` first, then writes everything in one transaction. The
     same video(s) for the same patient replace that session's numbers (same
     id) instead of adding a second visit; other sessions are untouched.
+
+    ``replace_folder``: this folder's session grew new videos (``movement
+    record`` re-recording a step: the same visit, one more clip), so the
+    patient's session last stored from this folder is replaced (same id) rather
+    than a second visit added. The swap is the one transaction: if writing the
+    new numbers fails, the old ones stay.
     """
     patient = check_patient(patient)
     date = check_date(date)
@@ -478,7 +500,9 @@ def record_session(
     rec = read_session_folder(session_dir, label=label, date=date)
     rec.label = label  # an explicit empty label wins over the folder's
     with _Store(store_dir, create=True) as st:
-        sid, _ = st.write(lambda conn: _put_session(conn, patient, rec, "analyze", False))
+        sid, _ = st.write(
+            lambda conn: _put_session(conn, patient, rec, "analyze", False, replace_folder)
+        )
     return sid
 
 
@@ -710,15 +734,17 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
 
 
 def session_link(
-    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None
+    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None,
+    replace_folder: Path | None = None,
 ) -> Path | None:
     """Where the patient's comparison report is (or will be), when there is one to link.
 
     Returns ``<store>/patients/<slug>/comparison.html`` when the patient has at
     least two sessions, counting the session being analysed (give its clips'
     ``sha256s`` so a not-yet-recorded video counts, and a re-analysed one does
-    not count twice); ``None`` for no patient ID or a single session. Never
-    creates the store.
+    not count twice; give ``replace_folder`` when it will replace the session
+    stored from that folder, as :func:`record_session` does); ``None`` for no
+    patient ID or a single session. Never creates the store.
     """
     if not patient:
         return None
@@ -731,18 +757,18 @@ def session_link(
     if db.exists():
         try:
             with _Store(store_dir, create=False) as st:
-                keys = [
-                    r[0]
-                    for r in st.conn.execute(
-                        "SELECT s.video_key FROM sessions s JOIN patients p ON p.id = s.patient_id "
-                        "WHERE p.patient = ?",
-                        (patient,),
-                    )
-                ]
+                rows = st.conn.execute(
+                    "SELECT s.video_key, s.session_dir FROM sessions s "
+                    "JOIN patients p ON p.id = s.patient_id WHERE p.patient = ?",
+                    (patient,),
+                ).fetchall()
         except StoreError:
             return None
+        keys = [r[0] for r in rows]
         count = len(keys)
         known = sha256s is not None and " ".join(sha256s) in keys
+        if replace_folder is not None:
+            known = known or str(Path(replace_folder).absolute()) in {r[1] for r in rows}
     if sha256s is not None and not known:
         count += 1
     return link if count >= 2 else None
