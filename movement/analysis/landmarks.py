@@ -129,6 +129,10 @@ mode's iris depends on the face: on two generated faces it read the iris 1.7 % a
 8.7 % larger than the generator's still-image detection of the photo. Corrected by
 fresh detections (FRESH_CUTS cuts of each such frame), the benchmark's scale reads
 0.992 of the generator's, range 0.979-1.017 (docs/METHOD.md §3)."""
+MANY_FACES_HOLD_S = 2.0
+"""After the face counter (twice a second) sees a second face, the mesh follows two
+faces for at least this long, so that a counter missing the second face now and then
+does not switch the mesh back and forth."""
 FRESH_MAX = 120
 """At most this many frames with fresh detections per video (a detection costs about as
 much as a tracked frame, 7-9 ms at 720p-1080p): a long video spaces them out."""
@@ -184,9 +188,10 @@ def track_landmarks(
     -----
     Tracking mode (``static_image_mode=False``) re-detects only when tracking
     is lost; it is several times faster than per-frame detection and smoother.
-    Up to two faces are tracked. The mesh's own detector is short-range and
-    misses a smaller second person in a wide frame, so a full-range face
-    detector also counts the faces twice a second (about 5 ms each). As often,
+    A full-range face detector counts the faces twice a second (about 5 ms each):
+    the mesh's own detector is short-range and misses a smaller second person in a
+    wide frame. The mesh follows two faces only while the counter sees more than one
+    (or ``face`` picks one by side; see MANY_FACES_HOLD_S). As often,
     the face is also detected afresh (static mode) for the scale (FRESH_EVERY_S).
     """
     import mediapipe as mp
@@ -197,13 +202,21 @@ def track_landmarks(
     count_every = max(int(round(info.fps / 2)), 1)
     counted = 0
 
-    mesh = mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False,
-        max_num_faces=2,
-        refine_landmarks=True,
-        min_detection_confidence=0.5,
-        min_tracking_confidence=0.5,
-    )
+    def tracking_mesh(faces: int) -> object:
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=faces,
+            refine_landmarks=True,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
+
+    # A mesh that may follow two faces runs its face detector on every frame in which
+    # it follows fewer (MediaPipe re-detects until it has max_num_faces), which doubled
+    # the mesh's time per frame on a lone patient. So one face is followed unless the
+    # counter saw a second within MANY_FACES_HOLD_S, or the user picks a face by side.
+    meshes: dict[int, object] = {}
+    many_until = -1
     fresh_mesh = mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True, max_num_faces=2, refine_landmarks=True,
         min_detection_confidence=0.5,
@@ -248,10 +261,20 @@ def track_landmarks(
         try:
             for fr in frames(info, rgb=True):
                 rgb = fr.rgb
-                res = mesh.process(rgb)
-                faces = res.multi_face_landmarks or []
                 if fr.index % count_every == 0:
                     counted = len(counter.process(rgb).detections or [])
+                    if counted > 1:
+                        many_until = fr.index + int(round(MANY_FACES_HOLD_S * info.fps))
+                want = 2 if face != "largest" or fr.index <= many_until else 1
+                if want not in meshes:
+                    # The other mesh's tracking state is stale: it would start from
+                    # where the face was when it was last used.
+                    for m in meshes.values():
+                        m.close()  # type: ignore[attr-defined]
+                    meshes.clear()
+                    meshes[want] = tracking_mesh(want)
+                res = meshes[want].process(rgb)  # type: ignore[attr-defined]
+                faces = res.multi_face_landmarks or []
                 pts = nan
                 depth = nan[:, 0]
                 if faces:
@@ -296,7 +319,8 @@ def track_landmarks(
         finally:
             writer_q.put(None)
             writer.join()
-            mesh.close()
+            for m in meshes.values():
+                m.close()  # type: ignore[attr-defined]
             fresh_mesh.close()
             counter.close()
         if writer_error:
