@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,70 @@ CACHE_FACE_PX = 320
 size the iris is about 30 px wide (about 2.5 px per mm): Lucas-Kanade's
 sub-pixel precision is then a few hundredths of a millimetre, while a 1080p
 face is not stored at full size."""
+
+
+CACHE_PREFIX = "movement-frames-"
+OWNER_FILE = "owner"
+"""In each frame cache's folder: the process that made it (pid and start time), so a
+later run can tell a killed run's leftovers from a cache still in use."""
+ORPHAN_AGE_S = 24 * 3600
+"""A cache folder without a readable owner is left alone until it is this old."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it are plain.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner() -> str:
+    return f"{os.getpid()} {_start_time(os.getpid()) or ''}".strip()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process that wrote ``owner`` still runs (pid reuse is told apart by
+    the start time where the system gives one)."""
+    parts = owner.split()
+    if not parts or not parts[0].isdigit():
+        return False
+    pid = int(parts[0])
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would end the process on Windows; age decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return len(parts) < 2 or _start_time(pid) in (None, parts[1])
+
+
+def remove_leftovers(cache_dir: str | Path | None = None) -> list[Path]:
+    """Delete frame caches that a killed run (``kill -9``, a power cut) left behind in
+    ``cache_dir`` (the system's temporary folder by default): ~0.3 MB a frame, gigabytes
+    for a long consult. A cache whose process still runs is never touched."""
+    import time
+
+    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
+    gone = []
+    for d in root.glob(CACHE_PREFIX + "*"):
+        try:
+            owner = (d / OWNER_FILE).read_text()
+        except OSError:
+            owner = None
+        try:
+            old = time.time() - d.stat().st_mtime > ORPHAN_AGE_S
+        except OSError:
+            continue
+        if (owner is not None and not _alive(owner)) or (owner is None and old) or (
+                os.name != "posix" and old):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
 
 
 class NoFaceError(Exception):
@@ -144,6 +209,19 @@ FRESH_CUTS = 4
 clip and two re-encoded copies read their scales within 0.15 % (docs/METHOD.md §3)."""
 
 
+FRESH_AHEAD = 4
+"""Frames whose fresh detections may wait for the detecting thread (each holds its
+frame: 6 MB at 1080p)."""
+
+
+def fresh_done(jobs: list[tuple[int, Future]]) -> int:
+    """How many of ``jobs`` (in submission order) have finished, counted from the start."""
+    n = 0
+    while n < len(jobs) and jobs[n][1].done():
+        n += 1
+    return n
+
+
 def _face_height(pts: np.ndarray) -> float:
     # Forehead (10) to chin (152).
     return float(np.linalg.norm(pts[10] - pts[152]))
@@ -226,7 +304,9 @@ def track_landmarks(
     fresh_frames: list[int] = []
     fresh_tried = 0
     fresh_xy: list[np.ndarray] = []
-    tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
+    remove_leftovers(cache_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=cache_dir))
+    (tmp / OWNER_FILE).write_text(_owner())
     cache: FrameCache | None = None
     done = False
     try:
@@ -249,6 +329,8 @@ def track_landmarks(
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
+        fresh_pool = ThreadPoolExecutor(max_workers=1)
+        fresh_jobs: list[tuple[int, Future]] = []
         ts: list[float] = []
         # Filled in place (a list of per-frame arrays plus the stacked copy would
         # double the largest array of a long video); float32 as the mesh gives it.
@@ -278,10 +360,10 @@ def track_landmarks(
                 pts = nan
                 depth = nan[:, 0]
                 if faces:
-                    cands = [
-                        np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
-                        for f in faces
-                    ]
+                    # One pass over each face's 478 points (x, y, z): this loop runs
+                    # for every frame.
+                    mesh3 = [np.array([(p.x, p.y, p.z) for p in f.landmark]) for f in faces]
+                    cands = [m[:, :2] * wh for m in mesh3]
                     if face == "left":
                         pick = min(range(len(cands)), key=lambda k: cands[k][:, 0].mean())
                     elif face == "right":
@@ -291,13 +373,17 @@ def track_landmarks(
                     pts = cands[pick]
                     # FaceMesh's z is scaled like x (by the width) and negative toward
                     # the camera.
-                    depth = -np.array([p.z for p in faces[pick].landmark]) * wh[0]
+                    depth = -mesh3[pick][:, 2] * wh[0]
                 if faces and fr.index % fresh_every == 0:
                     cuts = range(fresh_tried, fresh_tried + FRESH_CUTS)
                     fresh_tried += FRESH_CUTS
-                    for again in _detect_on_cuts(fresh_mesh, rgb, fr.image.shape[1], pts, cuts):
-                        fresh_frames.append(len(ts))
-                        fresh_xy.append(again)
+                    # The still-image mesh runs beside the tracking one (MediaPipe
+                    # releases the GIL while its graph runs): a core of its own on a
+                    # two-core laptop. At most FRESH_AHEAD frames wait for it.
+                    while len(fresh_jobs) - fresh_done(fresh_jobs) >= FRESH_AHEAD:
+                        fresh_jobs[fresh_done(fresh_jobs)][1].result()
+                    fresh_jobs.append((len(ts), fresh_pool.submit(
+                        _detect_on_cuts, fresh_mesh, rgb, fr.image.shape[1], pts, cuts)))
                 if cache is None and faces:
                     cache = FrameCache(tmp, *crop_geometry(pts))
                     # Frames before the first face get blank crops.
@@ -316,7 +402,12 @@ def track_landmarks(
                 nf.append(max(len(faces), counted))
                 if progress is not None:
                     progress(1)
+            for index, job in fresh_jobs:
+                for again in job.result():
+                    fresh_frames.append(index)
+                    fresh_xy.append(again)
         finally:
+            fresh_pool.shutdown(wait=True, cancel_futures=True)
             writer_q.put(None)
             writer.join()
             for m in meshes.values():
