@@ -112,7 +112,8 @@ def make_session(
                 ["palpebral_aperture", "6.268", "6.390", "-0.123", "left"]])  # fmt: skip
     clip_json = [dict(path=f"videos/{video}-{i}.mp4", sha256=sha, width=960, height=540,
                       fps=30.0, frames=795, duration_s=26.47, rotation=0, codec="FMP4",
-                      mirrored=False, scale=dict(mm_per_px=0.54, iris_px=21.7,
+                      mirrored=False, timing_s={"steps": {"wall": 0.1, "cpu": 0.1}},
+                      scale=dict(mm_per_px=0.54, iris_px=21.7,
                       iris_spread=0.03, ipd_mm=64.7, frames_used=795),
                       tracking=dict(face_tracked_fraction=1.0, multiple_faces_fraction=0.0,
                       roll_range_deg=[-5.3, -1.1], yaw_range_deg=[-2.6, 0.9]),

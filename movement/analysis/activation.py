@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
-from scipy.signal import find_peaks
 
 from movement.analysis.creases import (
     CLUTTER_PCT,
@@ -334,8 +333,38 @@ def count_movements(x: np.ndarray, top: float, min_mm: float = 0.3) -> int:
     if not np.isfinite(top) or top < min_mm:
         return 0
     v = x[np.isfinite(x)]
-    peaks, _ = find_peaks(v, height=0.5 * top, prominence=0.4 * top)
-    return int(len(peaks))
+    return sum(1 for i in local_maxima(v)
+               if v[i] >= 0.5 * top and prominence(v, i) >= 0.4 * top)
+
+
+def local_maxima(v: np.ndarray) -> list[int]:
+    """Indices of the local maxima of ``v``; a flat top counts once, at its middle
+    (rounded down), and neither end of ``v`` is a maximum -- SciPy's ``find_peaks``
+    convention, without importing ``scipy.signal`` (1-2 s at start-up)."""
+    out: list[int] = []
+    i, n = 1, len(v)
+    while i < n - 1:
+        if v[i - 1] < v[i]:
+            j = i
+            while j + 1 < n - 1 and v[j + 1] == v[i]:
+                j += 1
+            if v[j + 1] < v[i]:
+                out.append((i + j) // 2)
+            i = j
+        i += 1
+    return out
+
+
+def prominence(v: np.ndarray, i: int) -> float:
+    """How far peak ``i`` stands above the higher of the lowest points between it and
+    the nearest higher sample (or the end) on either side."""
+    left = i
+    while left > 0 and v[left - 1] <= v[i]:
+        left -= 1
+    right = i
+    while right < len(v) - 1 and v[right + 1] <= v[i]:
+        right += 1
+    return float(v[i] - max(v[left : i + 1].min(), v[i : right + 1].min()))
 
 
 def measure_step(
