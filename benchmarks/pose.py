@@ -325,42 +325,49 @@ def _group(c: Condition) -> str:
 
 
 def _worst(rows: list[PoseRow]) -> str:
-    """'0.35 mm (asym yaw-10 frown), 0 of 20 calls changed' over ``rows``."""
-    (s, d), r = max(((r.worst, r) for r in rows), key=lambda x: x[0][1])
-    n = sum(len(r.deltas) for r in rows)
-    return (f"{d:.2f} mm ({r.pattern} {r.cond.name} {s}), "
-            f"{sum(len(r.changed) for r in rows)} of {n} calls changed")
+    """'0.35 mm, 0 of 20 calls changed' over ``rows`` (the tables name the step)."""
+    return (f"{max(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)} of"
+            f" {sum(len(r.deltas) for r in rows)} calls changed")
+
+
+def _angles(conds: Sequence[Condition]) -> str:
+    """'yaw ±5°, ±15°; pitch ±10°' for the conditions' constant poses ('turning ±10°'
+    for turns during the steps): ± where both signs ran."""
+    out = []
+    for axis, values in (("yaw", [c.yaw for c in conds]), ("pitch", [c.pitch for c in conds]),
+                         ("turning", [c.turn for c in conds])):
+        mags = sorted({abs(v) for v in values if v})
+        if mags:
+            out.append(f"{axis} " + ", ".join(
+                ("±" if {m, -m} <= set(values) else "+" if m in values else "-") + f"{m:g}°"
+                for m in mags))
+    return "; ".join(out)
 
 
 def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
-    """The README's rows: per group of conditions that ran, each reading's worst change
-    of a primary R-L and the calls changed; at +-10 degrees also the resting rows."""
-    def per_reading(group: str, fig: Callable[[list[PoseRow]], str]) -> str:
-        cells = []
-        for rd in readings:
-            sel = [r for r in rd.rows if r.analysed and _group(r.cond) == group]
-            if sel:
-                cells.append(f"{rd.name} {fig(sel)}")
-        return "; ".join(cells)
+    """The README's rows: per group of conditions that ran, each reading's largest change
+    of a primary R-L and the calls changed; at +-10 degrees of yaw also the resting rows."""
+    def select(rd: Reading, group: str) -> list[PoseRow]:
+        return [r for r in rd.rows if r.analysed and _group(r.cond) == group]
 
-    def conds(group: str) -> str:
-        names = dict.fromkeys(r.cond.name for rd in readings for r in rd.rows
-                              if r.analysed and _group(r.cond) == group)
-        return ", ".join(names)
+    def per_reading(group: str, fig: Callable[[list[PoseRow]], str]) -> str:
+        return "; ".join(f"{rd.name} {fig(sel)}" for rd in readings if (sel := select(rd, group)))
+
+    def angles(group: str) -> str:
+        return _angles([r.cond for rd in readings for r in select(rd, group)])
 
     out = []
     if line := per_reading("yaw10", _worst):
-        out.append(("head pose, yaw ±10°: largest change of a primary step's R−L from facing"
-                    " the camera; calls changed", line))
-        out.append(("head pose, yaw ±10°: resting rows' largest change",
+        out.append((f"head pose, {angles('yaw10')}: primary R−L, largest change from facing"
+                    " the camera", line))
+        out.append((f"head pose, {angles('yaw10')}: resting rows, largest change",
                     per_reading("yaw10", lambda sel: f"{max(r.rest for r in sel):.2f} mm")))
     if line := per_reading("other", _worst):
-        out.append((f"head pose, {conds('other')}: largest change of a primary R−L;"
-                    " calls changed", line))
-    if line := per_reading("turn", lambda sel: _worst(sel) + ", steps marked "
-                           + str(sum(len(r.marked) for r in sel))):
-        out.append((f"head pose, turning during each step ({conds('turn')}): largest change"
-                    " of a primary R−L; calls changed; steps marked", line))
+        out.append((f"head pose, {angles('other')}: primary R−L, largest change", line))
+    if line := per_reading("turn", lambda sel: _worst(sel) + ", "
+                           + str(sum(len(r.marked) for r in sel)) + " steps marked"):
+        out.append((f"head pose, {angles('turn')} during each step: primary R−L, largest"
+                    " change", line))
     return out
 
 
