@@ -325,9 +325,9 @@ def _group(c: Condition) -> str:
 
 
 def _worst(rows: list[PoseRow]) -> str:
-    """'0.35 mm, 0 of 20 calls changed' over ``rows`` (the tables name the step)."""
-    return (f"{max(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)} of"
-            f" {sum(len(r.deltas) for r in rows)} calls changed")
+    """'0.35 mm, 0/20 calls changed' over ``rows`` (the tables name the step)."""
+    return (f"{max(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)}/"
+            f"{sum(len(r.deltas) for r in rows)} calls changed")
 
 
 def _angles(conds: Sequence[Condition]) -> str:
@@ -358,16 +358,16 @@ def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
 
     out = []
     if line := per_reading("yaw10", _worst):
-        out.append((f"head pose, {angles('yaw10')}: primary R−L, largest change from facing"
-                    " the camera", line))
-        out.append((f"head pose, {angles('yaw10')}: resting rows, largest change",
+        out.append((f"head pose, {angles('yaw10')}: largest R−L change vs facing the camera",
+                    line))
+        out.append((f"head pose, {angles('yaw10')}: largest resting change",
                     per_reading("yaw10", lambda sel: f"{max(r.rest for r in sel):.2f} mm")))
     if line := per_reading("other", _worst):
-        out.append((f"head pose, {angles('other')}: primary R−L, largest change", line))
+        out.append((f"head pose, {angles('other')}: largest R−L change", line))
     if line := per_reading("turn", lambda sel: _worst(sel) + ", "
                            + str(sum(len(r.marked) for r in sel)) + " steps marked"):
-        out.append((f"head pose, {angles('turn')} during each step: primary R−L, largest"
-                    " change", line))
+        out.append((f"head pose, {angles('turn')} during each step: largest R−L change",
+                    line))
     return out
 
 
