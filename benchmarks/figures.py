@@ -173,7 +173,10 @@ def write_docs_option(ap: argparse.ArgumentParser, name: str, what: str = "table
 def publish(path: Path, page: str, say: Callable[[str], None] = print) -> None:
     """Write a generated page; one in ``docs/figures/`` also rebuilds the README's table."""
     path = Path(path)
-    write_atomic(path, page)
+    try:
+        write_atomic(path, page)
+    except OSError as exc:  # the run's figures are printed above; say why the page is not
+        raise SystemExit(f"cannot write {path}: {exc.strerror or exc}") from None
     say(f"Wrote {path}")
     if path.parent.resolve() == FIGURES_DIR and update_readme():
         say("Updated the README's figures table")

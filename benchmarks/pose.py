@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown pattern {', '.join(unknown)} (known: {', '.join(PATTERNS)})")
     if a.jobs < 1:
         ap.error("--jobs must be at least 1")
+    if not SETS[a.set] and not a.depth_sim:
+        ap.error("--set none runs no video: add --depth-sim")
     if a.write_docs and a.render_only:
         ap.error("--write-docs needs the analyses: not with --render-only")
     info = run_info("benchmarks/pose.py", argv)
