@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +174,7 @@ class PoseRow:
     @property
     def worst(self) -> tuple[str, float]:
         """(step, |change|) of the primary step that moved most."""
-        return max(((s, abs(d)) for s, d in self.deltas), key=lambda x: x[1],
+        return max(((s, abs(d)) for s, d in self.deltas if d == d), key=lambda x: x[1],
                    default=("", 0.0))
 
     @property
@@ -324,9 +324,14 @@ def _group(c: Condition) -> str:
     return "yaw10" if abs(c.yaw) == 10 and not c.pitch else "other"
 
 
+def _nanmax(values: Iterable[float]) -> float:
+    """The largest value that is a number (NaN: a row without that reading)."""
+    return max((v for v in values if v == v), default=float("nan"))
+
+
 def _worst(rows: list[PoseRow]) -> str:
     """'0.35 mm, 0/20 calls changed' over ``rows`` (the tables name the step)."""
-    return (f"{max(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)}/"
+    return (f"{_nanmax(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)}/"
             f"{sum(len(r.deltas) for r in rows)} calls changed")
 
 
@@ -361,7 +366,7 @@ def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
         out.append((f"head pose, {angles('yaw10')}: largest R−L change vs facing the camera",
                     line))
         out.append((f"head pose, {angles('yaw10')}: largest resting change",
-                    per_reading("yaw10", lambda sel: f"{max(r.rest for r in sel):.2f} mm")))
+                    per_reading("yaw10", lambda sel: f"{_nanmax(r.rest for r in sel):.2f} mm")))
     if line := per_reading("other", _worst):
         out.append((f"head pose, {angles('other')}: largest R−L change", line))
     if line := per_reading("turn", lambda sel: _worst(sel) + ", "
