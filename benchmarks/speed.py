@@ -37,13 +37,13 @@ from movement import synth  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for figures, beside this file
 from figures import (  # noqa: E402
-    FIGURES_DIR,
     RunInfo,
     headline,
+    printed,
+    publish,
     run_info,
     table,
-    update_readme,
-    write_atomic,
+    write_docs_option,
 )
 
 RUNNER = """
@@ -167,7 +167,6 @@ def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> 
         " faster than real time); c/b is what the analysis costs beyond the tracker's own"
         " limit. Ratios are measured within one run, since the machine's load varies.\n"
     )
-    lines = "\n".join(x for x in (memory, summary) if x)
     profile = "".join(
         f"\n### {r['video'].removesuffix('.mp4')} ({r['duration_s']:.1f} s of video)\n\n"
         + table(["stage", "wall s", "CPU s", "share of wall"], profile_rows(r)) for r in rows)
@@ -176,18 +175,14 @@ def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> 
          "real time; time vs decode + face mesh",
          f"{r['realtime']:.2f}x real time; {r['c_over_b']:.2f}x decode + mesh") for r in rows])
     return (info.header("Speed benchmark") + top + "\n## Throughput\n\n" + body + notes
-            + "\n## Where the time goes\n" + profile
-            + "\n## Summary lines, as the run printed them\n\n```text\n" + lines + "\n```\n")
+            + "\n## Where the time goes\n" + profile + printed([memory, summary]))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memory", action="store_true", help="also compare 1- and 5-minute videos")
     ap.add_argument("--keep", type=Path, default=None, help="keep the videos in this folder")
-    ap.add_argument("--write-docs", metavar="PATH", nargs="?", type=Path,
-                    const=FIGURES_DIR / "speed.md",
-                    help="also write the table to a generated markdown page "
-                    "(default docs/figures/speed.md), replacing it")
+    write_docs_option(ap, "speed")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     info = run_info("benchmarks/speed.py", argv)
@@ -227,10 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     print(summary)
     (folder / "speed.json").write_text(json.dumps(rows, indent=2))
     if args.write_docs:
-        write_atomic(args.write_docs, figures_page(info, rows, memory, summary))
-        print(f"Wrote {args.write_docs}")
-        if args.write_docs.parent == FIGURES_DIR and update_readme():
-            print("Updated the README's figures table")
+        publish(args.write_docs, figures_page(info, rows, memory, summary))
 
 
 if __name__ == "__main__":

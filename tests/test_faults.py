@@ -417,7 +417,13 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, short_consult):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(scratch)},
     )
-    time.sleep(4.0)  # inside the analysis (imports take ~2 s, the video ~8 s)
+    # Inside the analysis: once its frame cache exists (imports alone take 2-6 s on a
+    # busy machine; a signal before the handler is installed is no test of it).
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("movement-frames-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the analysis never started its frame cache"
+        time.sleep(0.1)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

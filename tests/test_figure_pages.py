@@ -98,3 +98,70 @@ def test_run_info_names_the_commit_and_machine():
     assert info.command.endswith("benchmarks/speed.py --write-docs")
     assert info.commit and info.cores >= 1 and info.python.count(".") == 2
     assert info.date.endswith(" UTC")
+
+
+def _csv(folder: Path, primary: dict[str, tuple[float, str, str]],
+         rest: tuple[float, float]) -> None:
+    """A session's asymmetry.csv: per primary step (R-L, dominant side, quality), and one
+    resting row (right, left mm)."""
+    folder.mkdir(parents=True)
+    lines = ["step,muscle_group,primary,right_mm,left_mm,diff_mm,dominant_side,quality"]
+    lines += [f"{s},g_{s},True,,,{d},{side},{q}" for s, (d, side, q) in primary.items()]
+    lines += [f"rest,nostril,False,{rest[0]},{rest[1]},,,ok"]
+    (folder / "asymmetry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path):
+    import pose
+
+    work = tmp_path / "work"
+    # Facing the camera, and the same consult turned: face-on and image plane.
+    _csv(work / "asym-yaw0", {"frown": (1.40, "right", "ok"), "eee": (-1.40, "left", "ok")},
+         (10.0, 10.0))
+    _csv(work / "asym-yaw+10", {"frown": (1.60, "right", "ok"), "eee": (-1.30, "left", "ok")},
+         (11.5, 9.0))
+    _csv(work / "asym-turn+10", {"frown": (1.40, "right", "low"),
+                                 "eee": (0.10, "balanced", "low")}, (10.0, 10.0))
+    _csv(work / "asym-yaw0-raw", {"frown": (1.40, "right", "ok"), "eee": (-1.40, "left", "ok")},
+         (10.0, 10.0))
+    _csv(work / "asym-yaw+10-raw", {"frown": (1.50, "right", "ok"),
+                                    "eee": (-0.60, "balanced", "ok")}, (16.0, 9.0))
+    conds = [pose.Condition("yaw0"), pose.Condition("yaw+10", yaw=10),
+             pose.Condition("turn+10", turn=10)]
+    readings = [pose.compare(work, conds, "face-on", "as analysed", "", ("asym", "sym")),
+                pose.compare(work, conds, "image plane", "no correction", "-raw", ("asym",))]
+    assert readings[0].no_reference == ("sym",)
+    depth = [pose.DepthRow(10.0, 1.2, 11.9, (("eee", -0.01, 0.86),))]
+    heads = pose.headline_rows(readings)
+    lines = [f"POSE {w}: {fig}" for w, fig in heads]
+    page = pose.figures_page(INFO, readings, depth, conds, lines, [("run time", "1.0 min")])
+
+    # Worked out by hand: at yaw +10 frown +0.20, eee +0.10 (largest 0.20, within 0.3);
+    # resting right 11.5 - 10 = 1.5; the turn leaves eee +1.50 and changes its call.
+    assert ("| asym | yaw+10 | +0.20 | +0.10 | 0.20 (frown) | 0.3 | 1.50 | none | none | yes |"
+            in page)
+    assert ("| asym | turn+10 | +0.00 | +1.50 | 1.50 (eee) | 0.3 | 0.00 | eee left->balanced"
+            " | frown:low eee:low | MISS |") in page
+    assert "| asym | yaw+10 | +0.10 | +0.80 | 0.80 (eee) | 0.3 | 6.00 | eee left->balanced" in page
+    assert "| asym | +1.40 right | -1.40 left |" in page
+    assert "No yaw-0 reading of the sym pattern" in page
+    assert "| +10 | 1.2 | +11.9 | -0.01 (+0.86) |" in page
+    assert heads == [
+        ("head pose, yaw +10°: largest R−L change vs facing the camera",
+         "face-on 0.20 mm, 0/2 calls changed; image plane 0.80 mm, 1/2 calls changed"),
+        ("head pose, yaw +10°: largest resting change", "face-on 1.50 mm; image plane 6.00 mm"),
+        ("head pose, turning +10° during each step: largest R−L change",
+         "face-on 1.50 mm, 1/2 calls changed, 2 steps marked"),
+    ]
+    assert pose._angles([pose.Condition("a", yaw=5), pose.Condition("b", yaw=-5),
+                         pose.Condition("c", yaw=15), pose.Condition("d", pitch=-10)]) == (
+        "yaw ±5°, +15°; pitch -10°")
+    assert lines[0] in page.split("## Summary lines")[1]
+
+    # The README's table takes the page's headline, beside the other pages'.
+    figures.write_atomic(tmp_path / "figures" / "pose.md", page)
+    block = figures.readme_block(tmp_path / "figures")
+    row = "| head pose, yaw +10°: largest resting change | face-on 1.50 mm; image plane 6.00 mm |"
+    assert row in block
+    assert "[pose](docs/figures/pose.md) (0123456789ab, 2000-01-01 00:00 UTC)" in block
+    assert block.count("| head pose") == 3
