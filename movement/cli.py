@@ -593,6 +593,65 @@ def record(
     click.echo(f"Open {out_dir / 'report.html'}")
 
 
+@main.command()
+@click.argument("patient")
+@click.option("--session", "chosen", multiple=True, metavar="ID",
+              help="A session to re-analyse: its id, label or date (repeatable).")
+@click.option("--all-old", is_flag=True,
+              help="Every session of PATIENT measured by an older measurement version.")
+@click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),
+              help="A session's video where the stored path no longer finds it; matched to "
+              "its session by sha256 (repeatable).")
+@click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Clinic store folder (default: $MOVEMENT_STORE or ./reports).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def reanalyze(
+    patient: str, chosen: tuple[str, ...], all_old: bool, videos: tuple[str, ...],
+    no_images: bool, store_dir: str | None, quiet: bool,
+) -> None:
+    """Analyse a PATIENT's stored sessions again from their videos, with the options each
+    was analysed with, so they are measured like the newest (see `movement compare`).
+
+    Each session gets a fresh folder beside its earlier one (which stays) and keeps its
+    id in the store; the store changes only once the folder is complete.
+    """
+    from movement import MEASUREMENT_VERSION, consult
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    if not chosen and not all_old:
+        raise Failure("say which sessions: --session ID (repeatable) or --all-old", 2)
+    where = Path(store_dir) if store_dir else None
+    try:
+        plans = consult.plan_reanalysis(where, patient, chosen, all_old,
+                                        [Path(v) for v in videos])
+        if not plans:
+            click.echo(f"every session of '{patient}' is measured by version "
+                       f"{MEASUREMENT_VERSION} already; nothing to re-analyse")
+            return
+        silent = quiet or not sys.stderr.isatty()
+        for p in plans:
+            prog = _Progress(0 if silent else sum(_frame_count(v) for v in p.videos), silent)
+            consult.reanalyze(p, where, not no_images, prog)
+            prog.close()
+            kept = f"; the earlier analysis stays in {p.old_dir}" if p.old_dir else ""
+            click.echo(f"session {p.session_id} ({p.date}{', ' + p.label if p.label else ''})"
+                       f": measurement {p.version} -> {MEASUREMENT_VERSION}, written to "
+                       f"{p.out}{kept}")
+    except click.ClickException:
+        raise
+    except KeyboardInterrupt:
+        raise Failure("interrupted; the session being re-analysed is unchanged", 130) from None
+    except Exception as exc:
+        code = consult.exit_code(exc)
+        if code is not None:
+            raise Failure(" ".join(str(exc).split()), code) from None
+        if os.environ.get("MOVEMENT_DEBUG"):
+            raise
+        msg = f"internal error ({type(exc).__name__}: {exc}); that session is unchanged"
+        raise Failure(msg, 1) from None
+
+
 def _register_clinic_commands() -> None:
     from movement.clinic.commands import COMMANDS
 

@@ -23,6 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from movement import MEASUREMENT_VERSION
 from movement.analysis.pose import POSE_COLUMNS
 from movement.clinic import compare, store, transfer
 from movement.clinic.commands import COMMANDS
@@ -61,12 +62,14 @@ def make_session(
     warnings: tuple[str, ...] = (),
     quality: dict[str, tuple[str, str]] | None = None,
     clips: int = 1,
+    measurement: int | None = MEASUREMENT_VERSION,
 ) -> Path:
     """A finished session folder, as ``movement analyze`` writes it (no video needed).
 
     ``values`` maps a step to its (right, left) activation in mm, or ``None``
     for a step not found; ``video`` seeds the clip hash(es), so the same seed
-    means "the same video".
+    means "the same video"; ``measurement=None`` writes a session.json that names
+    no measurement version (an older one).
     """
     values = dict(BASE_VALUES if values is None else values)
     quality = quality or {}
@@ -123,11 +126,15 @@ def make_session(
         software=dict(name="movement", version="0.1.0"), created="2026-11-27T15:05:29+00:00",
         patient=patient, label=label, date=date,
         protocol=dict(name="standard", version=1, path="/x/protocols/standard.toml",
+                      steps=[s[0] for s in STEPS],
                       thresholds=dict(min_diff_mm=1.0, min_ratio=0.2)),
-        options=dict(mirrored=False, face="largest", cues=None), clips=clip_json,
+        options=dict(mirrored=False, face="largest", cues=None, pose_correction=True),
+        clips=clip_json,
         steps=steps_json, warnings=list(warnings),
         stages=[dict(stage="landmarks", method="MediaPipe FaceMesh")],
     )  # fmt: skip
+    if measurement is not None:
+        meta["measurement_version"] = measurement
     (folder / "session.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (folder / "report.html").write_text("<!DOCTYPE html><title>report</title>", encoding="utf-8")
     (folder / "landmarks.npz").write_bytes(b"PK\x05\x06" + b"\0" * 18)
@@ -210,7 +217,7 @@ def test_record_session_stores_everything(tmp_path):
     db = st / store.DB_NAME
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(st.stat().st_mode) == 0o700
-    assert store.schema_version(st) == store.SCHEMA_VERSION == 1
+    assert store.schema_version(st) == store.SCHEMA_VERSION == 2
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     t = store.session_tables(st, sid)
@@ -376,7 +383,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert _count(db, "SELECT count(*) FROM asymmetry") == 5 * n_sessions
     assert _count(db, "SELECT count(*) FROM metrics") == 10 * n_sessions
     assert len({i for w in ids for i in w}) == n_sessions
-    assert store.schema_version(st) == 1
+    assert store.schema_version(st) == store.SCHEMA_VERSION
     assert sorted(p.sessions for p in store.list_patients(st)) == [6, 6, 6, 6, 21]
 
 

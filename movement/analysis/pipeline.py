@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from movement import __version__
+from movement import MEASUREMENT_VERSION, __version__
+from movement.analysis import pose as _pose
 from movement.analysis.activation import StepResult, measure_all
 from movement.analysis.asymmetry import rest_rows, resting_asymmetry, tables
 from movement.analysis.imagetrack import StreamTracker, track_window
@@ -358,6 +359,9 @@ def session_record(session: Session) -> dict:
     p = o.protocol
     return dict(
         software=dict(name="movement", version=__version__),
+        # Sessions of different measurement versions are not compared as if alike
+        # (movement.clinic.compare); `movement reanalyze` re-runs an older one.
+        measurement_version=MEASUREMENT_VERSION,
         created=session.created,
         patient=o.patient,
         label=o.label,
@@ -366,9 +370,13 @@ def session_record(session: Session) -> dict:
             name=p.name,
             version=p.version,
             path=p.path,
+            # The steps asked for (a recording of some steps uses a subset), so a
+            # re-analysis asks for the same.
+            steps=[st.name for st in p.steps],
             thresholds=dict(min_diff_mm=p.thresholds.min_diff_mm, min_ratio=p.thresholds.min_ratio),
         ),
-        options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues),
+        options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues,
+                     pose_correction=_pose.ENABLED),
         clips=clips,
         steps=[s for c in clips for s in c["steps"]],
         warnings=session.warnings,

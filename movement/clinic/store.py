@@ -10,9 +10,9 @@ session folders, with no server and no setup: one SQLite file
 Design choices, and why:
 
 - **Schema version and migrations from day one** (``PRAGMA user_version``,
-  :data:`MIGRATIONS`): clinic data outlives the software version that wrote it,
-  so every later change is an appended migration, applied once, in a
-  transaction.
+  :mod:`movement.clinic.schema`): clinic data outlives the software version
+  that wrote it, so every later change is an appended migration, applied once,
+  in a transaction.
 - **One transaction per session** (``BEGIN IMMEDIATE``): a session's numbers
   appear completely or not at all, and two ``movement analyze`` runs writing at
   once queue up instead of failing (WAL mode, a busy timeout, and a retry loop
@@ -87,6 +87,7 @@ from movement.clinic.records import (
     resolve_store,
     treatment_row,
 )
+from movement.clinic.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "COMPARISON_FILE", "DB_NAME",
@@ -97,117 +98,17 @@ __all__ = [
     "StoreError", "Treatment", "TreatmentRow", "check_date", "check_patient", "csv_safe_text",
     "days_between", "history", "last_treatment_before", "list_patients", "list_sessions",
     "list_treatments", "normalise_group", "open_store", "patient_dir", "patient_slug",
-    "read_plan", "read_session_folder", "record_session", "record_treatment", "resolve_store",
+    "read_plan", "read_session_folder", "record_session", "record_treatment", "replace_session",
+    "resolve_store",
     "schema_version", "session_link", "session_tables", "treatment_row",
 ]  # fmt: skip
 
 DB_NAME = "movement.sqlite"
 COMPARISON_FILE = "comparison.html"
-# Marks the file as a movement store ("MOVE"), so a foreign SQLite file that
-# happens to carry the name is refused instead of migrated.
-APPLICATION_ID = 0x4D4F5645
-
 # A clinic laptop rarely has more than a few concurrent writers; 30 s of
 # waiting plus a few retries covers a slow disk without hanging forever.
 BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
-
-MIGRATIONS: list[list[str]] = [
-    # 1: the first schema.
-    [
-        f"PRAGMA application_id = {APPLICATION_ID}",
-        """CREATE TABLE patients (
-            id INTEGER PRIMARY KEY,
-            patient TEXT NOT NULL UNIQUE,      -- verbatim, as the clinician typed it
-            created TEXT NOT NULL
-        )""",
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY,
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            video_key TEXT NOT NULL,           -- the clips' sha256, space-separated, in order
-            date TEXT NOT NULL,                -- YYYY-MM-DD
-            label TEXT NOT NULL DEFAULT '',
-            protocol TEXT NOT NULL DEFAULT '',
-            protocol_version TEXT,
-            min_diff_mm REAL,
-            min_ratio REAL,
-            software TEXT,
-            analysed TEXT,                     -- session.json "created"
-            recorded TEXT NOT NULL,            -- when this row was (re)written
-            source TEXT NOT NULL,              -- 'analyze' or 'import'
-            content_sha TEXT NOT NULL,         -- digest of the numbers (import: unchanged?)
-            session_dir TEXT,                  -- absolute paths, NULL when unknown
-            report_path TEXT,
-            landmarks_path TEXT,
-            session_json TEXT,                 -- the full session.json, for later migrations
-            UNIQUE (patient_id, video_key)
-        )""",
-        "CREATE INDEX sessions_by_patient ON sessions(patient_id, date)",
-        """CREATE TABLE clips (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            path TEXT,
-            PRIMARY KEY (session_id, idx)
-        )""",
-        "CREATE INDEX clips_by_sha ON clips(sha256)",
-        """CREATE TABLE asymmetry (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            is_primary INTEGER NOT NULL,
-            right_mm REAL, left_mm REAL, diff_mm REAL, asymmetry_index REAL,
-            dominant_side TEXT NOT NULL, quality TEXT NOT NULL, reason TEXT NOT NULL,
-            peak_s REAL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE metrics (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            kind TEXT NOT NULL, sensor TEXT NOT NULL, side TEXT NOT NULL,
-            peak_s REAL, rest_mm REAL, peak_mm REAL, activation_mm REAL, check_mm REAL,
-            rest_frames TEXT NOT NULL, peak_frames TEXT NOT NULL, keyframe INTEGER,
-            flags TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE midline (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, points TEXT NOT NULL, drift_mm REAL, toward TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE rest (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            measure TEXT NOT NULL, right_mm REAL, left_mm REAL, diff_mm REAL,
-            larger_side TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE warnings (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE treatments (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL UNIQUE,          -- survives export/import, so import is idempotent
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            date TEXT NOT NULL,
-            product TEXT NOT NULL,
-            muscle_group TEXT NOT NULL,
-            side TEXT NOT NULL CHECK (side IN ('right', 'left', 'midline')),
-            units REAL NOT NULL CHECK (units >= 0),
-            point TEXT NOT NULL DEFAULT '',
-            lot TEXT NOT NULL DEFAULT '',
-            notes TEXT NOT NULL DEFAULT '',
-            recorded TEXT NOT NULL
-        )""",
-        "CREATE INDEX treatments_by_patient ON treatments(patient_id, date)",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _CHILD_TABLES = ("clips", "asymmetry", "metrics", "midline", "rest", "warnings")
 _T = TypeVar("_T")
@@ -407,22 +308,13 @@ def _put_session(
     ).fetchone()
     if old is None and same_folder and rec.session_dir:
         old = _folder_session(conn, pid, rec.session_dir)
-    values = dict(
-        video_key=rec.video_key, date=rec.date, label=rec.label, protocol=rec.protocol,
-        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
-        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
-        recorded=_now(), source=source, content_sha=digest, session_dir=rec.session_dir,
-        report_path=rec.report_path, landmarks_path=rec.landmarks_path,
-        session_json=rec.session_json,
-    )  # fmt: skip
+    # The video key too: a folder's session replaced by a re-recording has new videos.
+    values = {**_row_values(rec, source), "video_key": rec.video_key}
     if old is not None and keep_same and old[1] == digest:
         return int(old[0]), "unchanged"
     if old is not None:
         sid = int(old[0])
-        sets = ", ".join(f"{k} = :{k}" for k in values)
-        conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
-        for table in _CHILD_TABLES:
-            conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+        _overwrite_session(conn, sid, values)
         status = "updated"
     else:
         values.update(patient_id=pid)
@@ -430,6 +322,32 @@ def _put_session(
         marks = ", ".join(f":{k}" for k in values)
         sid = int(conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", values).lastrowid)
         status = "added"
+    _put_children(conn, sid, rec)
+    return sid, status
+
+
+def _row_values(rec: SessionRecord, source: str) -> dict[str, Any]:
+    """A session row's columns from a record (all but its id, patient and videos)."""
+    return dict(
+        date=rec.date, label=rec.label, protocol=rec.protocol,
+        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
+        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
+        recorded=_now(), source=source, content_sha=rec.content_sha(),
+        session_dir=rec.session_dir, report_path=rec.report_path,
+        landmarks_path=rec.landmarks_path, session_json=rec.session_json,
+        measurement_version=rec.measurement_version,
+    )  # fmt: skip
+
+
+def _overwrite_session(conn: sqlite3.Connection, sid: int, values: dict[str, Any]) -> None:
+    """Replace a session row's values (its id stays) and drop its rows in every table."""
+    sets = ", ".join(f"{k} = :{k}" for k in values)
+    conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
+    for table in _CHILD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+
+
+def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> None:
     conn.executemany(
         "INSERT INTO clips (session_id, idx, sha256, path) VALUES (?, ?, ?, ?)",
         [(sid, i, sha, path) for i, (sha, path) in enumerate(rec.clips)],
@@ -442,7 +360,6 @@ def _put_session(
         "INSERT INTO warnings (session_id, row, text) VALUES (?, ?, ?)",
         [(sid, i, w) for i, w in enumerate(rec.warnings)],
     )
-    return sid, status
 
 
 def _folder_session(conn: sqlite3.Connection, pid: int, session_dir: str) -> tuple | None:
@@ -504,6 +421,39 @@ def record_session(
             lambda conn: _put_session(conn, patient, rec, "analyze", False, replace_folder)
         )
     return sid
+
+
+def replace_session(store_dir: str | Path | None, session_id: int, session_dir: Path) -> int:
+    """Replace stored session ``session_id`` by a finished session folder; return its id.
+
+    The row keeps its id and patient (ids the clinician has seen stay valid); the
+    numbers, videos, label, date and files become the folder's, in one transaction,
+    so a failure leaves the stored session as it was. The folder may hold another
+    video of the visit (filmed again) unless it is already another of the patient's
+    sessions. The earlier session folder is left where it is.
+    """
+    rec = read_session_folder(session_dir)
+
+    def put(conn: sqlite3.Connection) -> int:
+        sql = "SELECT patient_id FROM sessions WHERE id = ?"
+        row = conn.execute(sql, (session_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no session {session_id} in the store")
+        pid = int(row[0])
+        clash = conn.execute(
+            "SELECT id FROM sessions WHERE patient_id = ? AND video_key = ? AND id != ?",
+            (pid, rec.video_key, session_id),
+        ).fetchone()
+        if clash is not None:
+            raise StoreError(f"{session_dir}: its video is already the patient's session "
+                             f"{clash[0]}")
+        values = {**_row_values(rec, "analyze"), "video_key": rec.video_key}
+        _overwrite_session(conn, session_id, values)
+        _put_children(conn, session_id, rec)
+        return session_id
+
+    with _Store(store_dir, create=False) as st:
+        return st.write(put)
 
 
 # --------------------------------------------------------------------------- treatments
@@ -602,7 +552,8 @@ def _sessions(
 ) -> list[SessionSummary]:
     rows = conn.execute(
         "SELECT id, date, label, protocol, video_key, source, report_path, session_dir, "
-        "min_diff_mm, min_ratio FROM sessions WHERE patient_id = ? ORDER BY date, id",
+        "min_diff_mm, min_ratio, measurement_version FROM sessions WHERE patient_id = ? "
+        "ORDER BY date, id",
         (pid,),
     ).fetchall()
     out = []
@@ -613,7 +564,7 @@ def _sessions(
                 id=r[0], patient=patient, date=r[1], label=r[2], protocol=r[3], video_key=r[4],
                 source=r[5], report_path=r[6], session_dir=r[7], last_treatment=last,
                 days_since_treatment=None if last is None else days_between(last, r[1]),
-                min_diff_mm=r[8], min_ratio=r[9],
+                min_diff_mm=r[8], min_ratio=r[9], measurement_version=r[10],
             )
         )  # fmt: skip
     return out
