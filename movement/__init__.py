@@ -22,6 +22,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+MEASUREMENT_VERSION = 1
+"""How the numbers are made, apart from the package version: raised by every change
+that moves the millimetres a session reports (docs/METHOD.md §12 lists what each
+version measures). Written into ``session.json`` and the clinic store; sessions of
+different versions are never compared as if alike (``movement reanalyze`` brings an
+older one to this version from its video)."""
+
+MEASUREMENT_UNKNOWN = 0
+"""The version of a session whose ``session.json`` names none: older than 1."""
+
 _PUBLIC = {
     "analyze_to_folder": "movement.consult",
     "write_consult": "movement.consult",
@@ -37,7 +47,7 @@ _PUBLIC = {
     "Protocol": "movement.protocol",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = ["MEASUREMENT_UNKNOWN", "MEASUREMENT_VERSION", "__version__", *_PUBLIC]
 
 
 def __getattr__(name: str) -> Any:

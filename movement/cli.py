@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -279,18 +280,26 @@ def analyze(
         prog.close()
     except click.ClickException:
         raise
-    except KeyboardInterrupt:
-        raise Failure("interrupted; nothing was written", 130) from None
-    except Exception as exc:
-        code = consult.exit_code(exc)
-        if code is not None:
-            raise Failure(str(exc), code) from None
-        # Never a traceback for the clinician; MOVEMENT_DEBUG=1 shows it.
-        if os.environ.get("MOVEMENT_DEBUG"):
-            raise
-        msg = f"internal error ({type(exc).__name__}: {exc}); nothing was written"
-        raise Failure(msg, 1) from None
+    except BaseException as exc:
+        _fail(exc, "nothing was written")
     _summary(session, out_dir, quiet)
+
+
+def _fail(exc: BaseException, kept: str) -> NoReturn:
+    """One line for the clinician, never a traceback (MOVEMENT_DEBUG=1 shows it): ``exc``
+    as its exit code, ``kept`` saying what is left as it was."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise Failure(f"interrupted; {kept}", 130) from None
+    if not isinstance(exc, Exception):
+        raise exc
+    from movement import consult  # imported late: the command line starts fast
+
+    code = consult.exit_code(exc)
+    if code is not None:
+        raise Failure(" ".join(str(exc).split()), code) from None
+    if os.environ.get("MOVEMENT_DEBUG"):
+        raise exc
+    raise Failure(f"internal error ({type(exc).__name__}: {exc}); {kept}", 1) from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -591,6 +600,59 @@ def record(
         raise Failure(outcome.message, outcome.code)
     click.echo(outcome.message)
     click.echo(f"Open {out_dir / 'report.html'}")
+
+
+@main.command()
+@click.argument("patient")
+@click.option("--session", "chosen", multiple=True, metavar="ID",
+              help="A session to re-analyse: its id, label or date (repeatable).")
+@click.option("--all-old", is_flag=True,
+              help="Every session of PATIENT measured by an older measurement version.")
+@click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),
+              help="A session's video where the stored path no longer finds it; matched to "
+              "its session by sha256 (repeatable).")
+@click.option("--no-images", is_flag=True, help="Report without face images (for sharing).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Clinic store folder (default: $MOVEMENT_STORE or ./reports).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def reanalyze(
+    patient: str, chosen: tuple[str, ...], all_old: bool, videos: tuple[str, ...],
+    no_images: bool, store_dir: str | None, quiet: bool,
+) -> None:
+    """Analyse a PATIENT's stored sessions again from their videos, with the options each
+    was analysed with, so they are measured like the newest (see `movement compare`).
+
+    Each session gets a fresh folder beside its earlier one (which stays) and keeps its
+    id in the store; the store changes only once the folder is complete.
+    """
+    from movement import MEASUREMENT_VERSION, consult
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    if not chosen and not all_old:
+        raise Failure("say which sessions: --session ID (repeatable) or --all-old", 2)
+    where = Path(store_dir) if store_dir else None
+    try:
+        plans = consult.plan_reanalysis(where, patient, chosen, all_old,
+                                        [Path(v) for v in videos])
+        if not plans:
+            click.echo(f"every session of '{patient}' is measured by version "
+                       f"{MEASUREMENT_VERSION} already; nothing to re-analyse")
+            return
+        silent = quiet or not sys.stderr.isatty()
+        for p in plans:
+            prog = _Progress(0 if silent else sum(_frame_count(v) for v in p.videos), silent)
+            consult.reanalyze(p, where, not no_images, prog)
+            prog.close()
+            kept = f"; the earlier analysis stays in {p.old_dir}" if p.old_dir else ""
+            click.echo(f"session {p.session_id} ({p.date}{', ' + p.label if p.label else ''})"
+                       f": measurement {p.version} -> {MEASUREMENT_VERSION}, written to "
+                       f"{p.out}{kept}")
+    except click.ClickException:
+        raise
+    except KeyboardInterrupt as exc:
+        _fail(exc, "the session being re-analysed is unchanged")
+    except Exception as exc:
+        _fail(exc, "that session is unchanged")
 
 
 def _register_clinic_commands() -> None:

@@ -87,9 +87,9 @@ def test_resume_decisions(tmp_path):
     ok = _outcome(out=str(folder), status="ok")
     assert b.decide(None, now, False) == "run"
     assert b.decide(ok, now, False) == "skip"
-    # A different video content, protocol version, software version or row runs again.
+    # A different video content, protocol, software or measurement version or row runs again.
     for change in (dict(sha256="def"), dict(protocol_version=2), dict(software="0.2.0"),
-                   dict(mirrored=True), dict(label="2-week")):
+                   dict(measurement_version=99), dict(mirrored=True), dict(label="2-week")):
         assert b.decide(ok, _outcome(out=str(folder), **change), False) == "run", change
     failed = _outcome(out=str(folder), status="failed", exit_code=4)
     assert b.decide(failed, now, False) == "skip"

@@ -23,6 +23,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from movement import MEASUREMENT_VERSION
 from movement.analysis.asymmetry import CALL_COLUMNS, INTERVAL_COLUMNS
 from movement.analysis.pose import POSE_COLUMNS
 from movement.clinic import compare, store, transfer
@@ -62,12 +63,14 @@ def make_session(
     warnings: tuple[str, ...] = (),
     quality: dict[str, tuple[str, str]] | None = None,
     clips: int = 1,
+    measurement: int | None = MEASUREMENT_VERSION,
 ) -> Path:
     """A finished session folder, as ``movement analyze`` writes it (no video needed).
 
     ``values`` maps a step to its (right, left) activation in mm, or ``None``
     for a step not found; ``video`` seeds the clip hash(es), so the same seed
-    means "the same video".
+    means "the same video"; ``measurement=None`` writes a session.json that names
+    no measurement version (an older one).
     """
     values = dict(BASE_VALUES if values is None else values)
     quality = quality or {}
@@ -116,7 +119,8 @@ def make_session(
                 ["palpebral_aperture", "6.268", "6.390", "-0.123", "left"]])  # fmt: skip
     clip_json = [dict(path=f"videos/{video}-{i}.mp4", sha256=sha, width=960, height=540,
                       fps=30.0, frames=795, duration_s=26.47, rotation=0, codec="FMP4",
-                      mirrored=False, scale=dict(mm_per_px=0.54, iris_px=21.7,
+                      mirrored=False, timing_s={"steps": {"wall": 0.1, "cpu": 0.1}},
+                      scale=dict(mm_per_px=0.54, iris_px=21.7,
                       iris_spread=0.03, ipd_mm=64.7, frames_used=795),
                       tracking=dict(face_tracked_fraction=1.0, multiple_faces_fraction=0.0,
                       roll_range_deg=[-5.3, -1.1], yaw_range_deg=[-2.6, 0.9]),
@@ -126,11 +130,15 @@ def make_session(
         software=dict(name="movement", version="0.1.0"), created="2026-11-27T15:05:29+00:00",
         patient=patient, label=label, date=date,
         protocol=dict(name="standard", version=1, path="/x/protocols/standard.toml",
+                      steps=[s[0] for s in STEPS],
                       thresholds=dict(min_diff_mm=1.0, min_ratio=0.2)),
-        options=dict(mirrored=False, face="largest", cues=None), clips=clip_json,
+        options=dict(mirrored=False, face="largest", cues=None, pose_correction=True),
+        clips=clip_json,
         steps=steps_json, warnings=list(warnings),
         stages=[dict(stage="landmarks", method="MediaPipe FaceMesh")],
     )  # fmt: skip
+    if measurement is not None:
+        meta["measurement_version"] = measurement
     (folder / "session.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (folder / "report.html").write_text("<!DOCTYPE html><title>report</title>", encoding="utf-8")
     (folder / "landmarks.npz").write_bytes(b"PK\x05\x06" + b"\0" * 18)
@@ -213,7 +221,7 @@ def test_record_session_stores_everything(tmp_path):
     db = st / store.DB_NAME
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(st.stat().st_mode) == 0o700
-    assert store.schema_version(st) == store.SCHEMA_VERSION == 1
+    assert store.schema_version(st) == store.SCHEMA_VERSION == 2
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     t = store.session_tables(st, sid)
@@ -289,6 +297,71 @@ def test_a_crash_half_way_leaves_no_half_session(tmp_path, monkeypatch):
     assert store.session_tables(st, keep)["asymmetry"][1]["right_mm"] == 4.1
 
 
+def test_a_folder_that_grew_a_clip_replaces_its_stored_session(tmp_path, monkeypatch):
+    """`movement record` re-recording a step: the folder's session now has two clips
+    (a new video key). With replace_folder it replaces the session stored from that
+    folder (same id), in one transaction; without, it is a visit of its own."""
+    import shutil
+
+    st = tmp_path / "st"
+    db = st / store.DB_NAME
+    other = store.record_session(st, make_session(tmp_path, "other"), "p1", "", "2026-01-01")
+    folder = make_session(tmp_path, "visit", video="v")
+    first = store.record_session(st, folder, "p1", "", "2026-01-05")
+    # The other patient's session from a folder of the same name stays theirs.
+    theirs = store.record_session(st, folder, "p2", "", "2026-01-05")
+
+    def regrow(video: str, values: dict) -> None:
+        grown = make_session(tmp_path / video, "visit", video=video, clips=2, values=values)
+        shutil.rmtree(folder)
+        grown.rename(folder)
+
+    regrow("redo1", {**BASE_VALUES, "eee": (1.0, 3.5)})
+    sha1 = hashlib.sha256(b"redo1-0").hexdigest()
+    sha2 = hashlib.sha256(b"redo1-1").hexdigest()
+    # The report's comparison link counts the replacement once, not as a second visit.
+    solo = make_session(tmp_path, "solo", video="solo")
+    store.record_session(st, solo, "p3", "", "2026-01-05")
+    assert store.session_link(st, "p3", [sha1, sha2]) is not None  # a new visit: two
+    assert store.session_link(st, "p3", [sha1, sha2], replace_folder=solo) is None
+
+    real = store._insert_rows
+
+    def crash(conn, table, *a):
+        if table == "metrics":
+            raise RuntimeError("power cut")
+        return real(conn, table, *a)
+
+    monkeypatch.setattr(store, "_insert_rows", crash)
+    with pytest.raises(RuntimeError):
+        store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    monkeypatch.setattr(store, "_insert_rows", real)
+    kept = store.session_tables(st, first)  # the failed swap kept the old session whole
+    assert [c["sha256"] for c in kept["clips"]] == [hashlib.sha256(b"v-0").hexdigest()]
+    assert len(kept["metrics"]) == 10 and kept["asymmetry"][3]["right_mm"] == 1.7
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+
+    again = store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    assert again == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    t = store.session_tables(st, first)
+    assert t["session"]["video_key"] == f"{sha1} {sha2}"
+    assert [c["sha256"] for c in t["clips"]] == [sha1, sha2]
+    assert t["asymmetry"][3]["right_mm"] == 1.0 and t["asymmetry"][3]["dominant_side"] == "left"
+    assert _count(db, "SELECT count(*) FROM asymmetry WHERE session_id = ?", (first,)) == 5
+    assert store.session_tables(st, theirs)["clips"][0]["sha256"] == kept["clips"][0]["sha256"]
+    assert len(store.session_tables(st, other)["asymmetry"]) == 5
+
+    # The same step recorded again once more: still that one session.
+    regrow("redo2", {**BASE_VALUES, "eee": (1.2, 3.0)})
+    assert store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True) == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    # Without replace_folder new videos are a visit of their own (what analyze does).
+    regrow("redo3", BASE_VALUES)
+    assert store.record_session(st, folder, "p1", "", "2026-01-05") != first
+    assert _count(db, "SELECT count(*) FROM sessions") == 5
+
+
 def _writer(args: tuple[str, list[str], str]) -> list[int]:
     st, folders, patient = args
     return [store.record_session(st, Path(f), patient, "", "2026-01-05") for f in folders]
@@ -314,7 +387,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert _count(db, "SELECT count(*) FROM asymmetry") == 5 * n_sessions
     assert _count(db, "SELECT count(*) FROM metrics") == 10 * n_sessions
     assert len({i for w in ids for i in w}) == n_sessions
-    assert store.schema_version(st) == 1
+    assert store.schema_version(st) == store.SCHEMA_VERSION
     assert sorted(p.sessions for p in store.list_patients(st)) == [6, 6, 6, 6, 21]
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
-from scipy.signal import find_peaks
 
 from movement.analysis.creases import (
     CLUTTER_PCT,
@@ -37,13 +36,10 @@ from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
 from movement.analysis.uncertainty import (
     POSE_DOUBT,
-    SCALE_DOUBT,
     Spread,
     crease_interval,
-    effective_count,
-    frames_se,
-    points_se,
     value_interval,
+    value_spread,
 )
 from movement.protocol import MuscleGroup, Protocol, Step
 
@@ -356,8 +352,38 @@ def count_movements(x: np.ndarray, top: float, min_mm: float = 0.3) -> int:
     if not np.isfinite(top) or top < min_mm:
         return 0
     v = x[np.isfinite(x)]
-    peaks, _ = find_peaks(v, height=0.5 * top, prominence=0.4 * top)
-    return int(len(peaks))
+    return sum(1 for i in local_maxima(v)
+               if v[i] >= 0.5 * top and prominence(v, i) >= 0.4 * top)
+
+
+def local_maxima(v: np.ndarray) -> list[int]:
+    """Indices of the local maxima of ``v``; a flat top counts once, at its middle
+    (rounded down), and neither end of ``v`` is a maximum -- SciPy's ``find_peaks``
+    convention, without importing ``scipy.signal`` (1-2 s at start-up)."""
+    out: list[int] = []
+    i, n = 1, len(v)
+    while i < n - 1:
+        if v[i - 1] < v[i]:
+            j = i
+            while j + 1 < n - 1 and v[j + 1] == v[i]:
+                j += 1
+            if v[j + 1] < v[i]:
+                out.append((i + j) // 2)
+            i = j
+        i += 1
+    return out
+
+
+def prominence(v: np.ndarray, i: int) -> float:
+    """How far peak ``i`` stands above the higher of the lowest points between it and
+    the nearest higher sample (or the end) on either side."""
+    left = i
+    while left > 0 and v[left - 1] <= v[i]:
+        left -= 1
+    right = i
+    while right < len(v) - 1 and v[right + 1] <= v[i]:
+        right += 1
+    return float(v[i] - max(v[left : i + 1].min(), v[i : right + 1].min()))
 
 
 def measure_step(
@@ -514,7 +540,7 @@ def measure_step(
                 flags.append("head motion could not be removed")
             if g.reliability:
                 flags.append(f"reliability: {g.reliability}")
-            spread = _spread(
+            spread = value_spread(
                 series[(g.name, side)], pos, img_rest if sensor == "image" else lm_rest, g,
                 side, cols, gpk if step.mode != "range" else np.arange(seg.start, seg.stop),
                 rest_pos, act, scale, wt.fit_error_mm, range_mode=step.mode == "range")
@@ -589,58 +615,6 @@ def measure_step(
             res.keyframe_points_px[f"{g.name}:{side}"] = key_xy[pts]
             res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
     return res
-
-
-def _spread(
-    series: np.ndarray,
-    pos: np.ndarray,
-    rest: np.ndarray,
-    g: MuscleGroup,
-    side: str,
-    cols: dict[int, int],
-    hold: np.ndarray,
-    rest_pos: np.ndarray,
-    value: float,
-    scale: Scale,
-    fit_error: np.ndarray | None,
-    range_mode: bool = False,
-) -> Spread:
-    """The parts of one side's value's uncertainty (movement.analysis.uncertainty).
-
-    ``hold`` are the frames (positions in the series) the value is read at: its hold,
-    or for a range measure the whole step, whose 95th percentile is near one frame's
-    reading, so there the part is one frame's spread at rest, not a mean's.
-    """
-    if range_mode:
-        at_rest = series[rest_pos]
-        sd = float(np.nanstd(at_rest, ddof=1)) if np.isfinite(at_rest).sum() > 1 else np.nan
-        hold_se, rest_se = sd, frames_se(at_rest)
-    else:
-        hold_se, rest_se = frames_se(series[hold]), frames_se(series[rest_pos])
-    # Each point's own value: the group's value is their mean.
-    up = g.points(side)
-    low = np.array([cols[i] for i in g.lower_points(side)]) if g.lower_points(side) else None
-    per_point = []
-    for p in up:
-        one = measure_series(pos[hold], rest, g.kind, np.array([cols[p]]), low, side)
-        per_point.append(float(np.max(one)) if range_mode and np.isfinite(one).any()
-                         else _mean(one))
-    pts_se, used = points_se(np.array(per_point))
-    # IQR -> sigma; never below the ruler's own doubt (SCALE_DOUBT).
-    rel_scale = max(scale.spread / 1.349 if np.isfinite(scale.spread) else 0.0, SCALE_DOUBT)
-    fit = 0.0
-    if fit_error is not None:
-        # Fitted afresh each frame: over the hold (rest) it averages like the frames do;
-        # a range is near one frame's reading, and carries one frame's error.
-        at_hold = _mean(fit_error[hold] ** 2)
-        parts = [at_hold if range_mode else at_hold / effective_count(series[hold]),
-                 _mean(fit_error[rest_pos] ** 2) / effective_count(series[rest_pos])]
-        fit = float(np.sqrt(np.nansum(parts)))
-    size = abs(value) if np.isfinite(value) else 0.0
-    return Spread(
-        hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,
-        method=size * g.reads_spread, points_used=used, points_total=len(up),
-    )
 
 
 def _intervals(step: Step, sp: StepPose | None, res: StepResult) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from movement import __version__
+from movement import MEASUREMENT_VERSION, __version__
+from movement.analysis import pose as _pose
 from movement.analysis.activation import StepResult, measure_all
 from movement.analysis.asymmetry import rest_rows, resting_asymmetry, tables
 from movement.analysis.imagetrack import StreamTracker, track_window
@@ -65,6 +67,8 @@ class ClipResult:
     # Keyframe -> (478, 2) image px where its cut detections put the points the
     # steps tracked from it (landmarks.keyframe_landmarks).
     keyframe_xy: dict[int, np.ndarray] = field(default_factory=dict)
+    # Stage -> {"wall": s, "cpu": s}, in pipeline order (benchmarks/speed.py's profile).
+    timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,6 +105,7 @@ def analyze_clip(
     keep_cache: bool = False,
 ) -> tuple[ClipResult, FrameCache | None]:
     """Analyse one video file for the steps of ``protocol``."""
+    clock = _Clock()
     info = probe(path, mirrored=opts.mirrored)
     points, anchors = detection_points(protocol)
     streamer = StreamTracker(points, anchors)
@@ -109,22 +114,29 @@ def analyze_clip(
     except BaseException:
         streamer.finish(0)
         raise
+    clock.lap("landmarks (decode + face mesh)")
     try:
         warnings = _tracking_warnings(track)
         scale = estimate_scale(track)
         traj = stabilise(track, scale)
         fps = _effective_fps(track.t, info.fps)
+        clock.lap("scale + stabilise")
         tracked, key = streamer.finish(len(track))
         image = whole_video_track(track, cache, scale, protocol, tracked, key)
+        clock.lap("whole-video image track")
         if opts.cues:
             windows = steps_from_cues(traj, protocol, fps, opts.cues, image)
         else:
             windows = find_steps(traj, protocol, fps, image)
+        clock.lap("steps")
         key_xy = keyframe_landmarks(info, track, cache, [w.keyframe for w in windows if w.found])
+        clock.lap("keyframe detections")
         results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
+        clock.lap("activation (image tracking + pose)")
         neutral = _neutral_frames(windows, traj)
         rest_table = resting_asymmetry(traj, protocol, neutral,
                                        face_on_rest(track, traj, neutral))
+        clock.lap("resting measures")
         quality = assess(results, track, traj, scale, cache)
     except BaseException:
         cache.close()
@@ -134,14 +146,32 @@ def analyze_clip(
             warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
         warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
     warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))
+    sha = file_sha256(path)
+    clock.lap("quality + file hash")
     clip = ClipResult(
-        info, file_sha256(path), track, scale, traj, windows, results, rest_table, quality,
-        warnings, key_xy,
+        info, sha, track, scale, traj, windows, results, rest_table, quality,
+        warnings, key_xy, clock.seconds,
     )
     if keep_cache:
         return clip, cache
     cache.close()
     return clip, None
+
+
+class _Clock:
+    """Seconds per stage, wall-clock and CPU (all threads): what an analysis spent its
+    time on. CPU time is what the stage costs on a busy machine too."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+        self._t = (time.perf_counter(), time.process_time())
+
+    def lap(self, stage: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        was = self.seconds.setdefault(stage, {"wall": 0.0, "cpu": 0.0})
+        was["wall"] = round(was["wall"] + now[0] - self._t[0], 3)
+        was["cpu"] = round(was["cpu"] + now[1] - self._t[1], 3)
+        self._t = now
 
 
 def detection_points(protocol: Protocol) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -285,6 +315,7 @@ def session_record(session: Session) -> dict:
                 rotation=i.rotation,
                 codec=i.codec,
                 mirrored=i.mirrored,
+                timing_s=c.timing_s,
                 scale=dict(
                     mm_per_px=c.scale.mm_per_px,
                     iris_px=c.scale.iris_px,
@@ -328,6 +359,9 @@ def session_record(session: Session) -> dict:
     p = o.protocol
     return dict(
         software=dict(name="movement", version=__version__),
+        # Sessions of different measurement versions are not compared as if alike
+        # (movement.clinic.compare); `movement reanalyze` re-runs an older one.
+        measurement_version=MEASUREMENT_VERSION,
         created=session.created,
         patient=o.patient,
         label=o.label,
@@ -336,9 +370,13 @@ def session_record(session: Session) -> dict:
             name=p.name,
             version=p.version,
             path=p.path,
+            # The steps asked for (a recording of some steps uses a subset), so a
+            # re-analysis asks for the same.
+            steps=[st.name for st in p.steps],
             thresholds=dict(min_diff_mm=p.thresholds.min_diff_mm, min_ratio=p.thresholds.min_ratio),
         ),
-        options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues),
+        options=dict(mirrored=o.mirrored, face=o.face, cues=o.cues,
+                     pose_correction=_pose.ENABLED),
         clips=clips,
         steps=[s for c in clips for s in c["steps"]],
         warnings=session.warnings,

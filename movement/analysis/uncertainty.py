@@ -30,8 +30,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from movement.analysis.face import measure_series
+from movement.protocol import MuscleGroup
+
+if TYPE_CHECKING:  # the comparison imports this module without the analysis stack
+    from movement.analysis.stabilise import Scale
 
 Z95 = 1.959964
 """Half-width of a two-sided 95 % normal interval in standard errors."""
@@ -135,6 +142,59 @@ def points_se(per_point: np.ndarray) -> tuple[float, int]:
         return float("nan"), 0
     sd = float(np.std(ok, ddof=1)) if k >= 2 else abs(float(ok[0]))
     return sd / math.sqrt(k) * math.sqrt((n - k) / (n - 1)), k
+
+
+def value_spread(
+    series: np.ndarray,
+    pos: np.ndarray,
+    rest: np.ndarray,
+    g: MuscleGroup,
+    side: str,
+    cols: dict[int, int],
+    hold: np.ndarray,
+    rest_pos: np.ndarray,
+    value: float,
+    scale: Scale,
+    fit_error: np.ndarray | None,
+    range_mode: bool = False,
+) -> Spread:
+    """The parts of one side's value's uncertainty, from the step's tracked positions
+    ``pos`` (frames, points, 2) against ``rest`` in the columns ``cols`` of the points.
+
+    ``hold`` are the frames (positions in the series) the value is read at: its hold,
+    or for a range measure the whole step, whose 95th percentile is near one frame's
+    reading, so there the part is one frame's spread at rest, not a mean's.
+    """
+    if range_mode:
+        at_rest = series[rest_pos]
+        sd = float(np.nanstd(at_rest, ddof=1)) if np.isfinite(at_rest).sum() > 1 else np.nan
+        hold_se, rest_se = sd, frames_se(at_rest)
+    else:
+        hold_se, rest_se = frames_se(series[hold]), frames_se(series[rest_pos])
+    # Each point's own value: the group's value is their mean.
+    up = g.points(side)
+    low = np.array([cols[i] for i in g.lower_points(side)]) if g.lower_points(side) else None
+    per_point = []
+    for p in up:
+        one = measure_series(pos[hold], rest, g.kind, np.array([cols[p]]), low, side)
+        per_point.append(float(np.max(one)) if range_mode and np.isfinite(one).any()
+                         else _finite_mean(one))
+    pts_se, used = points_se(np.array(per_point))
+    # IQR -> sigma; never below the ruler's own doubt (SCALE_DOUBT).
+    rel_scale = max(scale.spread / 1.349 if np.isfinite(scale.spread) else 0.0, SCALE_DOUBT)
+    fit = 0.0
+    if fit_error is not None:
+        # Fitted afresh each frame: over the hold (rest) it averages like the frames do;
+        # a range is near one frame's reading, and carries one frame's error.
+        at_hold = _finite_mean(fit_error[hold] ** 2)
+        parts = [at_hold if range_mode else at_hold / effective_count(series[hold]),
+                 _finite_mean(fit_error[rest_pos] ** 2) / effective_count(series[rest_pos])]
+        fit = float(np.sqrt(np.nansum(parts)))
+    size = abs(value) if np.isfinite(value) else 0.0
+    return Spread(
+        hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,
+        method=size * g.reads_spread, points_used=used, points_total=len(up),
+    )
 
 
 def value_interval(value: float, spread: Spread | None, reads: float = 1.0
@@ -272,3 +332,10 @@ def changed(before: float, b_lo: float, b_hi: float, after: float, a_lo: float,
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return None
     return bool(lo > 0 or hi < 0)
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    """Mean of the finite values; NaN (without numpy's warning) when there are none."""
+    v = np.asarray(x, float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")

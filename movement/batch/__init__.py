@@ -16,7 +16,7 @@ is the same whichever executes the videos:
 - **Resumable and idempotent.** ``OUT/.movement-batch.json`` (the ledger,
   rewritten atomically after every video) holds each video's outcome with
   what it was analysed from: the video's sha256, the protocol (name and
-  version), the software version and the manifest row (patient, label, date,
+  version), the software and measurement versions and the manifest row (patient, label, date,
   mirrored, cues, face). A rerun skips a video
   whose fingerprint is unchanged and whose folder is still there; a failure
   stays failed until ``--retry-failed``.

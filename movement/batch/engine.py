@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from movement import __version__
+from movement import MEASUREMENT_VERSION, __version__
 from movement.analysis.pipeline import Options, file_sha256
 from movement.analysis.steps import read_cues
 from movement.batch.cluster import DaskExecutor, PoolExecutor, WorkerLost
@@ -190,7 +190,7 @@ def _fingerprint(item: BatchItem, proto: Protocol | None, old: Outcome | None) -
         date=item.date, protocol=proto.name if proto else item.protocol,
         protocol_version=proto.version if proto else None, software=__version__,
         mirrored=item.mirrored, cues=item.cues or "", face=item.face, sha256=sha, status="",
-        size=size, mtime_ns=mtime,
+        size=size, mtime_ns=mtime, measurement_version=MEASUREMENT_VERSION,
     )
 
 

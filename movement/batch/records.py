@@ -204,10 +204,13 @@ class Outcome:
     recorded: bool = False  # in the clinic store
     size: int = 0  # with mtime_ns: the sha256 is reused while the file is untouched
     mtime_ns: int = 0
+    # movement.MEASUREMENT_VERSION; 0 in a ledger written before it was kept (older)
+    measurement_version: int = 0
 
     def fingerprint(self) -> tuple:
         return (self.sha256, self.protocol, self.protocol_version, self.software,
-                self.mirrored, self.cues, self.face, self.patient, self.label, self.date)
+                self.measurement_version, self.mirrored, self.cues, self.face, self.patient,
+                self.label, self.date)
 
 
 SUMMARY_COLUMNS = [f.name for f in fields(Outcome) if f.name not in ("size", "mtime_ns")]

@@ -135,13 +135,19 @@ def sessions(patient: str, store: str | None) -> None:
     rows = st.list_sessions(store, patient)
     if rows:
         _table(
-            ["id", "date", "label", "protocol", "days since treatment", "report"],
+            ["id", "date", "label", "protocol", "days since treatment", "report", "measurement"],
             [
-                [s.id, s.date, s.label, s.protocol, s.days_since_treatment, s.report_path]
+                [s.id, s.date, s.label, s.protocol, s.days_since_treatment, s.report_path,
+                 s.measurement_version or "older"]
                 for s in rows
             ],
             right={0, 4},
         )
+        from movement.clinic.compare import versions_note
+
+        note = versions_note(patient, rows)
+        if note:
+            click.echo(f"movement: note: {note}", err=True)
     else:
         click.echo(f"no sessions for '{patient}'")
     tx = st.list_treatments(store, patient)
@@ -269,6 +275,8 @@ def compare(
     for g in cmp.groups:
         if g.primary:
             click.echo(f"  {g.statement}")
+    if cmp.versions_note:
+        click.echo(f"movement: warning: {cmp.versions_note}", err=True)
     click.echo(f"Open {Path(out) / st.COMPARISON_FILE}")
 
 

@@ -12,6 +12,11 @@ This module decides what the comparison says; :func:`page_record` hands it to
 :mod:`movement.report.comparison_page` as plain records, which renders the
 self-contained page (plotly.js inlined once, no network request). The folder is
 written atomically (temporary sibling, then rename).
+
+Kept as one module: the statements, the summary's order, the CSV and the page's
+records all read one comparison's groups with the same rules (what changed beyond
+the intervals, which treatment counts, which sessions compare at all); split, each
+part would re-derive them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import csv
 import datetime as _dt
 import io
 import os
+import shlex
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from movement import __version__
+from movement import MEASUREMENT_VERSION, __version__
 from movement.analysis.uncertainty import change_interval
 from movement.clinic.store import (
     COMPARISON_FILE,
@@ -57,7 +63,8 @@ OUR_FILES = {COMPARISON_FILE, CSV_FILE}
 MIN_BASE_FOR_PCT_MM = 1.0
 
 COMPARISON_COLUMNS = [
-    "patient", "session_id", "date", "label", "baseline_session_id", "days_since_treatment",
+    "patient", "session_id", "date", "label", "measurement_version", "baseline_session_id",
+    "days_since_treatment",
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
     "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
     "left_change_pct", "repeat_mm", "asymmetry_index_change", "group_last_treated", "units_right",
@@ -96,11 +103,51 @@ class Comparison:
         others = [s for s in self.sessions if s.id != self.baseline.id]
         return others[-1] if others else self.baseline
 
+    @property
+    def versions_note(self) -> str:
+        """What to say when the sessions were measured by different measurement versions
+        (and what to run); "" when they were not."""
+        return versions_note(self.patient, self.sessions)
+
+
+def comparable(a: SessionSummary, b: SessionSummary) -> bool:
+    """Two sessions' numbers were made the same way (one measurement version), so a
+    difference between them is the face's, not the measurement's."""
+    return a.measurement_version == b.measurement_version
+
+
+def version_name(v: int) -> str:
+    return f"version {v}" if v else "an unrecorded version (older than 1)"
+
+
+def reanalyze_command(patient: str) -> str:
+    return f"movement reanalyze {shlex.quote(patient)} --all-old"
+
+
+def versions_note(patient: str, sessions: Sequence[SessionSummary]) -> str:
+    versions = sorted({s.measurement_version for s in sessions})
+    if len(versions) < 2:
+        return ""
+    old = [s for s in sessions if s.measurement_version < MEASUREMENT_VERSION]
+    which = "; ".join(
+        f"{version_name(v)}: " + ", ".join(
+            f"#{s.id} {s.date}" + (f" ({s.label})" if s.label else "")
+            for s in sessions if s.measurement_version == v)
+        for v in versions
+    )  # fmt: skip
+    text = (f"These sessions were measured by different versions of the measurement "
+            f"({which}); values of different versions are shown but not compared, since "
+            "a difference between them may be the measurement's, not the face's.")
+    if old:
+        text += (f" To compare them, re-analyse the older sessions from their videos: "
+                 f"{reanalyze_command(patient)}")
+    return text
+
 
 # --------------------------------------------------------------------------- building
 
 
-def _pick(token: str, sessions: list[SessionSummary], patient: str) -> SessionSummary:
+def pick_session(token: str, sessions: list[SessionSummary], patient: str) -> SessionSummary:
     """A session by id, else by its unique label or date (what the clinician remembers)."""
     t = token.strip()
     for s in sessions:
@@ -127,10 +174,10 @@ def build(
     """
     chosen = list(hist.sessions)
     if sessions:
-        picked = [_pick(t, hist.sessions, hist.patient) for t in sessions if t.strip()]
+        picked = [pick_session(t, hist.sessions, hist.patient) for t in sessions if t.strip()]
         chosen = list({s.id: s for s in picked}.values())
     if baseline:
-        base = _pick(baseline, hist.sessions, hist.patient)
+        base = pick_session(baseline, hist.sessions, hist.patient)
         if base.id not in {s.id for s in chosen}:
             chosen.append(base)
     chosen.sort(key=lambda s: (s.date, s.id))
@@ -138,7 +185,7 @@ def build(
         raise StoreError(
             f"patient '{hist.patient}' has {len(chosen)} session(s) to compare; need at least 2"
         )
-    base = _pick(baseline, hist.sessions, hist.patient) if baseline else chosen[0]
+    base = pick_session(baseline, hist.sessions, hist.patient) if baseline else chosen[0]
     cmp = Comparison(hist.patient, chosen, base, list(hist.treatments))
     keys: dict[tuple[str, str, str], bool] = {}
     for s in chosen:
@@ -171,6 +218,8 @@ def build(
         g.statement = statement(
             g, g.rows[bi], g.rows[li], cmp.baseline, cmp.latest, cmp.treatments
         )
+    if cmp.versions_note:
+        cmp.notes.insert(0, cmp.versions_note)
     _pose_notes(cmp, hist)
     protos = sorted({s.protocol for s in chosen})
     if len(protos) > 1:
@@ -402,6 +451,11 @@ def statement(
     name = g.title
     if base.id == now.id:
         return f"{name}: baseline only"
+    if not comparable(base, now):
+        when = f"{now.date}" + (f" ({now.label})" if now.label else "")
+        return (f"{name}: not compared: the baseline was measured by "
+                f"{version_name(base.measurement_version)}, {when} by "
+                f"{version_name(now.measurement_version)}")
     for row, s, when in ((base_row, base, "at baseline"), (now_row, now, "")):
         if row is None or row["quality"] in ("missing", "unusable"):
             reason = "not in this session" if row is None else (row["reason"] or row["quality"])
@@ -447,8 +501,8 @@ def summary(cmp: Comparison) -> list[str]:
     not measured in both)."""
     bi, li = _index(cmp, cmp.baseline), _index(cmp, cmp.latest)
     base, now = cmp.baseline, cmp.latest
-    if base.id == now.id:
-        return [g.statement for g in cmp.groups]
+    if base.id == now.id or not comparable(base, now):
+        return [g.statement for g in cmp.groups]  # nothing to order by: no change called
     treated, moved, same, unmeasured = [], [], [], []
     for g in cmp.groups:
         b, n = g.rows[bi], g.rows[li]
@@ -486,10 +540,12 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
             tx = group_treatments(cmp.treatments, g.muscle_group, s.date)
             u = units_by_side(tx)
             vals = {side: _value(row, side) for side in ("right", "left")}
-            chg = {side: change(_value(b, side), vals[side], g.measure)
-                   for side in ("right", "left")}
+            # No change across measurement versions: it could be the measurement's.
+            same = comparable(s, cmp.baseline)
+            chg = {side: change(_value(b, side) if same else None, vals[side], g.measure)
+                   for side in ("right", "left")}  # fmt: skip
             ai = row["asymmetry_index"] if row is not None else None
-            bai = b["asymmetry_index"] if b is not None else None
+            bai = b["asymmetry_index"] if b is not None and same else None
             if row is not None and row["quality"] in ("missing", "unusable"):
                 ai = None
             if s.id == cmp.baseline.id:
@@ -502,6 +558,7 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
                     session_id=str(s.id),
                     date=s.date,
                     label=csv_safe_text(s.label),
+                    measurement_version=str(s.measurement_version),
                     baseline_session_id=str(cmp.baseline.id),
                     days_since_treatment=""
                     if s.days_since_treatment is None
@@ -630,7 +687,7 @@ def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
             _change(*change(_value(g.rows[bi], side), _value(row, side), g.measure),
                     unit(g.measure), g.repeat_mm, *side_change(g, side, g.rows[bi], row))
             for side in ("right", "left")
-        ]  # fmt: skip
+        ] if comparable(s, cmp.baseline) else [_not_compared(s, cmp.baseline)] * 2  # fmt: skip
         body.append(page.GroupRow(
             date=s.date, label=s.label,
             days="" if s.days_since_treatment is None else str(s.days_since_treatment),
@@ -641,6 +698,12 @@ def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
             treatment=f"{tx[0].date}: {units_text(tx)}" if tx else "—",
         ))  # fmt: skip
     return page.GroupTable(_group_name(g.muscle_group), body)
+
+
+def _not_compared(s: SessionSummary, base: SessionSummary) -> page.Change:
+    tip = (f"measured by {version_name(s.measurement_version)}, the baseline by "
+           f"{version_name(base.measurement_version)}: re-analyse the older session to compare")
+    return page.Change("not compared", "", tip)
 
 
 def _group_table(cmp: Comparison, g: GroupView) -> str:
@@ -663,6 +726,8 @@ def page_record(cmp: Comparison, out_dir: Path) -> page.ComparisonPage:
             ("Baseline", f"{base.label or '#' + str(base.id)} {base.date}"),
             ("Compared", f"{latest.label or '#' + str(latest.id)} {latest.date}"),
             ("Treatments", f"{len(tx_dates)} visit(s){last_tx}"),
+            ("Measurement", ", ".join(
+                version_name(v) for v in sorted({s.measurement_version for s in cmp.sessions}))),
             ("Generated", f"{made} · movement {__version__}"),
         ],
         base_date=base.date,

@@ -125,6 +125,8 @@ class SessionSummary:
     days_since_treatment: int | None
     min_diff_mm: float | None = None
     min_ratio: float | None = None
+    # How the numbers were made (movement.MEASUREMENT_VERSION); 0: not recorded, older.
+    measurement_version: int = 0
 
 
 @dataclass
@@ -163,15 +165,20 @@ class SessionRecord:
     report_path: str | None = None
     landmarks_path: str | None = None
     session_json: str | None = None
+    measurement_version: int = 0  # movement.MEASUREMENT_VERSION; 0: not recorded, older
 
     def content_sha(self) -> str:
         """Digest of what the session says (not where its files lie), to spot re-imports."""
-        body = dict(
+        body: dict[str, Any] = dict(
             video_key=self.video_key, date=self.date, label=self.label, protocol=self.protocol,
             protocol_version=self.protocol_version, min_diff_mm=self.min_diff_mm,
             min_ratio=self.min_ratio, asymmetry=self.asymmetry, metrics=self.metrics,
             midline=self.midline, rest=self.rest, warnings=self.warnings,
         )  # fmt: skip
+        if self.measurement_version:
+            # Only when known, so sessions stored before the version existed keep
+            # their digest (a re-import of them stays "unchanged").
+            body["measurement_version"] = self.measurement_version
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -492,7 +499,14 @@ def read_session_folder(session_dir: str | Path, label: str = "", date: str = ""
         report_path=str(report) if report.exists() else None,
         landmarks_path=str(landmarks) if landmarks.exists() else None,
         session_json=meta_text,
+        measurement_version=measurement_version(meta),
     )
+
+
+def measurement_version(meta: dict[str, Any]) -> int:
+    """The measurement version a session.json names; 0 (older) when it names none."""
+    v = meta.get("measurement_version")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
 def _num_or_none(v: object) -> float | None:

@@ -10,16 +10,17 @@ session folders, with no server and no setup: one SQLite file
 Design choices, and why:
 
 - **Schema version and migrations from day one** (``PRAGMA user_version``,
-  :data:`MIGRATIONS`): clinic data outlives the software version that wrote it,
-  so every later change is an appended migration, applied once, in a
-  transaction.
+  :mod:`movement.clinic.schema`): clinic data outlives the software version
+  that wrote it, so every later change is an appended migration, applied once,
+  in a transaction.
 - **One transaction per session** (``BEGIN IMMEDIATE``): a session's numbers
   appear completely or not at all, and two ``movement analyze`` runs writing at
   once queue up instead of failing (WAL mode, a busy timeout, and a retry loop
   on top for the rare ``SQLITE_BUSY`` the timeout does not absorb).
 - **A session is identified by its patient and its video(s)** (the SHA-256 of
   each clip): re-analysing the same video replaces that session's numbers; it
-  never adds a duplicate visit.
+  never adds a duplicate visit. A step recorded again by ``movement record`` adds a
+  clip to the same visit: that session replaces the one stored from its folder.
 - **Patient IDs are free text**, stored verbatim through parameterised SQL. Any
   folder derived from one is a slug plus a hash (:func:`patient_slug`) and is
   checked to stay inside the store (:func:`patient_dir`).
@@ -86,6 +87,7 @@ from movement.clinic.records import (
     resolve_store,
     treatment_row,
 )
+from movement.clinic.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "COMPARISON_FILE", "DB_NAME",
@@ -96,117 +98,17 @@ __all__ = [
     "StoreError", "Treatment", "TreatmentRow", "check_date", "check_patient", "csv_safe_text",
     "days_between", "history", "last_treatment_before", "list_patients", "list_sessions",
     "list_treatments", "normalise_group", "open_store", "patient_dir", "patient_slug",
-    "read_plan", "read_session_folder", "record_session", "record_treatment", "resolve_store",
+    "read_plan", "read_session_folder", "record_session", "record_treatment", "replace_session",
+    "resolve_store",
     "schema_version", "session_link", "session_tables", "treatment_row",
 ]  # fmt: skip
 
 DB_NAME = "movement.sqlite"
 COMPARISON_FILE = "comparison.html"
-# Marks the file as a movement store ("MOVE"), so a foreign SQLite file that
-# happens to carry the name is refused instead of migrated.
-APPLICATION_ID = 0x4D4F5645
-
 # A clinic laptop rarely has more than a few concurrent writers; 30 s of
 # waiting plus a few retries covers a slow disk without hanging forever.
 BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
-
-MIGRATIONS: list[list[str]] = [
-    # 1: the first schema.
-    [
-        f"PRAGMA application_id = {APPLICATION_ID}",
-        """CREATE TABLE patients (
-            id INTEGER PRIMARY KEY,
-            patient TEXT NOT NULL UNIQUE,      -- verbatim, as the clinician typed it
-            created TEXT NOT NULL
-        )""",
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY,
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            video_key TEXT NOT NULL,           -- the clips' sha256, space-separated, in order
-            date TEXT NOT NULL,                -- YYYY-MM-DD
-            label TEXT NOT NULL DEFAULT '',
-            protocol TEXT NOT NULL DEFAULT '',
-            protocol_version TEXT,
-            min_diff_mm REAL,
-            min_ratio REAL,
-            software TEXT,
-            analysed TEXT,                     -- session.json "created"
-            recorded TEXT NOT NULL,            -- when this row was (re)written
-            source TEXT NOT NULL,              -- 'analyze' or 'import'
-            content_sha TEXT NOT NULL,         -- digest of the numbers (import: unchanged?)
-            session_dir TEXT,                  -- absolute paths, NULL when unknown
-            report_path TEXT,
-            landmarks_path TEXT,
-            session_json TEXT,                 -- the full session.json, for later migrations
-            UNIQUE (patient_id, video_key)
-        )""",
-        "CREATE INDEX sessions_by_patient ON sessions(patient_id, date)",
-        """CREATE TABLE clips (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            path TEXT,
-            PRIMARY KEY (session_id, idx)
-        )""",
-        "CREATE INDEX clips_by_sha ON clips(sha256)",
-        """CREATE TABLE asymmetry (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            is_primary INTEGER NOT NULL,
-            right_mm REAL, left_mm REAL, diff_mm REAL, asymmetry_index REAL,
-            dominant_side TEXT NOT NULL, quality TEXT NOT NULL, reason TEXT NOT NULL,
-            peak_s REAL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE metrics (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            kind TEXT NOT NULL, sensor TEXT NOT NULL, side TEXT NOT NULL,
-            peak_s REAL, rest_mm REAL, peak_mm REAL, activation_mm REAL, check_mm REAL,
-            rest_frames TEXT NOT NULL, peak_frames TEXT NOT NULL, keyframe INTEGER,
-            flags TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE midline (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, points TEXT NOT NULL, drift_mm REAL, toward TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE rest (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            measure TEXT NOT NULL, right_mm REAL, left_mm REAL, diff_mm REAL,
-            larger_side TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE warnings (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE treatments (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL UNIQUE,          -- survives export/import, so import is idempotent
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            date TEXT NOT NULL,
-            product TEXT NOT NULL,
-            muscle_group TEXT NOT NULL,
-            side TEXT NOT NULL CHECK (side IN ('right', 'left', 'midline')),
-            units REAL NOT NULL CHECK (units >= 0),
-            point TEXT NOT NULL DEFAULT '',
-            lot TEXT NOT NULL DEFAULT '',
-            notes TEXT NOT NULL DEFAULT '',
-            recorded TEXT NOT NULL
-        )""",
-        "CREATE INDEX treatments_by_patient ON treatments(patient_id, date)",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _CHILD_TABLES = ("clips", "asymmetry", "metrics", "midline", "rest", "warnings")
 _T = TypeVar("_T")
@@ -386,14 +288,17 @@ def _patient_id(conn: sqlite3.Connection, patient: str) -> int:
 
 
 def _put_session(
-    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool
+    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool,
+    same_folder: bool = False,
 ) -> tuple[int, str]:
     """Insert or replace one session inside the caller's transaction.
 
     Returns the session id and what happened: ``added``, ``updated`` or
     ``unchanged`` (only with ``keep_same``, when the numbers are identical).
     The session row keeps its id when replaced, so ids the clinician has seen
-    in ``movement sessions`` stay valid.
+    in ``movement sessions`` stay valid. With ``same_folder``, a session of the
+    patient stored from the same folder is replaced when no session has these
+    videos (see :func:`record_session`).
     """
     pid = _patient_id(conn, patient)
     digest = rec.content_sha()
@@ -401,29 +306,48 @@ def _put_session(
         "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND video_key = ?",
         (pid, rec.video_key),
     ).fetchone()
-    values = dict(
-        date=rec.date, label=rec.label, protocol=rec.protocol,
-        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
-        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
-        recorded=_now(), source=source, content_sha=digest, session_dir=rec.session_dir,
-        report_path=rec.report_path, landmarks_path=rec.landmarks_path,
-        session_json=rec.session_json,
-    )  # fmt: skip
+    if old is None and same_folder and rec.session_dir:
+        old = _folder_session(conn, pid, rec.session_dir)
+    # The video key too: a folder's session replaced by a re-recording has new videos.
+    values = {**_row_values(rec, source), "video_key": rec.video_key}
     if old is not None and keep_same and old[1] == digest:
         return int(old[0]), "unchanged"
     if old is not None:
         sid = int(old[0])
-        sets = ", ".join(f"{k} = :{k}" for k in values)
-        conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
-        for table in _CHILD_TABLES:
-            conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+        _overwrite_session(conn, sid, values)
         status = "updated"
     else:
-        values.update(patient_id=pid, video_key=rec.video_key)
+        values.update(patient_id=pid)
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         sid = int(conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", values).lastrowid)
         status = "added"
+    _put_children(conn, sid, rec)
+    return sid, status
+
+
+def _row_values(rec: SessionRecord, source: str) -> dict[str, Any]:
+    """A session row's columns from a record (all but its id, patient and videos)."""
+    return dict(
+        date=rec.date, label=rec.label, protocol=rec.protocol,
+        protocol_version=rec.protocol_version, min_diff_mm=rec.min_diff_mm,
+        min_ratio=rec.min_ratio, software=rec.software, analysed=rec.analysed,
+        recorded=_now(), source=source, content_sha=rec.content_sha(),
+        session_dir=rec.session_dir, report_path=rec.report_path,
+        landmarks_path=rec.landmarks_path, session_json=rec.session_json,
+        measurement_version=rec.measurement_version,
+    )  # fmt: skip
+
+
+def _overwrite_session(conn: sqlite3.Connection, sid: int, values: dict[str, Any]) -> None:
+    """Replace a session row's values (its id stays) and drop its rows in every table."""
+    sets = ", ".join(f"{k} = :{k}" for k in values)
+    conn.execute(f"UPDATE sessions SET {sets} WHERE id = :id", {**values, "id": sid})
+    for table in _CHILD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+
+
+def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> None:
     conn.executemany(
         "INSERT INTO clips (session_id, idx, sha256, path) VALUES (?, ?, ?, ?)",
         [(sid, i, sha, path) for i, (sha, path) in enumerate(rec.clips)],
@@ -436,7 +360,15 @@ def _put_session(
         "INSERT INTO warnings (session_id, row, text) VALUES (?, ?, ?)",
         [(sid, i, w) for i, w in enumerate(rec.warnings)],
     )
-    return sid, status
+
+
+def _folder_session(conn: sqlite3.Connection, pid: int, session_dir: str) -> tuple | None:
+    """(id, content_sha) of the patient's session last stored from ``session_dir``."""
+    return conn.execute(
+        "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND session_dir = ? "
+        "ORDER BY recorded DESC, id DESC LIMIT 1",
+        (pid, session_dir),
+    ).fetchone()
 
 
 def _db_col(c: str) -> str:
@@ -463,7 +395,8 @@ def _db_value(v: Any) -> Any:
 
 
 def record_session(
-    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str
+    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str,
+    replace_folder: bool = False,
 ) -> int:
     """Record a finished session folder in the store; return the session id.
 
@@ -471,6 +404,12 @@ def record_session(
     and ``rest.csv`` first, then writes everything in one transaction. The
     same video(s) for the same patient replace that session's numbers (same
     id) instead of adding a second visit; other sessions are untouched.
+
+    ``replace_folder``: this folder's session grew new videos (``movement
+    record`` re-recording a step: the same visit, one more clip), so the
+    patient's session last stored from this folder is replaced (same id) rather
+    than a second visit added. The swap is the one transaction: if writing the
+    new numbers fails, the old ones stay.
     """
     patient = check_patient(patient)
     date = check_date(date)
@@ -478,8 +417,43 @@ def record_session(
     rec = read_session_folder(session_dir, label=label, date=date)
     rec.label = label  # an explicit empty label wins over the folder's
     with _Store(store_dir, create=True) as st:
-        sid, _ = st.write(lambda conn: _put_session(conn, patient, rec, "analyze", False))
+        sid, _ = st.write(
+            lambda conn: _put_session(conn, patient, rec, "analyze", False, replace_folder)
+        )
     return sid
+
+
+def replace_session(store_dir: str | Path | None, session_id: int, session_dir: Path) -> int:
+    """Replace stored session ``session_id`` by a finished session folder; return its id.
+
+    The row keeps its id and patient (ids the clinician has seen stay valid); the
+    numbers, videos, label, date and files become the folder's, in one transaction,
+    so a failure leaves the stored session as it was. The folder may hold another
+    video of the visit (filmed again) unless it is already another of the patient's
+    sessions. The earlier session folder is left where it is.
+    """
+    rec = read_session_folder(session_dir)
+
+    def put(conn: sqlite3.Connection) -> int:
+        sql = "SELECT patient_id FROM sessions WHERE id = ?"
+        row = conn.execute(sql, (session_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no session {session_id} in the store")
+        pid = int(row[0])
+        clash = conn.execute(
+            "SELECT id FROM sessions WHERE patient_id = ? AND video_key = ? AND id != ?",
+            (pid, rec.video_key, session_id),
+        ).fetchone()
+        if clash is not None:
+            raise StoreError(f"{session_dir}: its video is already the patient's session "
+                             f"{clash[0]}")
+        values = {**_row_values(rec, "analyze"), "video_key": rec.video_key}
+        _overwrite_session(conn, session_id, values)
+        _put_children(conn, session_id, rec)
+        return session_id
+
+    with _Store(store_dir, create=False) as st:
+        return st.write(put)
 
 
 # --------------------------------------------------------------------------- treatments
@@ -578,7 +552,8 @@ def _sessions(
 ) -> list[SessionSummary]:
     rows = conn.execute(
         "SELECT id, date, label, protocol, video_key, source, report_path, session_dir, "
-        "min_diff_mm, min_ratio FROM sessions WHERE patient_id = ? ORDER BY date, id",
+        "min_diff_mm, min_ratio, measurement_version FROM sessions WHERE patient_id = ? "
+        "ORDER BY date, id",
         (pid,),
     ).fetchall()
     out = []
@@ -589,7 +564,7 @@ def _sessions(
                 id=r[0], patient=patient, date=r[1], label=r[2], protocol=r[3], video_key=r[4],
                 source=r[5], report_path=r[6], session_dir=r[7], last_treatment=last,
                 days_since_treatment=None if last is None else days_between(last, r[1]),
-                min_diff_mm=r[8], min_ratio=r[9],
+                min_diff_mm=r[8], min_ratio=r[9], measurement_version=r[10],
             )
         )  # fmt: skip
     return out
@@ -710,15 +685,17 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
 
 
 def session_link(
-    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None
+    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None,
+    replace_folder: Path | None = None,
 ) -> Path | None:
     """Where the patient's comparison report is (or will be), when there is one to link.
 
     Returns ``<store>/patients/<slug>/comparison.html`` when the patient has at
     least two sessions, counting the session being analysed (give its clips'
     ``sha256s`` so a not-yet-recorded video counts, and a re-analysed one does
-    not count twice); ``None`` for no patient ID or a single session. Never
-    creates the store.
+    not count twice; give ``replace_folder`` when it will replace the session
+    stored from that folder, as :func:`record_session` does); ``None`` for no
+    patient ID or a single session. Never creates the store.
     """
     if not patient:
         return None
@@ -731,18 +708,18 @@ def session_link(
     if db.exists():
         try:
             with _Store(store_dir, create=False) as st:
-                keys = [
-                    r[0]
-                    for r in st.conn.execute(
-                        "SELECT s.video_key FROM sessions s JOIN patients p ON p.id = s.patient_id "
-                        "WHERE p.patient = ?",
-                        (patient,),
-                    )
-                ]
+                rows = st.conn.execute(
+                    "SELECT s.video_key, s.session_dir FROM sessions s "
+                    "JOIN patients p ON p.id = s.patient_id WHERE p.patient = ?",
+                    (patient,),
+                ).fetchall()
         except StoreError:
             return None
+        keys = [r[0] for r in rows]
         count = len(keys)
         known = sha256s is not None and " ".join(sha256s) in keys
+        if replace_folder is not None:
+            known = known or str(Path(replace_folder).absolute()) in {r[1] for r in rows}
     if sha256s is not None and not known:
         count += 1
     return link if count >= 2 else None

@@ -37,6 +37,7 @@ from movement.clinic.records import (
     check_date,
     check_patient,
     csv_safe_text,
+    measurement_version,
     treatment_row,
 )
 from movement.clinic.store import (
@@ -105,6 +106,7 @@ def export_rows(store_dir: str | Path | None, patient: str) -> list[dict[str, st
                 clips=[c["path"] for c in t["clips"]], session_dir=row["session_dir"],
                 report=row["report_path"], landmarks=row["landmarks_path"],
                 days_since_treatment=s.days_since_treatment,
+                measurement_version=row["measurement_version"],
             )  # fmt: skip
             out.append(dict(base, kind="session", video_sha256=row["video_key"],
                             meta=json.dumps(meta, separators=(",", ":"))))  # fmt: skip
@@ -230,6 +232,8 @@ class _ImportedSession:
             midline=self.midline, rest=list(self.rest.values()), warnings=self.warnings,
             session_dir=existing("session_dir"), report_path=existing("report"),
             landmarks_path=existing("landmarks"),
+            # An export written before the version existed names none: older (0).
+            measurement_version=measurement_version(m),
         )  # fmt: skip
 
 

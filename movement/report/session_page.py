@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
-from movement import __version__
+from movement import MEASUREMENT_VERSION, __version__
 from movement.analysis.activation import StepResult
 from movement.analysis.landmarks import FrameCache
 from movement.analysis.pipeline import ClipResult, Session
@@ -634,7 +634,8 @@ def render_report(
             ("Date", o.date),
             ("Protocol", o.protocol.name),
             ("Video", videos + (" (mirrored)" if o.mirrored else "")),
-            ("Analysed", f"{session.created} · movement {__version__}"),
+            ("Analysed", f"{session.created} · movement {__version__}, "
+                         f"measurement {MEASUREMENT_VERSION}"),
         ],
         comparison_href=comparison_href,
         plotlyjs=safe(get_plotlyjs()),
