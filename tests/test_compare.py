@@ -164,19 +164,64 @@ def test_statement_cases(tmp_path):
     )
 
 
-def test_a_dominance_change_near_the_threshold_says_so(tmp_path):
-    st = tmp_path / "st"
-    base = {"raise": (3.0, 1.98), "eee": (3.0, 1.0)}  # 1.02 mm apart: right, but only just
-    now = {"raise": (3.0, 2.05), "eee": (3.0, 1.0)}  # 0.95 mm: balanced, but only just
-    store.record_session(st, make_session(tmp_path, "a", base), "p", "", "2026-01-05")
-    store.record_session(st, make_session(tmp_path, "b", now), "p", "", "2026-02-05")
-    cmp = compare.build(store.history(st, "p"))
-    s = {g.muscle_group: g.statement for g in cmp.groups}
-    assert s["frontalis"].endswith("now balanced, near the threshold at baseline and now")
-    assert s["platysma"].endswith("still right-dominant")  # 2 mm apart: no such note
-    groups = {g.muscle_group: g for g in cmp.groups}
-    assert compare._group_table(cmp, groups["frontalis"]).count("near threshold") == 2
-    assert "near threshold" not in compare._group_table(cmp, groups["platysma"])
+def _row(r: float, lft: float, dominant: str, half: float | None = None) -> dict:
+    """An asymmetry row as the store gives it; with ``half``, each side's 95 % interval."""
+    row = dict(right_mm=r, left_mm=lft, dominant_side=dominant, quality="ok", reason="",
+               asymmetry_index=(r - lft) / (r + lft))
+    if half is not None:
+        row.update(right_lo=r - half, right_hi=r + half, left_lo=lft - half,
+                   left_hi=lft + half)
+    return row
+
+
+def test_an_uncertain_call_is_said_and_is_not_a_change_of_dominance(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    g = next(x for x in cmp.groups if x.muscle_group == "platysma")
+    text = compare.statement(g, _row(3.0, 1.98, "uncertain", 0.3), _row(3.0, 2.05, "balanced",
+                             0.3), cmp.baseline, cmp.latest, cmp.treatments)
+    assert text.endswith("now balanced (was uncertain)")
+    text = compare.statement(g, _row(3.0, 1.0, "right", 0.3), _row(3.0, 2.05, "uncertain", 0.3),
+                             cmp.baseline, cmp.latest, cmp.treatments)
+    assert text.endswith("which side dominates is uncertain now (was right)")
+
+
+def test_a_change_is_judged_against_both_visits_intervals(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    g = next(x for x in cmp.groups if x.muscle_group == "zygomaticus")
+    assert g.repeat_mm == pytest.approx(0.39)  # the smile's, when no interval is stored
+    # 0.5 mm lower on each side: beyond repeat_mm, but within wide intervals ...
+    wide = compare.statement(g, _row(4.0, 3.0, "balanced", 0.5), _row(3.5, 2.5, "balanced", 0.5),
+                             cmp.baseline, cmp.latest, cmp.treatments)
+    assert wide.count("within measurement variation") == 2
+    assert "(−12 %; 95 % −1.2 to +0.2 mm, within measurement variation)" in wide
+    # ... and beyond narrow ones.
+    narrow = compare.statement(g, _row(4.0, 3.0, "balanced", 0.1),
+                               _row(3.5, 2.5, "balanced", 0.1), cmp.baseline, cmp.latest,
+                               cmp.treatments)
+    assert "within measurement variation" not in narrow
+    assert compare.side_change(g, "right", _row(4.0, 3.0, "balanced"),
+                               _row(3.5, 2.5, "balanced"))[0] is True  # 0.5 >= 0.39
+
+
+def test_the_summary_reads_treated_then_changed_then_one_line(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    lines = compare.summary(cmp)
+    # Treated first (the corrugators and frontalis, Botox on the baseline's day) ...
+    assert lines[0].startswith("right corrugator procerus: 2.9 → 1.0 mm (−66 %)")
+    assert lines[1].startswith("right frontalis: 4.1 → 1.2 mm (−71 %)")
+    assert "after 6 U right / 4 U left" in lines[1]
+    # ... then the untreated change beyond the variation, without a treatment phrase ...
+    assert lines[2] == ("left platysma: 3.2 → 1.1 mm (−66 %), right 1.7 → 2.4 mm (+41 %); "
+                        "now right-dominant (was left)")
+    # ... then one line for everything unchanged.
+    assert lines[3:] == ["Unchanged within the measurement's variation: orbicularis oculi, "
+                         "zygomaticus."]
+
+
+def test_no_percentage_of_a_value_near_zero_or_not_in_mm():
+    assert compare.change(0.4, -0.9, "crease") == (pytest.approx(-1.3), None)
+    assert compare.change(0.5, 0.25) == (pytest.approx(-0.25), None)  # under 1 mm
+    assert compare.change(4.0, 1.0) == (pytest.approx(-3.0), pytest.approx(-75.0))
 
 
 def test_update_comparison_follows_the_store(clinic, tmp_path):

@@ -76,6 +76,41 @@ def test_the_accuracy_page_holds_the_scored_table(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["accuracy.md"]  # no temporary left
 
 
+def test_calibration_counts_the_intervals_holding_the_truth_and_the_calls():
+    from calibration import calibration
+
+    case = Case("clean-asym-1", "clean 1280x720", "asym", 1, {"frame_size": (1280, 720)})
+    blur = Case("blur-1", "blur 1.2", "mix", 2, {})
+
+    def step(name, truth, measured, dominant, riv, liv):
+        return {**_step(name, truth, measured, dominant, "ok", NAN, NAN),
+                "right_iv": riv, "left_iv": liv}
+
+    res = [
+        dict(case=case, scale_ratio=NAN, steps=[
+            # Both intervals hold the truth (widths 0.4 and 0.2); a right call, right.
+            step("frown", (3.0, 1.0), (3.1, 1.1), "right", (2.9, 3.3), (1.0, 1.2)),
+            # The left interval misses 2.1; an uncertain call on a balanced pair.
+            step("raise", (2.0, 2.1), (2.2, 1.8), "uncertain", (2.0, 2.4), (1.7, 1.9)),
+        ]),
+        dict(case=blur, scale_ratio=NAN, steps=[
+            # Decisive, called uncertain; both intervals hold the truth.
+            step("smile", (5.0, 2.0), (4.8, 2.1), "uncertain", (4.5, 5.1), (1.9, 2.3)),
+        ]),
+    ]
+    lines: list[str] = []
+    got = calibration(res, lines.append)
+    text = "\n".join(lines)
+    assert "INTERVALS contain the truth: standard 83.3% (6)" in got["line"]
+    # Calls: 1 not uncertain, right; 1 of 2 decisive pairs uncertain.
+    assert "standard right 100.0% uncertain 50.0%" in got["line"]
+    targets = {label: (ok, val) for _, label, ok, val in got["targets"]}
+    assert targets["raise: interval contains the truth 90-98 %"] == (False, " 50.0% (  1/  2)")
+    assert targets["frown: median width <= 0.8 mm (clean)"] == (True, "0.30 mm")
+    assert targets["decisive pairs uncertain <= 15%"][0] is False
+    assert "blur 1.2" in text and "clean 1280x720" in text
+
+
 def test_the_speed_page_holds_each_resolution():
     import speed
 

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from movement import MEASUREMENT_VERSION
+from movement.analysis.asymmetry import CALL_COLUMNS, INTERVAL_COLUMNS
 from movement.analysis.pose import POSE_COLUMNS
 from movement.clinic import compare, store, transfer
 from movement.clinic.commands import COMMANDS
@@ -85,29 +86,32 @@ def make_session(
             continue
         if v is None:
             asym.append([step, group, measure, "True", "", "", "", "", "undetermined", "missing",
-                         "step not found in the video", ""])  # fmt: skip
+                         "step not found in the video", ""] + [""] * len(CALL_COLUMNS))  # fmt: skip
             continue
         r, lft = v
         ai = (r - lft) / (r + lft) if r + lft > 1e-9 else float("nan")
         q, reason = quality.get(step, ("ok", ""))
         asym.append([step, group, measure, "True", _f(r), _f(lft), _f(r - lft), _f(ai),
                      _dominant(r, lft) if q != "unusable" else "undetermined", q, reason,
-                     _f(peak)])  # fmt: skip
+                     _f(peak)] + [""] * len(CALL_COLUMNS))  # fmt: skip
         for side, val in (("right", r), ("left", lft)):
             rest = 16.336 if kind == "up" else 6.297 if kind == "aperture" else 0.0
             pk = rest + val if kind == "up" else rest - val if kind == "aperture" else 0.0
             metr.append([step, group, measure, kind, sensor, side, _f(peak), _f(rest), _f(pk),
                          _f(val), _f(val * 0.9), "0 1 2 3 19 21", "89 90 91 92", "2",
-                         "", "0.412", "-1.203", "0.388", "-1.190", "1.004"])  # fmt: skip
+                         "", "0.412", "-1.203", "0.388", "-1.190", "1.004"]
+                        + [""] * len(INTERVAL_COLUMNS))  # fmt: skip
         steps_json.append(dict(name=step, found=True, source="auto", start_s=peak - 1.1,
                                peak_s=peak, end_s=peak + 0.9, rest_frames=[0, 1, 2],
                                keyframe=2, peak_frames=[89, 90], head_fit_inliers=16.8,
                                points_lost_fraction=0.2,
                                midline_drift_mm={"mouth": 0.1, "chin": 0.03},
                                quality=dict(verdict="ok", reasons=[], instruction="")))  # fmt: skip
-    _write_csv(folder / "asymmetry.csv", store.ASYMMETRY_COLUMNS, asym)
-    # The pose columns (movement.analysis.pose) follow the stored ones in the file.
-    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS + POSE_COLUMNS, metr)
+    # The intervals (movement.analysis.uncertainty) and the pose columns
+    # (movement.analysis.pose) follow the stored ones in the files.
+    _write_csv(folder / "asymmetry.csv", store.ASYMMETRY_COLUMNS + CALL_COLUMNS, asym)
+    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS + POSE_COLUMNS + INTERVAL_COLUMNS,
+               metr)
     _write_csv(folder / "midline.csv", store.MIDLINE_COLUMNS,
                [[s, p, "0.107", "left"] for s in values for p in ("mouth", "chin")])  # fmt: skip
     _write_csv(folder / "rest.csv", store.REST_COLUMNS,

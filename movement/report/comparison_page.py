@@ -63,7 +63,6 @@ class GroupRow:
     left: str
     index: str
     dominant: str
-    near: bool
     quality: str  # the quality and its reason, as shown
     cls: str  # "base", or "q-<quality>"
     changes: list[Change] | None  # None: the baseline row
