@@ -311,7 +311,10 @@ def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path,
     # The unchanged smile and squint are within it too.
     assert sorted(m[1] for m in marked) == ["±0.00 mm (±0 %)"] * 4 + ["−0.50 mm (−36 %)"]
     assert any("0.59 mm two recordings" in m[0] for m in marked)
-    assert "<td class='ch down'>−2.90 mm (−71 %)</td>" in page
+    # A change beyond it says which rule judged it (these sessions carry no intervals).
+    assert ("<td class='ch down' title='at least the 0.26 mm two recordings of the same "
+            "movement can read apart (a session stored without intervals)'>−2.90 mm (−71 %)"
+            "</td>") in page
     # A protocol that is no longer installed gives no figure: changes stay unmarked.
     def gone(name):
         raise compare.ProtocolError(f"protocol '{name}' not found")
@@ -349,3 +352,52 @@ def test_a_change_of_head_pose_is_said(tmp_path):
                          "4-week", "2026-02-02")
     cmp = compare.build(store.history(st, "p1"))
     assert any("without the head-pose correction" in n and "2026-02-02" in n for n in cmp.notes)
+
+
+def test_stored_intervals_judge_the_change(tmp_path):
+    """Two visits stored with intervals are judged against both; a visit stored without
+    them falls back to repeat_mm, and the CSV and the page say which rule judged."""
+    st = tmp_path / "st"
+    # Narrow intervals (±0.1 mm): the smile's right 0.3 mm drop is within its
+    # repeat_mm (0.39) but beyond both intervals. Wide ones on the frown (±0.5 mm, a
+    # shaky hold): its left 0.65 mm drop is beyond its repeat_mm (0.59) but within them.
+    base = {**BASE_VALUES, "smile": (5.9, 3.8), "frown": (2.9, 2.1)}
+    now = {**BASE_VALUES, "smile": (5.6, 3.8), "frown": (2.9, 1.45)}
+    for name, values, date in (("w0", base, "2026-01-05"), ("w2", now, "2026-01-19")):
+        folder = make_session(tmp_path, name, values, half=0.1)
+        with (folder / "asymmetry.csv").open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for r in rows:
+            if r["step"] == "frown":
+                for side in ("right", "left"):
+                    v = float(r[f"{side}_mm"])
+                    r[f"{side}_lo"], r[f"{side}_hi"] = f"{v - 0.5:.3f}", f"{v + 0.5:.3f}"
+        with (folder / "asymmetry.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        store.record_session(st, folder, "p1", name, date)
+    cmp = compare.compare(st, "p1", tmp_path / "cmp")
+    g = {x.muscle_group: x for x in cmp.groups}
+    assert g["zygomaticus"].repeat_mm == pytest.approx(0.39)
+    assert g["corrugator_procerus"].repeat_mm == pytest.approx(0.59)
+    smile, frown = g["zygomaticus"].statement, g["corrugator_procerus"].statement
+    assert "right zygomaticus: 5.9 → 5.6 mm (−5 %; 95 % −0.4 to −0.2 mm)" in smile
+    assert ("left 2.1 → 1.4 mm (−31 %; 95 % −1.4 to +0.1 mm, within measurement variation)"
+            in frown)
+    assert not cmp.notes  # every session carries intervals
+    rows = [r for r in _rows(tmp_path / "cmp" / compare.CSV_FILE) if r["label"] == "w2"]
+    assert {r["change_rule"] for r in rows} == {"intervals"}
+    page = (tmp_path / "cmp" / compare.COMPARISON_FILE).read_text(encoding="utf-8")
+    assert re.search(r"<td class='ch down' title='the change[^']*95 % interval[^']*excludes 0'>"
+                     r"−0.30 mm \(−5 %\)</td>", page)
+    # A third visit stored without intervals: its changes fall back to repeat_mm, and
+    # the comparison says so.
+    store.record_session(st, make_session(tmp_path, "w4", now), "p1", "w4", "2026-02-02")
+    cmp = compare.compare(st, "p1", tmp_path / "cmp")
+    assert any("Stored without 95 % intervals: 2026-02-02 (w4)" in n for n in cmp.notes)
+    smile = {x.muscle_group: x for x in cmp.groups}["zygomaticus"].statement
+    assert "right zygomaticus: 5.9 → 5.6 mm (−5 %, within measurement variation)" in smile
+    rows = _rows(tmp_path / "cmp" / compare.CSV_FILE)
+    assert {r["label"]: r["change_rule"] for r in rows if r["step"] == "smile"} == {
+        "w0": "", "w2": "intervals", "w4": "repeat_mm"}

@@ -64,13 +64,15 @@ def make_session(
     quality: dict[str, tuple[str, str]] | None = None,
     clips: int = 1,
     measurement: int | None = MEASUREMENT_VERSION,
+    half: float | None = None,
 ) -> Path:
     """A finished session folder, as ``movement analyze`` writes it (no video needed).
 
     ``values`` maps a step to its (right, left) activation in mm, or ``None``
     for a step not found; ``video`` seeds the clip hash(es), so the same seed
     means "the same video"; ``measurement=None`` writes a session.json that names
-    no measurement version (an older one).
+    no measurement version (an older one); ``half`` writes each side's 95 % interval as
+    the value ± half (blank without: a folder stored before intervals existed reads so).
     """
     values = dict(BASE_VALUES if values is None else values)
     quality = quality or {}
@@ -91,9 +93,13 @@ def make_session(
         r, lft = v
         ai = (r - lft) / (r + lft) if r + lft > 1e-9 else float("nan")
         q, reason = quality.get(step, ("ok", ""))
+        calls = [""] * len(CALL_COLUMNS) if half is None else [
+            _f(r - half), _f(r + half), _f(lft - half), _f(lft + half),
+            _f(r - lft - half * math.sqrt(2)), _f(r - lft + half * math.sqrt(2)),
+            f"-the difference's interval, ±{half * math.sqrt(2):.2f} mm"]  # fmt: skip
         asym.append([step, group, measure, "True", _f(r), _f(lft), _f(r - lft), _f(ai),
                      _dominant(r, lft) if q != "unusable" else "undetermined", q, reason,
-                     _f(peak)] + [""] * len(CALL_COLUMNS))  # fmt: skip
+                     _f(peak)] + calls)  # fmt: skip
         for side, val in (("right", r), ("left", lft)):
             rest = 16.336 if kind == "up" else 6.297 if kind == "aperture" else 0.0
             pk = rest + val if kind == "up" else rest - val if kind == "aperture" else 0.0
@@ -186,6 +192,7 @@ def test_columns_match_the_analysis_contract():
     from movement.analysis import asymmetry
 
     assert store.ASYMMETRY_COLUMNS == asymmetry.ASYMMETRY_COLUMNS
+    assert store.CALL_COLUMNS == asymmetry.CALL_COLUMNS
     assert store.METRICS_COLUMNS == asymmetry.METRICS_COLUMNS
 
 
@@ -221,7 +228,7 @@ def test_record_session_stores_everything(tmp_path):
     db = st / store.DB_NAME
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(st.stat().st_mode) == 0o700
-    assert store.schema_version(st) == store.SCHEMA_VERSION == 2
+    assert store.schema_version(st) == store.SCHEMA_VERSION == 3
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     t = store.session_tables(st, sid)
@@ -591,6 +598,88 @@ def test_export_import_round_trip(tmp_path):
     transfer.export_csv(b, pid, again)
     strip = [{k: v for k, v in r.items() if k != "meta"} for r in _read_csv(again)]
     assert strip == [{k: v for k, v in r.items() if k != "meta"} for r in rows]
+
+
+def _without_columns(path: Path, drop: list[str]) -> None:
+    """Rewrite a CSV without some columns, as a file written before them."""
+    rows = _read_csv(path)
+    keep = [c for c in rows[0] if c not in drop]
+    _write_csv(path, keep, [[r[c] for c in keep] for r in rows])
+
+
+def test_intervals_are_stored_and_round_trip(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    folder = make_session(tmp_path, "s1", half=0.25)
+    sid = store.record_session(a, folder, "p1", "", "2026-01-05")
+    smile = [r for r in store.session_tables(a, sid)["asymmetry"] if r["step"] == "smile"][0]
+    csv_smile = [r for r in _read_csv(folder / "asymmetry.csv") if r["step"] == "smile"][0]
+    for col in store.CALL_COLUMNS[:6]:
+        assert smile[col] == pytest.approx(float(csv_smile[col]))
+    assert smile["call_reason"] == csv_smile["call_reason"] != ""
+    assert smile["right_lo"] == pytest.approx(5.65)
+    out = tmp_path / "e.csv"
+    transfer.export_csv(a, "p1", out)
+    rows = [r for r in _read_csv(out) if r["kind"] == "asymmetry" and r["step"] == "smile"]
+    assert {(r["side"], r["value_lo"], r["value_hi"]) for r in rows} == {
+        ("right", "5.65", "6.15"), ("left", "3.55", "4.05")}
+    assert all(r["call_reason"].startswith("'-") for r in rows)  # no live formula
+    assert run("import", str(out), "--store", str(b)).exit_code == 0
+    assert _numbers(b, "p1") == _numbers(a, "p1")
+    assert "1 unchanged" in run("import", str(out), "--store", str(b)).output
+    # An export written before the intervals still imports, without them.
+    _without_columns(out, ["value_lo", "value_hi", "diff_lo", "diff_hi", "call_reason"])
+    assert run("import", str(out), "--store", str(c)).exit_code == 0
+    [only] = store.session_tables(c, store.list_sessions(c, "p1")[0].id)["asymmetry"][-1:]
+    assert all(only[k] is None for k in store.CALL_COLUMNS)
+    assert only["right_mm"] == smile["right_mm"]
+
+
+def test_a_folder_without_intervals_stores_and_keeps_its_digest(tmp_path):
+    folder = make_session(tmp_path, "s1")
+    _without_columns(folder / "asymmetry.csv", store.CALL_COLUMNS)
+    sid = store.record_session(tmp_path / "st", folder, "p1", "", "2026-01-05")
+    t = store.session_tables(tmp_path / "st", sid)
+    assert all(r[k] is None for r in t["asymmetry"] for k in store.CALL_COLUMNS)
+    # The digest of a session without intervals is that of its numbers before the
+    # intervals were stored: re-imports of sessions stored then stay "unchanged".
+    rec = store.read_session_folder(folder)
+    old = store.read_session_folder(folder)
+    old.asymmetry = [{k: v for k, v in r.items() if k in store.ASYMMETRY_COLUMNS}
+                     for r in old.asymmetry]  # fmt: skip
+    assert rec.content_sha() == old.content_sha() == t["session"]["content_sha"]
+    with_iv = store.read_session_folder(make_session(tmp_path, "s2", video="s1", half=0.2))
+    assert with_iv.content_sha() != rec.content_sha()
+
+
+def test_a_schema_2_store_opens_and_migrates(tmp_path, monkeypatch):
+    st = tmp_path / "st"
+    # The store as schema 2 wrote it: no interval columns in its asymmetry table.
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "_ASYMMETRY", store.ASYMMETRY_COLUMNS)
+    sid = store.record_session(st, make_session(tmp_path, "s1"), "p1", "", "2026-01-05")
+    before = store.session_tables(st, sid)
+    monkeypatch.undo()
+    with closing(sqlite3.connect(st / store.DB_NAME)) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(asymmetry)")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "right_lo" not in cols
+    assert store.schema_version(st) == 3  # opening migrates
+    after = store.session_tables(st, sid)
+    assert after["session"]["content_sha"] == before["session"]["content_sha"]
+    assert all(r[k] is None for r in after["asymmetry"] for k in store.CALL_COLUMNS)
+    strip = [{k: v for k, v in r.items() if k not in store.CALL_COLUMNS}
+             for r in after["asymmetry"]]  # fmt: skip
+    assert strip == before["asymmetry"]
+    # Its export in the columns exports had then imports as unchanged; a session with
+    # intervals then stores beside it.
+    out = tmp_path / "old.csv"
+    transfer.export_csv(st, "p1", out)
+    _without_columns(out, ["value_lo", "value_hi", "diff_lo", "diff_hi", "call_reason"])
+    assert "1 unchanged" in run("import", str(out), "--store", str(st)).output
+    sid2 = store.record_session(st, make_session(tmp_path, "s2", half=0.2), "p1", "",
+                                "2026-01-19")  # fmt: skip
+    rows = store.history(st, "p1").asymmetry
+    assert rows[sid][0]["right_lo"] is None and rows[sid2][0]["right_lo"] is not None
 
 
 def test_import_refuses_a_damaged_file_without_writing(tmp_path):

@@ -67,8 +67,8 @@ COMPARISON_COLUMNS = [
     "days_since_treatment",
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
     "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
-    "left_change_pct", "repeat_mm", "asymmetry_index_change", "group_last_treated", "units_right",
-    "units_left", "units_midline", "products", "statement",
+    "left_change_pct", "repeat_mm", "change_rule", "asymmetry_index_change", "group_last_treated",
+    "units_right", "units_left", "units_midline", "products", "statement",
 ]  # fmt: skip
 
 
@@ -221,6 +221,7 @@ def build(
     if cmp.versions_note:
         cmp.notes.insert(0, cmp.versions_note)
     _pose_notes(cmp, hist)
+    _interval_note(cmp, hist)
     protos = sorted({s.protocol for s in chosen})
     if len(protos) > 1:
         cmp.notes.append(
@@ -351,6 +352,39 @@ def side_change(g: GroupView, side: str, base_row: dict[str, Any] | None,
     if g.repeat_mm is None:
         return None, None
     return abs(n - b) >= g.repeat_mm, None
+
+
+def change_rule(g: GroupView, base_row: dict[str, Any] | None,
+                now_row: dict[str, Any] | None) -> str:
+    """Which rule :func:`side_change` judged the sides by: ``intervals`` (both visits'),
+    ``repeat_mm`` (a visit stored without intervals), one per side when they differ, ""
+    when no side was judged."""
+    rules = {}
+    for side in ("right", "left"):
+        moved, iv = side_change(g, side, base_row, now_row)
+        if moved is not None:
+            rules[side] = "repeat_mm" if iv is None else "intervals"
+    if len(set(rules.values())) > 1:
+        return ", ".join(f"{side}: {rule}" for side, rule in rules.items())
+    return next(iter(rules.values()), "")
+
+
+def _interval_note(cmp: Comparison, hist: History) -> None:
+    """Name the sessions stored without intervals, whose changes the protocol's
+    ``repeat_mm`` judges instead (when the others carry them)."""
+    def has(s: SessionSummary) -> bool:
+        return any(_interval(r, side) for r in hist.asymmetry.get(s.id, [])
+                   for side in ("right", "left"))  # fmt: skip
+
+    without = [s for s in cmp.sessions if not has(s)]
+    if without and len(without) < len(cmp.sessions):
+        cmp.notes.append(
+            "Stored without 95 % intervals: "
+            + ", ".join(f"{s.date}" + (f" ({s.label})" if s.label else "") for s in without)
+            + ". A change from or to them is judged against the protocol's repeat_mm (how "
+            "far two recordings of one movement read apart); the others' against both "
+            "visits' intervals."
+        )
 
 
 def _signed(x: float, digits: int) -> str:
@@ -578,6 +612,9 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
                     left_change_pct=_r(chg["left"][1], 1),
                     # A change smaller than this is within the measurement's variation.
                     repeat_mm=_r(g.repeat_mm, 2),
+                    # Which of the two judged this row's change (and its statement).
+                    change_rule=change_rule(g, b, row) if s.id != cmp.baseline.id and same
+                    else "",
                     asymmetry_index_change=_r(None if ai is None or bai is None else ai - bai),
                     group_last_treated=tx[0].date if tx else "",
                     units_right=_r(u.get("right"), 1),
@@ -671,7 +708,12 @@ def _change(
                f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
                "can read apart: within the measurement's own variation")
         return page.Change(text, "same", tip)
-    return page.Change(text, "down" if mm < 0 else "up" if mm > 0 else "")
+    tip = ("" if moved is None else
+           f"the change's 95 % interval, {_mm(iv[0])} to {_mm(iv[1])}{u} from both "
+           "recordings' intervals, excludes 0" if iv is not None else
+           f"at least the {repeat_mm:.2f} mm two recordings of the same movement can read "
+           "apart (a session stored without intervals)")
+    return page.Change(text, "down" if mm < 0 else "up" if mm > 0 else "", tip)
 
 
 def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:

@@ -104,5 +104,10 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: how each session's numbers were made (MEASUREMENT_VERSION); earlier ones are 0.
     ["ALTER TABLE sessions ADD COLUMN measurement_version INTEGER NOT NULL DEFAULT 0"],
+    # 3: each value's and the side difference's 95 % interval, and why the side call is
+    # what it is (records.CALL_COLUMNS); NULL for sessions stored before them.
+    [*(f"ALTER TABLE asymmetry ADD COLUMN {c} REAL"
+       for c in ("right_lo", "right_hi", "left_lo", "left_hi", "diff_lo", "diff_hi")),
+     "ALTER TABLE asymmetry ADD COLUMN call_reason TEXT"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

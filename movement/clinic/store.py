@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 # re-exported here so that ``store.X`` stays the one name callers use.
 from movement.clinic.records import (
     ASYMMETRY_COLUMNS,
+    CALL_COLUMNS,
     DEFAULT_STORE,
     ENV_STORE,
     MAX_ID_LEN,
@@ -90,8 +91,8 @@ from movement.clinic.records import (
 from movement.clinic.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
-    "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "COMPARISON_FILE", "DB_NAME",
-    "DEFAULT_STORE", "ENV_STORE", "MAX_ID_LEN", "MAX_TEXT_LEN", "METRICS_COLUMNS",
+    "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "CALL_COLUMNS", "COMPARISON_FILE",
+    "DB_NAME", "DEFAULT_STORE", "ENV_STORE", "MAX_ID_LEN", "MAX_TEXT_LEN", "METRICS_COLUMNS",
     "MIDLINE_COLUMNS", "MIGRATIONS", "PATIENTS_DIR", "PLAN_OPTIONAL", "PLAN_REQUIRED",
     "REST_COLUMNS", "SCHEMA_VERSION", "SIDES", "WRITE_RETRIES", "History", "ImportSummary",
     "InputError", "OutputFolderError", "PatientSummary", "SessionRecord", "SessionSummary",
@@ -111,6 +112,8 @@ BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
 
 _CHILD_TABLES = ("clips", "asymmetry", "metrics", "midline", "rest", "warnings")
+# The asymmetry table's columns: asymmetry.csv's stored ones, then the intervals.
+_ASYMMETRY = ASYMMETRY_COLUMNS + CALL_COLUMNS
 _T = TypeVar("_T")
 
 
@@ -352,7 +355,7 @@ def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> Non
         "INSERT INTO clips (session_id, idx, sha256, path) VALUES (?, ?, ?, ?)",
         [(sid, i, sha, path) for i, (sha, path) in enumerate(rec.clips)],
     )
-    _insert_rows(conn, "asymmetry", sid, rec.asymmetry, ASYMMETRY_COLUMNS)
+    _insert_rows(conn, "asymmetry", sid, rec.asymmetry, _ASYMMETRY)
     _insert_rows(conn, "metrics", sid, rec.metrics, METRICS_COLUMNS)
     _insert_rows(conn, "midline", sid, rec.midline, MIDLINE_COLUMNS)
     _insert_rows(conn, "rest", sid, rec.rest, REST_COLUMNS)
@@ -612,18 +615,7 @@ def history(store_dir: str | Path | None, patient: str) -> History:
         pid = _require_patient(conn, patient, st.dir)
         tx = _treatments(conn, pid, patient)
         sessions = _sessions(conn, pid, patient, [t.date for t in tx])
-        asym = {}
-        for s in sessions:
-            rows = _select_dicts(
-                conn,
-                "SELECT step, muscle_group, measure, is_primary AS \"primary\", right_mm, "
-                "left_mm, diff_mm, asymmetry_index, dominant_side, quality, reason, peak_s "
-                "FROM asymmetry WHERE session_id = ? ORDER BY row",
-                (s.id,),
-            )
-            for r in rows:
-                r["primary"] = bool(r["primary"])
-            asym[s.id] = rows
+        asym = {s.id: _table(conn, "asymmetry", _ASYMMETRY, s.id) for s in sessions}
         poses = {}
         for sid, text in conn.execute(
             "SELECT id, session_json FROM sessions WHERE patient_id = ?", (pid,)
@@ -662,19 +654,12 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
         conn, "SELECT sha256, path FROM clips WHERE session_id = ? ORDER BY idx", (sid,)
     )
     for table, cols in (
-        ("asymmetry", ASYMMETRY_COLUMNS),
+        ("asymmetry", _ASYMMETRY),
         ("metrics", METRICS_COLUMNS),
         ("midline", MIDLINE_COLUMNS),
         ("rest", REST_COLUMNS),
     ):
-        sel = ", ".join(f'{_db_col(c)} AS "{c}"' for c in cols)
-        recs = _select_dicts(
-            conn, f"SELECT {sel} FROM {table} WHERE session_id = ? ORDER BY row", (sid,)
-        )
-        if table == "asymmetry":
-            for r in recs:
-                r["primary"] = bool(r["primary"])
-        out[table] = recs
+        out[table] = _table(conn, table, cols, sid)
     out["warnings"] = [
         r[0]
         for r in conn.execute(
@@ -682,6 +667,19 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
         )
     ]
     return out
+
+
+def _table(conn: sqlite3.Connection, table: str, cols: list[str], sid: int
+           ) -> list[dict[str, Any]]:
+    """One session's rows of a table, keyed by the CSV's column names."""
+    sel = ", ".join(f'{_db_col(c)} AS "{c}"' for c in cols)
+    recs = _select_dicts(
+        conn, f"SELECT {sel} FROM {table} WHERE session_id = ? ORDER BY row", (sid,)
+    )
+    if table == "asymmetry":
+        for r in recs:
+            r["primary"] = bool(r["primary"])
+    return recs
 
 
 def session_link(

@@ -49,7 +49,7 @@ class Change:
 
     text: str = ""
     cls: str = ""  # "down", "up", "" (no change) or "same" (within the variation)
-    tip: str = ""  # why a change is marked ≈
+    tip: str = ""  # the rule that judged the change: within (≈) or beyond the variation
 
 
 @dataclass(frozen=True)
