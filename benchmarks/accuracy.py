@@ -102,6 +102,16 @@ def _headline(summary: dict, n_cases: int) -> list[tuple[str, str]]:
                      _pct(r["balanced"], r["balanced_ok"], r["balanced_n"])))
         rows.append((f"{which} steps: error per side, median / p90",
                      f"{_mm(r['median'])} / {_mm(r['p90'])} mm ({n_cases} consults)"))
+    # The three-state calls: a decisive pair called 'uncertain' is not right above, so
+    # what the calls that do commit are worth, and how often they do not, go beside it.
+    calls = {(steps, label.split(" >=")[0].split(" <=")[0]): val
+             for steps, label, _, val in summary.get("targets", [])}
+    for which in ("standard", "extended"):
+        sure = calls.get((which, "calls not uncertain right"))
+        unsure = calls.get((which, "decisive pairs uncertain"))
+        if sure and unsure:
+            rows.append((f"{which} steps: side calls not marked uncertain, right; decisive "
+                         "pairs marked uncertain", f"{sure}; {unsure}"))
     return rows
 
 

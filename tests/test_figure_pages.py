@@ -68,6 +68,14 @@ def test_the_accuracy_page_holds_the_scored_table(tmp_path):
     assert "| standard | decisive side >= 95 % | MISSED | 50.0% |" in page
     assert "ACCURACY decisive-side 50.0% balanced 100.0%" in page
     assert "CONSISTENCY real 0.12 mm" in page
+    # The headline names what the committed calls are worth beside the uncertain share.
+    calls = [r for r in accuracy._headline(summary, 1) if "not marked uncertain" in r[0]]
+    sure = next(v for st, lab, _, v in summary["targets"]
+                if st == "standard" and lab.startswith("calls not uncertain right"))
+    unsure = next(v for st, lab, _, v in summary["targets"]
+                  if st == "standard" and lab.startswith("decisive pairs uncertain"))
+    assert calls[0] == ("standard steps: side calls not marked uncertain, right; decisive "
+                        "pairs marked uncertain", f"{sure}; {unsure}")
 
     out = tmp_path / "figures" / "accuracy.md"
     figures.write_atomic(out, "old\n")
