@@ -162,10 +162,11 @@ def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> 
     notes = (
         "\nEach video is a generated standard consult (the sample's amplitudes, mild head"
         " motion, 30 fps). (a) decoding only, (b) decoding + one MediaPipe face mesh call per"
-        " frame (tracking mode, one face, refined iris), (c) the whole `movement analyze` including the report, in a"
-        " fresh process. The real-time factor is video duration / analysis time (above 1:"
-        " faster than real time); c/b is what the analysis costs beyond the tracker's own"
-        " limit. Ratios are measured within one run, since the machine's load varies.\n"
+        " frame (tracking mode, one face, refined iris), (c) the whole `movement analyze`"
+        " including the report, in a fresh process. The real-time factor is video duration"
+        " / analysis time (above 1: faster than real time); c/b is what the analysis costs"
+        " beyond the tracker's own limit. Ratios are measured within one run, since the"
+        " machine's load varies.\n"
     )
     profile = "".join(
         f"\n### {r['video'].removesuffix('.mp4')} ({r['duration_s']:.1f} s of video)\n\n"
