@@ -82,7 +82,8 @@ def write_consult(
         probe(v, opts.mirrored)
     hashes = [file_sha256(v) for v in videos]
     check_out_dir(out, hashes, force)
-    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
+    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images,
+                              hashes=hashes)
     href = comparison_href(hashes) if comparison_href else None
     try:
         write_session(

@@ -103,8 +103,10 @@ def analyze_clip(
     protocol: Protocol,
     progress: Callable[[int], None] | None = None,
     keep_cache: bool = False,
+    sha256: str | None = None,
 ) -> tuple[ClipResult, FrameCache | None]:
-    """Analyse one video file for the steps of ``protocol``."""
+    """Analyse one video file for the steps of ``protocol``; ``sha256``: the file's
+    hash when the caller has read it already (a long video takes seconds to hash)."""
     clock = _Clock()
     info = probe(path, mirrored=opts.mirrored)
     points, anchors = detection_points(protocol)
@@ -146,7 +148,7 @@ def analyze_clip(
             warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
         warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
     warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))
-    sha = file_sha256(path)
+    sha = sha256 or file_sha256(path)
     clock.lap("quality + file hash")
     clip = ClipResult(
         info, sha, track, scale, traj, windows, results, rest_table, quality,
@@ -236,6 +238,7 @@ def analyze(
     steps: Sequence[str | Sequence[str]] | None = None,
     progress: Callable[[int], None] | None = None,
     keep_caches: bool = False,
+    hashes: Sequence[str] | None = None,
 ) -> tuple[Session, list[FrameCache]]:
     """Analyse a consult: one continuous video, or one clip per step.
 
@@ -247,6 +250,7 @@ def analyze(
         recording, beside a step recorded again)
     keep_caches : return the frame caches (for drawing the report's frames);
         the caller must ``close()`` them.
+    hashes : the videos' sha256, when the caller has them (else they are read here)
     """
     protocol = opts.protocol
     if len(videos) > 1 or steps:
@@ -256,11 +260,12 @@ def analyze(
                 for v, s in zip(videos, steps, strict=True)]
     else:
         jobs = [(videos[0], protocol)]
+    known = list(hashes) if hashes is not None else [None] * len(jobs)
     clips: list[ClipResult] = []
     caches: list[FrameCache] = []
     try:
-        for v, proto in jobs:
-            clip, cache = analyze_clip(v, opts, proto, progress, keep_caches)
+        for (v, proto), sha in zip(jobs, known, strict=True):
+            clip, cache = analyze_clip(v, opts, proto, progress, keep_caches, sha)
             clips.append(clip)
             if cache is not None:
                 caches.append(cache)
