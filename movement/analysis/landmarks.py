@@ -17,6 +17,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,8 +80,6 @@ def remove_leftovers(cache_dir: str | Path | None = None) -> list[Path]:
     """Delete frame caches that a killed run (``kill -9``, a power cut) left behind in
     ``cache_dir`` (the system's temporary folder by default): ~0.3 MB a frame, gigabytes
     for a long consult. A cache whose process still runs is never touched."""
-    import time
-
     root = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
     gone = []
     for d in root.glob(CACHE_PREFIX + "*"):

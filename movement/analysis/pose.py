@@ -335,20 +335,16 @@ def frame_points_3d(xy: np.ndarray, z: np.ndarray, origin: np.ndarray, lateral: 
 
 
 def similarity_2d(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares 2D similarity (linear part, shift) taking ``src`` to ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    den = float(np.sum(a * a)) or 1.0
-    c = float(np.sum(a * b)) / den
-    s = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) / den
-    lin = np.array([[c, -s], [s, c]])
-    return lin, md - ms @ lin.T
+    """Least-squares 2D similarity (linear part, shift) taking ``src`` to ``dst``: the
+    one-frame case of :func:`_similarities`."""
+    lin, shift = _similarities(src[None], dst[None], np.ones((1, len(src)), bool))
+    return lin[0], shift[0]
 
 
 def _similarities(src: np.ndarray, dst: np.ndarray, use: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`similarity_2d` per frame on the points ``use`` (F, A) bool of ``src``,
-    ``dst`` (F, A, 2): linear parts (F, 2, 2) and shifts (F, 2)."""
+    """Least-squares 2D similarity per frame, on the points ``use`` (F, A) bool of
+    ``src``, ``dst`` (F, A, 2): linear parts (F, 2, 2) and shifts (F, 2)."""
     w = use[..., None].astype(float)
     n = np.maximum(w.sum(1), 1.0)
     ms, md = (src * w).sum(1) / n, (dst * w).sum(1) / n
