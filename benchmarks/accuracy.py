@@ -41,13 +41,13 @@ from pathlib import Path
 from cases import REAL_CLIP, ROOT, SECOND_FACE_FRAME, Case, all_cases, quick_cases, run_case
 from consistency import consistency
 from figures import (
-    FIGURES_DIR,
     RunInfo,
     headline,
+    printed,
+    publish,
     run_info,
     table,
-    update_readme,
-    write_atomic,
+    write_docs_option,
 )
 from scoring import print_case, summarise
 
@@ -102,6 +102,16 @@ def _headline(summary: dict, n_cases: int) -> list[tuple[str, str]]:
                      _pct(r["balanced"], r["balanced_ok"], r["balanced_n"])))
         rows.append((f"{which} steps: error per side, median / p90",
                      f"{_mm(r['median'])} / {_mm(r['p90'])} mm ({n_cases} consults)"))
+    # The three-state calls: a decisive pair called 'uncertain' is not right above, so
+    # what the calls that do commit are worth, and how often they do not, go beside it.
+    calls = {(steps, label.split(" >=")[0].split(" <=")[0]): val
+             for steps, label, _, val in summary.get("targets", [])}
+    for which in ("standard", "extended"):
+        sure = calls.get((which, "calls not uncertain right"))
+        unsure = calls.get((which, "decisive pairs uncertain"))
+        if sure and unsure:
+            rows.append((f"{which} steps: side calls not marked uncertain, right; decisive "
+                         "pairs marked uncertain", f"{sure}; {unsure}"))
     return rows
 
 
@@ -142,12 +152,7 @@ def figures_page(
             ["steps", "target", "met", "value"],
             [[s, label, "met" if ok else "MISSED", val] for s, label, ok, val in
              summary["targets"]]))
-    lines = [summary["summary"]] if summary else []
-    if consistency_line:
-        lines.append(consistency_line)
-    if lines:
-        parts.append("\n## Summary lines, as the run printed them\n\n```text\n"
-                     + "\n".join(lines) + "\n```\n")
+    parts.append(printed([summary["summary"] if summary else "", consistency_line]))
     return "".join(parts)
 
 
@@ -164,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-consistency", action="store_true",
                     help="skip test-retest, flip and real-clip checks")
     ap.add_argument("--only", metavar="REGEX", help="only cases whose name matches")
-    ap.add_argument("--write-docs", metavar="PATH", nargs="?", type=Path,
-                    const=FIGURES_DIR / "accuracy.md",
-                    help="also write the tables to a generated markdown page "
-                    "(default docs/figures/accuracy.md), replacing it")
+    write_docs_option(ap, "accuracy", "tables")
     args = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(args)
     if a.reuse:
@@ -252,12 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         extra = [("run time", f"{minutes:.1f} min, --jobs {a.jobs}"),
                  ("code measured", f"{pkg} (sources {src0})"
                   + ("; CHANGED during the run" if changed else ""))]
-        write_atomic(a.write_docs, figures_page(
+        publish(a.write_docs, figures_page(
             info, selection=selection, cases=cases, summary=summary,
-            consistency_line=consistency_line, extra=extra))
-        out(f"Wrote {a.write_docs}")
-        if Path(a.write_docs).parent == FIGURES_DIR and update_readme():
-            out("Updated the README's figures table")
+            consistency_line=consistency_line, extra=extra), out)
     return 0
 
 

@@ -474,6 +474,10 @@ def run_case(args: tuple[Case, str]) -> dict:
                     peak=peaks.get(st["name"], float("nan")) if g["primary"] else float("nan"),
                     moves_truth=tuple(g["movements"].values()) if repeated else None,
                     moves=(fnum(moves.get("right_mm")), fnum(moves.get("left_mm"))),
+                    # 95 % intervals: right, left, right - left (NaN when not given).
+                    right_iv=(fnum(r.get("right_lo")), fnum(r.get("right_hi"))),
+                    left_iv=(fnum(r.get("left_lo")), fnum(r.get("left_hi"))),
+                    diff_iv=(fnum(r.get("diff_lo")), fnum(r.get("diff_hi"))),
                 )
             )
     lines = []
@@ -488,6 +492,8 @@ def run_case(args: tuple[Case, str]) -> dict:
                 measured=(fnum(r.get("right_mm")), fnum(r.get("left_mm"))),
                 dominant=r.get("dominant_side", "undetermined"),
                 quality=r.get("quality", "error") if run.code == 0 else "error",
+                right_iv=(fnum(r.get("right_lo")), fnum(r.get("right_hi"))),
+                left_iv=(fnum(r.get("left_lo")), fnum(r.get("left_hi"))),
             ))
     skipped = []
     for name in case.skip:

@@ -57,6 +57,27 @@ def mean_abs_diff(
     return (float(np.mean(diffs)) if diffs else float("nan")), detail
 
 
+def interval_holds(a: dict, b: dict, swap: bool = False) -> tuple[int, int]:
+    """Over the millimetre sides that are findings in both runs: how many of ``a``'s
+    values lie within ``b``'s 95 % interval, of how many (the intervals' check where
+    no truth exists: a copy of the same recording should hold the original's value)."""
+    k = n = 0
+    for key, ra in a.items():
+        rb = b.get(key)
+        if rb is None or key[2] in ("crease", "movements"):
+            continue
+        if not (ra["quality"] in FINDING and rb["quality"] in FINDING):
+            continue
+        sides = (("right", "left"), ("left", "right")) if swap else (("right", "right"),
+                                                                      ("left", "left"))
+        for sa, sb in sides:
+            v, lo, hi = fnum(ra[f"{sa}_mm"]), fnum(rb.get(f"{sb}_lo")), fnum(rb.get(f"{sb}_hi"))
+            if np.isfinite([v, lo, hi]).all():
+                n += 1
+                k += lo <= v <= hi
+    return k, n
+
+
 def flag_disagreements(a: dict, b: dict) -> list[str]:
     """Rows that are a finding in one run and ``unusable`` in the other.
 
@@ -201,6 +222,10 @@ def flip_report(res: dict[str, dict], out: Callable[[str], None]) -> dict[str, f
         flips = flag_disagreements(res["orig"]["rows"], res[key]["rows"])
         out(f"     findings only (ok/low in both runs): {fmad:.2f} mm over {2 * len(fdetail)}"
             f" values; unusable in one run only: {', '.join(flips) if flips else 'none'}")
+        held, n_iv = interval_holds(res["orig"]["rows"], res[key]["rows"], swap)
+        if n_iv:
+            out(f"     the copy's 95 % interval holds the original's value: {held}/{n_iv}")
+            figures[key + " interval holds"] = held / n_iv
         figures[key] = mad
         figures[key + " findings"] = fmad
         figures[key + " flag changes"] = float(len(flips))
@@ -289,7 +314,9 @@ def consistency(a: argparse.Namespace, pool: ProcessPoolExecutor, work: Path,
             f" ({figs['flip+m']:.2f} mm counting unusable values), re-encode only "
             f"{figs['reencode findings']:.2f} mm, lossless flip {figs['lossless+m findings']:.2f}"
             f" mm, equivariance (no --mirrored, sides swapped)"
-            f" {figs['lossless-noflag findings']:.2f} mm")
+            f" {figs['lossless-noflag findings']:.2f} mm; the flipped copy's 95 % interval"
+            f" holds the original's value for"
+            f" {100 * figs.get('flip+m interval holds', np.nan):.0f} %")
         figures["flip-generated"] = figs["flip+m findings"]
 
     out(f"\n# Real footage: {REAL_CLIP.name}")
@@ -314,7 +341,8 @@ def consistency(a: argparse.Namespace, pool: ProcessPoolExecutor, work: Path,
         f" change{'' if changed == 1 else 's'} under the flip), re-encode only"
         f" {figs['reencode findings']:.2f} mm, lossless flip {figs['lossless+m findings']:.2f}"
         f" mm, equivariance (no --mirrored, sides swapped)"
-        f" {figs['lossless-noflag findings']:.2f} mm")
+        f" {figs['lossless-noflag findings']:.2f} mm; the flipped copy's 95 % interval holds"
+        f" the original's value for {100 * figs.get('flip+m interval holds', np.nan):.0f} %")
     figures["real"] = figs["flip+m findings"]
     figures["real (all values)"] = figs["flip+m"]
     return figures

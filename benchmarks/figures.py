@@ -9,6 +9,7 @@ always a run's output, never typed by hand.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -16,7 +17,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,35 @@ def write_atomic(path: Path, text: str) -> None:
 def headline(rows: Sequence[tuple[str, str]]) -> str:
     """A page's headline section: the few figures the README's table shows."""
     return f"\n{HEADLINE}\n\n" + table(["what", "figure"], [list(r) for r in rows])
+
+
+def printed(lines: Sequence[str]) -> str:
+    """A page's closing section: the run's summary lines verbatim ("" without any)."""
+    lines = [x for x in lines if x]
+    if not lines:
+        return ""
+    return ("\n## Summary lines, as the run printed them\n\n```text\n" + "\n".join(lines)
+            + "\n```\n")
+
+
+def write_docs_option(ap: argparse.ArgumentParser, name: str, what: str = "table") -> None:
+    """The benchmarks' ``--write-docs [PATH]`` option (default ``docs/figures/NAME.md``)."""
+    ap.add_argument("--write-docs", metavar="PATH", nargs="?", type=Path,
+                    const=FIGURES_DIR / f"{name}.md",
+                    help=f"also write the {what} to a generated markdown page "
+                    f"(default docs/figures/{name}.md), replacing it")
+
+
+def publish(path: Path, page: str, say: Callable[[str], None] = print) -> None:
+    """Write a generated page; one in ``docs/figures/`` also rebuilds the README's table."""
+    path = Path(path)
+    try:
+        write_atomic(path, page)
+    except OSError as exc:  # the run's figures are printed above; say why the page is not
+        raise SystemExit(f"cannot write {path}: {exc.strerror or exc}") from None
+    say(f"Wrote {path}")
+    if path.parent.resolve() == FIGURES_DIR and update_readme():
+        say("Updated the README's figures table")
 
 
 def _cells(line: str) -> list[str]:

@@ -5,11 +5,15 @@ Run by hand from the repository root::
     .venv/bin/python benchmarks/pose.py                     # A: yaw 0, +-10 (sym + asym)
     .venv/bin/python benchmarks/pose.py --set full          # + yaw +-5, +-15, pitch +-10, turn
     .venv/bin/python benchmarks/pose.py --keep /tmp/pose --reuse   # analyse kept videos again
+    .venv/bin/python benchmarks/pose.py --set none --depth-sim     # depth error, geometry only
+    .venv/bin/python benchmarks/pose.py --set full --raw --depth-sim --write-docs
+        # + docs/figures/pose.md and the README's figures table
 
 Each condition is one consult of the standard protocol (:mod:`movement.synth.pose3d`)
 analysed with ``movement analyze`` in a subprocess. Per condition and primary step it
 prints R-L (right minus left, mm) and its change from the same consult at yaw 0, the
-side call and whether it changed, and the resting rows' largest change. The targets
+side call and whether it changed, and the resting rows' largest change; ``--raw`` adds
+the image-plane reading, ``--depth-sim`` how a depth error moves the face-on values. The targets
 (the issue "millimetres on the skin"): each primary R-L within 0.3 mm of its yaw-0
 reading at yaw +-5, +-10 and pitch +-10, no call changed; resting rows within 0.5 mm;
 at +-15 within 0.5 mm or marked low/unusable with a reason; a 10-degree turn during a
@@ -25,12 +29,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for figures, beside this file
+from figures import (  # noqa: E402
+    RunInfo,
+    headline,
+    printed,
+    publish,
+    run_info,
+    table,
+    write_docs_option,
+)
 
 STEPS = ("frown", "raise", "squint", "eee", "smile")
 PATTERNS = {
@@ -69,6 +84,7 @@ SETS = {
         Condition("pitch+10", pitch=10), Condition("pitch-10", pitch=-10),
         Condition("turn+10", turn=10), Condition("yaw+15", yaw=15), Condition("yaw-15", yaw=-15),
     ],
+    "none": [],
     "extra3": [Condition("turn+10", turn=10), Condition("yaw+15", yaw=15),
                Condition("pitch+10", pitch=10)],
     "depth": [Condition("yaw0"), Condition("yaw+10", yaw=10), Condition("yaw-10", yaw=-10),
@@ -135,57 +151,118 @@ def f(v: str) -> float:
         return float("nan")
 
 
-def report(work: Path, conds: list[Condition], label: str, suffix: str = "",
-           patterns: tuple[str, ...] = tuple(PATTERNS)) -> dict:
-    """Print the per-condition table; returns {condition: (worst dRL, calls changed)}."""
-    print(f"\n== {label}")
-    summary = {}
+@dataclass(frozen=True)
+class Reference:
+    """One pattern's consult facing the camera: per primary step (step, R-L mm, side)."""
+
+    pattern: str
+    steps: tuple[tuple[str, float, str], ...]
+
+
+@dataclass(frozen=True)
+class PoseRow:
+    """One condition of one pattern against the same consult facing the camera."""
+
+    pattern: str
+    cond: Condition
+    deltas: tuple[tuple[str, float], ...] = ()  # per primary step: change of R-L, mm
+    rest: float = float("nan")  # resting rows' largest change (either side), mm
+    changed: tuple[str, ...] = ()  # "step before->after" per changed side call
+    marked: tuple[str, ...] = ()  # "step:quality" per primary step not ok
+    analysed: bool = True
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """(step, |change|) of the primary step that moved most."""
+        return max(((s, abs(d)) for s, d in self.deltas if d == d), key=lambda x: x[1],
+                   default=("", 0.0))
+
+    @property
+    def ok(self) -> bool:
+        return self.worst[1] <= self.cond.tol and not self.changed
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A reading's figures: face-on (as analysed) or image plane (``--raw``)."""
+
+    name: str  # "face-on" or "image plane"
+    label: str
+    refs: tuple[Reference, ...]
+    rows: tuple[PoseRow, ...]
+    no_reference: tuple[str, ...] = ()  # patterns whose yaw-0 consult was not analysed
+
+
+def compare(work: Path, conds: list[Condition], name: str, label: str, suffix: str = "",
+            patterns: tuple[str, ...] = tuple(PATTERNS)) -> Reading:
+    """Each condition's primary R-L, calls and resting rows against yaw 0."""
+    refs, out, missing = [], [], []
     for pattern in patterns:
         if not (work / f"{pattern}-yaw0{suffix}" / "asymmetry.csv").exists():
-            print(f"-- {pattern}: no yaw-0 reading")
+            missing.append(pattern)
             continue
         ref = rows(work / f"{pattern}-yaw0{suffix}")
         prim = {k[0]: r for k, r in ref.items() if r["primary"] == "True"}
         rest = {k: r for k, r in ref.items() if k[0] == "rest"}
-        print(f"-- {pattern}: yaw-0 R-L (mm) "
-              + "  ".join(f"{s} {f(prim[s]['diff_mm']):+.2f} {prim[s]['dominant_side']}"
-                          for s in STEPS if s in prim))
+        refs.append(Reference(pattern, tuple((s, f(prim[s]["diff_mm"]), prim[s]["dominant_side"])
+                                             for s in STEPS if s in prim)))
         for c in conds:
             if c.name == "yaw0":
                 continue
             if not (work / f"{pattern}-{c.name}{suffix}" / "asymmetry.csv").exists():
-                print(f"  {c.name:12s} not analysed")
+                out.append(PoseRow(pattern, c, analysed=False))
                 continue
             got = rows(work / f"{pattern}-{c.name}{suffix}")
-            cells, worst, changed, marked = [], 0.0, [], []
+            deltas, changed, marked = [], [], []
             for s in STEPS:
                 if s not in prim:
                     continue
                 r = next(v for k, v in got.items() if k[0] == s and v["primary"] == "True")
-                d = f(r["diff_mm"]) - f(prim[s]["diff_mm"])
-                worst = max(worst, abs(d))
+                deltas.append((s, f(r["diff_mm"]) - f(prim[s]["diff_mm"])))
                 call = r["dominant_side"]
                 if call != prim[s]["dominant_side"]:
                     changed.append(f"{s} {prim[s]['dominant_side']}->{call}")
                 if r["quality"] != "ok":
                     marked.append(f"{s}:{r['quality']}")
-                cells.append(f"{s} {d:+.2f}")
-            rest_d = max((abs(f(got[k]["right_mm"]) - f(v["right_mm"])) for k, v in rest.items()
-                          if k in got and v["right_mm"]), default=float("nan"))
-            rest_d = max(rest_d, max((abs(f(got[k]["left_mm"]) - f(v["left_mm"]))
-                                      for k, v in rest.items() if k in got and v["left_mm"]),
-                                     default=float("nan")))
-            ok = worst <= c.tol and not changed
-            print(f"  {c.name:12s} dRL " + "  ".join(cells)
-                  + f" | worst {worst:.2f} (tol {c.tol}) rest {rest_d:.2f}"
-                  + f" | calls changed: {', '.join(changed) or 'none'}"
-                  + (f" | marked {' '.join(marked)}" if marked else "")
-                  + ("" if ok else "  MISS"))
-            summary[(pattern, c.name)] = (worst, len(changed), rest_d)
-    return summary
+            rest_d = max((abs(f(got[k][side]) - f(v[side])) for k, v in rest.items()
+                          for side in ("right_mm", "left_mm") if k in got and v[side]),
+                         default=float("nan"))
+            out.append(PoseRow(pattern, c, tuple(deltas), rest_d, tuple(changed),
+                               tuple(marked)))
+    return Reading(name, label, tuple(refs), tuple(out), tuple(missing))
 
 
-def depth_sensitivity() -> None:
+def print_reading(reading: Reading) -> None:
+    """The per-condition table on stdout."""
+    print(f"\n== {reading.label}")
+    for pattern in reading.no_reference:
+        print(f"-- {pattern}: no yaw-0 reading")
+    for ref in reading.refs:
+        print(f"-- {ref.pattern}: yaw-0 R-L (mm) "
+              + "  ".join(f"{s} {rl:+.2f} {side}" for s, rl, side in ref.steps))
+        for r in (r for r in reading.rows if r.pattern == ref.pattern):
+            if not r.analysed:
+                print(f"  {r.cond.name:12s} not analysed")
+                continue
+            print(f"  {r.cond.name:12s} dRL " + "  ".join(f"{s} {d:+.2f}" for s, d in r.deltas)
+                  + f" | worst {r.worst[1]:.2f} (tol {r.cond.tol}) rest {r.rest:.2f}"
+                  + f" | calls changed: {', '.join(r.changed) or 'none'}"
+                  + (f" | marked {' '.join(r.marked)}" if r.marked else "")
+                  + ("" if r.ok else "  MISS"))
+
+
+@dataclass(frozen=True)
+class DepthRow:
+    """A true depth ``k`` times FaceMesh's at ``yaw``: per primary step (step, face-on
+    R-L, imaged R-L), mm; the truth is 0 (the symmetric pattern)."""
+
+    yaw: float
+    k: float
+    yaw_read: float
+    steps: tuple[tuple[str, float, float], ...]
+
+
+def depth_sensitivity() -> list[DepthRow]:
     """How a depth error moves the face-on values, by geometry alone (no video).
 
     The true face is ``k`` times as deep as FaceMesh's estimate of the base photo
@@ -205,11 +282,12 @@ def depth_sensitivity() -> None:
     spec = standard_spec(PATTERNS["sym"], fps=30.0, frame_size=(960, 540))
     proto = protocol("standard")
     print("\n== depth sensitivity (geometry only; symmetric pattern, truth R-L = 0)")
+    out = []
     for yaw in (10.0, -10.0):
         for k in (0.8, 1.0, 1.2):
             r = PoseRenderer(spec, PoseSpec(yaw_deg=yaw, depth_scale=k))
             mm = r.face.mm_per_px
-            est = np.degrees(np.arctan(k * np.tan(np.radians(yaw))))
+            est = float(np.degrees(np.arctan(k * np.tan(np.radians(yaw)))))
             head = np.column_stack([r.mesh.base_xy[:468] * (1, -1), r.mesh.depth[:468]]) * mm
             normals = pose.smooth_normals(head[:, :2], head[:, 2])
             c, _ = pose.face_on_matrix(pose.rotation(est, 0.0), normals)
@@ -228,13 +306,145 @@ def depth_sensitivity() -> None:
                         low = np.array(grp.lower_points(sd)) if grp.lower_points(sd) else None
                         side[sd] = float(measure_series(pos, img[0], grp.kind, cols, low, sd)[0])
                     vals[name] = side["right"] - side["left"]
-                cells.append(f"{st.name} {vals['face-on']:+.2f} ({vals['imaged']:+.2f})")
-            print(f"  yaw {yaw:+.0f} depth x{k:.1f} (yaw read {est:+.1f}): " + "  ".join(cells))
+                cells.append((st.name, vals["face-on"], vals["imaged"]))
+            out.append(DepthRow(yaw, k, est, tuple(cells)))
+            print(f"  yaw {yaw:+.0f} depth x{k:.1f} (yaw read {est:+.1f}): "
+                  + "  ".join(f"{s} {a:+.2f} ({b:+.2f})" for s, a, b in cells))
+    return out
+
+
+# ----------------------------------------------------------------- the generated page
+
+def _group(c: Condition) -> str:
+    """Which headline row a condition counts in ("" = none: the depth diagnostics)."""
+    if c.depth != 1.0:
+        return ""
+    if c.turn:
+        return "turn"
+    return "yaw10" if abs(c.yaw) == 10 and not c.pitch else "other"
+
+
+def _nanmax(values: Iterable[float]) -> float:
+    """The largest value that is a number (NaN: a row without that reading)."""
+    return max((v for v in values if v == v), default=float("nan"))
+
+
+def _worst(rows: list[PoseRow]) -> str:
+    """'0.35 mm, 0/20 calls changed' over ``rows`` (the tables name the step)."""
+    return (f"{_nanmax(r.worst[1] for r in rows):.2f} mm, {sum(len(r.changed) for r in rows)}/"
+            f"{sum(len(r.deltas) for r in rows)} calls changed")
+
+
+def _angles(conds: Sequence[Condition]) -> str:
+    """'yaw ±5°, ±15°; pitch ±10°' for the conditions' constant poses ('turning ±10°'
+    for turns during the steps): ± where both signs ran."""
+    out = []
+    for axis, values in (("yaw", [c.yaw for c in conds]), ("pitch", [c.pitch for c in conds]),
+                         ("turning", [c.turn for c in conds])):
+        mags = sorted({abs(v) for v in values if v})
+        if mags:
+            out.append(f"{axis} " + ", ".join(
+                ("±" if {m, -m} <= set(values) else "+" if m in values else "-") + f"{m:g}°"
+                for m in mags))
+    return "; ".join(out)
+
+
+def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
+    """The README's rows: per group of conditions that ran, each reading's largest change
+    of a primary R-L and the calls changed; at +-10 degrees of yaw also the resting rows."""
+    def select(rd: Reading, group: str) -> list[PoseRow]:
+        return [r for r in rd.rows if r.analysed and _group(r.cond) == group]
+
+    def per_reading(group: str, fig: Callable[[list[PoseRow]], str]) -> str:
+        return "; ".join(f"{rd.name} {fig(sel)}" for rd in readings if (sel := select(rd, group)))
+
+    def angles(group: str) -> str:
+        return _angles([r.cond for rd in readings for r in select(rd, group)])
+
+    out = []
+    if line := per_reading("yaw10", _worst):
+        out.append((f"head pose, {angles('yaw10')}: largest R−L change vs facing the camera",
+                    line))
+        out.append((f"head pose, {angles('yaw10')}: largest resting change",
+                    per_reading("yaw10", lambda sel: f"{_nanmax(r.rest for r in sel):.2f} mm")))
+    if line := per_reading("other", _worst):
+        out.append((f"head pose, {angles('other')}: largest R−L change", line))
+    if line := per_reading("turn", lambda sel: _worst(sel) + ", "
+                           + str(sum(len(r.marked) for r in sel)) + " steps marked"):
+        out.append((f"head pose, {angles('turn')} during each step: largest R−L change",
+                    line))
+    return out
+
+
+def _reading_tables(rd: Reading) -> str:
+    cols = [s for s in STEPS if any(s == x for ref in rd.refs for x, _, _ in ref.steps)]
+    ref = table(["pattern", *cols], [
+        [r.pattern, *(next((f"{rl:+.2f} {side}" for s, rl, side in r.steps if s == c), "")
+                      for c in cols)] for r in rd.refs])
+    body = []
+    for r in rd.rows:
+        d = dict(r.deltas)
+        body.append([r.pattern, r.cond.name] + (
+            [f"{d[c]:+.2f}" if c in d else "" for c in cols]
+            + [f"{r.worst[1]:.2f} ({r.worst[0]})", str(r.cond.tol), f"{r.rest:.2f}",
+               ", ".join(r.changed) or "none", " ".join(r.marked) or "none",
+               "yes" if r.ok else "MISS"]
+            if r.analysed else ["not analysed"] + [""] * (len(cols) + 5)))
+    missing = "".join(f"\nNo yaw-0 reading of the {p} pattern: its conditions are not compared.\n"
+                      for p in rd.no_reference)
+    return (f"\n## {rd.name[0].upper()}{rd.name[1:]}: {rd.label}\n\n"
+            "Facing the camera (yaw 0), R−L (right minus left, mm) and the dominant side of"
+            " each primary step:\n\n" + ref
+            + "\nEach condition: change of each primary step's R−L from yaw 0 (mm), the"
+            " largest (step), its tolerance, the resting rows' largest change (either side,"
+            " mm), side calls changed, primary steps not graded ok, and whether the row is"
+            " within its tolerance with no call changed:\n\n"
+            + table(["pattern", "condition", *cols, "largest", "tolerance", "resting rows",
+                     "calls changed", "marked", "within"], body) + missing)
+
+
+def figures_page(info: RunInfo, readings: list[Reading], depth: list[DepthRow],
+                 conds: list[Condition], lines: list[str],
+                 extra: Sequence[tuple[str, str]] = ()) -> str:
+    """The generated ``docs/figures/pose.md``: what :func:`compare` and
+    :func:`depth_sensitivity` returned, and the summary lines as printed."""
+    pats = sorted({r.pattern for rd in readings for r in rd.refs}
+                  | {p for rd in readings for p in rd.no_reference})
+    setup = ""
+    if conds:
+        setup = (
+            "\n## Setup\n\nEach condition is one consult of the standard protocol rendered"
+            " as a textured 3D mesh (`movement.synth.pose3d`, 960×540, 30 fps, noise 1.5),"
+            " analysed with `movement analyze` in a subprocess; the image-plane reading adds"
+            " `--no-pose-correction`. Tolerances (mm): "
+            + ", ".join(f"{k} {v}" for k, v in TOL_MM.items())
+            + " (far: beyond 10°). Amplitudes per step, right / left mm:\n\n"
+            + table(["pattern", *STEPS], [[p, *(f"{PATTERNS[p][s][0]} / {PATTERNS[p][s][1]}"
+                                               for s in STEPS)] for p in pats])
+            + "\n" + table(["condition", "yaw °", "pitch °", "turn during each step °",
+                             "depth ×"],
+                            [[c.name, f"{c.yaw:+g}", f"{c.pitch:+g}", f"{c.turn:+g}",
+                              f"{c.depth:g}"] for c in conds]))
+    parts = [info.header("Head-pose benchmark", extra), headline(headline_rows(readings))
+             if readings else "", setup, *(_reading_tables(rd) for rd in readings)]
+    if depth:
+        cols = [s for s, _, _ in depth[0].steps]
+        parts.append(
+            "\n## Depth sensitivity (`--depth-sim`)\n\nBy geometry alone (no video): the"
+            " symmetric pattern (truth R−L 0) on a face `k` times as deep as FaceMesh's"
+            " estimate, turned by the yaw; the analysis is assumed to see FaceMesh's depth"
+            " (its yaw read as atan(k tan yaw)). R−L face-on (as imaged), mm:\n\n"
+            + table(["yaw °", "depth ×", "yaw read °", *cols],
+                    [[f"{d.yaw:+g}", f"{d.k:.1f}", f"{d.yaw_read:+.1f}",
+                      *(f"{a:+.2f} ({b:+.2f})" for _, a, b in d.steps)] for d in depth]))
+    parts.append(printed(lines))
+    return "".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", default="A", choices=sorted(SETS))
+    ap.add_argument("--set", default="A", choices=sorted(SETS),
+                    help="conditions (none: no video, e.g. with --depth-sim)")
     ap.add_argument("--keep", type=Path, help="keep videos and outputs in this folder")
     ap.add_argument("--reuse", action="store_true", help="reuse kept videos")
     ap.add_argument("--jobs", type=int, default=1)
@@ -250,19 +460,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", action="store_true",
                     help="also analyse with --no-pose-correction (the image-plane reading)")
     ap.add_argument("--depth-sim", action="store_true",
-                    help="only the depth-error sensitivity, by geometry (no video)")
+                    help="also the depth-error sensitivity, by geometry (no video)")
+    write_docs_option(ap, "pose", "tables")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
-    if a.depth_sim:
-        depth_sensitivity()
-        return 0
+    pats = [p for p in a.patterns.split(",") if p]
+    if unknown := [p for p in pats if p not in PATTERNS]:
+        ap.error(f"unknown pattern {', '.join(unknown)} (known: {', '.join(PATTERNS)})")
+    if a.jobs < 1:
+        ap.error("--jobs must be at least 1")
+    if not SETS[a.set] and not a.depth_sim:
+        ap.error("--set none runs no video: add --depth-sim")
+    if a.write_docs and a.render_only:
+        ap.error("--write-docs needs the analyses: not with --render-only")
+    info = run_info("benchmarks/pose.py", argv)
+    conds = SETS[a.set]
+    readings: list[Reading] = []
+    t0 = time.perf_counter()
+    if conds:
+        readings = videos(a, conds, pats)
+        if a.render_only:
+            return 0
+    depth = depth_sensitivity() if a.depth_sim else []
+    minutes = (time.perf_counter() - t0) / 60
+    lines = [f"POSE {what}: {fig}" for what, fig in headline_rows(readings)]
+    if lines:
+        print("\n" + "\n".join(lines))
+    if a.write_docs:
+        extra = [("run time", f"{minutes:.1f} min, --jobs {a.jobs}"),
+                 ("code measured", f"`{a.code.resolve()}`"
+                  + (f", output folders tagged `{a.tag}`" if a.tag else "")),
+                 ("conditions", f"set {a.set}: " + (", ".join(c.name for c in conds) or "none")
+                  + (f"; patterns {', '.join(pats)}" if conds else ""))]
+        publish(a.write_docs, figures_page(info, readings, depth, conds, lines, extra))
+    return 0
+
+
+def videos(a: argparse.Namespace, conds: list[Condition], pats: list[str]) -> list[Reading]:
+    """Render and analyse each condition (as ``a`` asks) and print the tables."""
     work = a.keep or Path(tempfile.mkdtemp(prefix="pose-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    conds = SETS[a.set]
     variants: list[tuple[str, ...]] = [()]
     if a.raw:
         variants.append(("--no-pose-correction",))
     code = str(a.code.resolve())
-    pats = [p for p in a.patterns.split(",") if p in PATTERNS]
     tag = "render-only" if a.render_only else a.tag
     tasks = [(c, p, str(work), a.reuse, ex, code, tag)
              for ex in variants for c in conds for p in pats]
@@ -281,13 +522,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {pat}-{name} (raw): {sec:.0f} s", flush=True)
     print(f"pose benchmark, set {a.set}, {time.perf_counter() - t0:.0f} s, work {work}")
     if a.render_only:
-        return 0
-    report(work, conds, "as analysed (pose-corrected when the analysis corrects)", a.tag,
-           tuple(pats))
+        return []
+    readings = [compare(work, conds, "face-on",
+                        "as analysed (pose-corrected when the analysis corrects)", a.tag,
+                        tuple(pats))]
     if a.raw:
-        report(work, conds, "image-plane reading (--no-pose-correction)",
-               suffix="-raw" + a.tag, patterns=tuple(pats))
-    return 0
+        readings.append(compare(work, conds, "image plane",
+                                "image-plane reading (--no-pose-correction)",
+                                suffix="-raw" + a.tag, patterns=tuple(pats)))
+    for rd in readings:
+        print_reading(rd)
+    return readings
 
 
 if __name__ == "__main__":

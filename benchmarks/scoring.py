@@ -17,7 +17,7 @@ from cases import BALANCED_MM, DECISIVE_MM, DECISIVE_RATIO, EXTENDED_STEPS, STEP
 PEAK_TOL_S = 0.15
 
 TARGETS = {
-    "side": 0.95,  # decisive pairs: dominant side correct
+    "side": 0.95,  # decisive pairs: dominant side correct ('uncertain' counts as wrong)
     "balanced": 0.95,  # pairs differing <= 0.35 mm reported balanced
     "median": 0.30,  # mm
     "p90": 0.80,  # mm
@@ -30,14 +30,6 @@ def dominant(r: float, lft: float) -> str:
     from movement.protocol import Thresholds
 
     return dominant_side(r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
-
-
-def near_call(r: float, lft: float) -> bool:
-    """Whether the report marks this call near the threshold (same thresholds as above)."""
-    from movement.analysis.dominance import near_threshold
-    from movement.protocol import Thresholds
-
-    return near_threshold("displacement_mm", r, lft, Thresholds(DECISIVE_MM, DECISIVE_RATIO))
 
 
 def pct(x: float) -> str:
@@ -68,9 +60,6 @@ class Stats:
     missing: int = 0
     unusable: int = 0
     low: int = 0
-    # Decisive pairs read (ok/low): [calls marked near the threshold, of them wrong,
-    # calls not marked, of them wrong] (the report's "near threshold" mark).
-    near: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def add(self, s: dict) -> None:
         self.steps += 1
@@ -88,9 +77,6 @@ class Stats:
             self.side_ok += s["dominant"] == truth_dom
             if q_ not in ("missing", "error", "unusable") and np.isfinite(mr - ml):
                 self.sign_ok += (mr - ml > 0) == (truth_dom == "right")
-                i = 0 if near_call(mr, ml) else 2
-                self.near[i] += 1
-                self.near[i + 1] += s["dominant"] != truth_dom
         if abs(tr - tl) <= BALANCED_MM:
             self.balanced += 1
             self.balanced_ok += s["dominant"] == "balanced"
@@ -320,12 +306,6 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
     out("\n" + legend)
     sign = overall.sign_ok / overall.decisive if overall.decisive else float("nan")
     out(f"\nSide by sign alone (measured R-L has the truth's sign, decisive pairs): {pct(sign)}")
-    for label, st in (("standard", overall), ("extended", ext)):
-        if st.steps:
-            n, bad, n2, bad2 = st.near
-            out(f"Calls marked near the threshold ({label}, decisive pairs read): {n}, of them "
-                f"wrong {bad} ({pct(bad / n if n else float('nan')).strip()}); not marked: {n2}, "
-                f"wrong {bad2} ({pct(bad2 / n2 if n2 else float('nan')).strip()})")
     if moves_n:
         out(f"Speech movements counted within +-2 of the truth: {moves_ok}/{moves_n} sides")
     if skip_n:
@@ -355,6 +335,9 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
              f"max {q(st.peaks, 100):.2f} s"),
         ]
 
+    from calibration import calibration
+
+    intervals = calibration(results, out)
     decomposed = decomposition(results, out)
     between = between_recordings(results, out)
     crease_met = crease_summary(results, out)
@@ -382,6 +365,9 @@ def summarise(results: list[dict], out: Callable[[str], None]) -> dict:
         targets += [("dynamic lines", label, bool(ok), val)
                     for label, ok, val in crease_met.pop("checks")]
         met.update(crease_met)
+    summary += "\n" + intervals["line"]
+    targets += intervals["targets"]
+    met.update({f"{st} {label}": ok for st, label, ok, _ in intervals["targets"]})
     if decomposed:
         out(decomposed)
         summary += "\n" + decomposed

@@ -8,10 +8,12 @@ Run by hand (figures are ratios measured in one run, since machines are noisy):
 
 For each generated video it times, in one run:
   (a) decoding only,
-  (b) decoding + MediaPipe face mesh (tracking mode, refined iris),
+  (b) decoding + one MediaPipe face mesh call per frame (tracking mode, one face,
+      refined iris): the tracker's own limit,
   (c) the full `movement analyze` including the report (a fresh process),
 and prints frames/s for each, the ratios c/b and c/a, the real-time factor
-(video duration / analysis time) and the analysis's peak memory.
+(video duration / analysis time) and the analysis's peak memory; then where (c)'s
+time went, per stage (wall and CPU seconds, from the session's ``timing_s``).
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from movement import synth  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for figures, beside this file
 from figures import (  # noqa: E402
-    FIGURES_DIR,
     RunInfo,
     headline,
+    printed,
+    publish,
     run_info,
     table,
-    update_readme,
-    write_atomic,
+    write_docs_option,
 )
 
 RUNNER = """
@@ -88,7 +90,7 @@ def decode_and_mesh(path: Path) -> tuple[int, float]:
     import mediapipe as mp
 
     mesh = mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False, max_num_faces=2, refine_landmarks=True
+        static_image_mode=False, max_num_faces=1, refine_landmarks=True
     )
     cap = cv2.VideoCapture(str(path))
     t0 = time.perf_counter()
@@ -104,7 +106,8 @@ def decode_and_mesh(path: Path) -> tuple[int, float]:
 
 
 def full_analysis(path: Path, out: Path) -> tuple[float, float]:
-    """Wall time of the whole command and its peak resident memory (MB)."""
+    """Wall time of the whole command and its peak resident memory (MB); the session
+    (with its per-stage timing) is left in ``out``."""
     t0 = time.perf_counter()
     res = subprocess.run(
         [sys.executable, "-c", RUNNER, "analyze", str(path), "--out", str(out), "-q", "--force"],
@@ -121,11 +124,29 @@ def full_analysis(path: Path, out: Path) -> tuple[float, float]:
 def measure(path: Path, folder: Path) -> dict:
     n, ta = decode_only(path)
     _, tb = decode_and_mesh(path)
-    tc, mem = full_analysis(path, folder / f"{path.stem}-session")
+    out = folder / f"{path.stem}-session"
+    tc, mem = full_analysis(path, out)
     fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS)
+    stages = json.loads((out / "session.json").read_text())["clips"][0]["timing_s"]
     return dict(video=path.name, frames=n, duration_s=n / fps, a_fps=n / ta, b_fps=n / tb,
                 c_fps=n / tc, c_over_b=tc / tb, c_over_a=tc / ta, realtime=(n / fps) / tc,
-                peak_mb=mem)
+                peak_mb=mem, total_s=tc, decode_mesh_s=tb, stages=stages)
+
+
+def profile_rows(r: dict) -> list[list[str]]:
+    """Where one analysis's time went: each stage's wall and CPU seconds (CPU counts
+    every thread, so it can exceed the wall time), its share of the whole command,
+    and what is left: start-up (imports), the outputs and the report."""
+    rows = []
+    for stage, t in r["stages"].items():
+        rows.append([stage, f"{t['wall']:.2f}", f"{t['cpu']:.2f}",
+                     f"{100 * t['wall'] / r['total_s']:.0f} %"])
+    rest = r["total_s"] - sum(t["wall"] for t in r["stages"].values())
+    rows.append(["start-up, outputs and report", f"{rest:.2f}", "",
+                 f"{100 * rest / r['total_s']:.0f} %"])
+    rows.append(["whole command", f"{r['total_s']:.2f}", "", "100 %"])
+    rows.append(["(b) decode + face mesh alone", f"{r['decode_mesh_s']:.2f}", "", ""])
+    return rows
 
 
 def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> str:
@@ -140,29 +161,29 @@ def figures_page(info: RunInfo, rows: list[dict], memory: str, summary: str) -> 
          for r in rows])
     notes = (
         "\nEach video is a generated standard consult (the sample's amplitudes, mild head"
-        " motion, 30 fps). (a) decoding only, (b) decoding + MediaPipe face mesh (tracking"
-        " mode, refined iris), (c) the whole `movement analyze` including the report, in a"
-        " fresh process. The real-time factor is video duration / analysis time (above 1:"
-        " faster than real time); c/b is what the analysis costs beyond the tracker's own"
-        " limit. Ratios are measured within one run, since the machine's load varies.\n"
+        " motion, 30 fps). (a) decoding only, (b) decoding + one MediaPipe face mesh call per"
+        " frame (tracking mode, one face, refined iris), (c) the whole `movement analyze`"
+        " including the report, in a fresh process. The real-time factor is video duration"
+        " / analysis time (above 1: faster than real time); c/b is what the analysis costs"
+        " beyond the tracker's own limit. Ratios are measured within one run, since the"
+        " machine's load varies.\n"
     )
-    lines = "\n".join(x for x in (memory, summary) if x)
+    profile = "".join(
+        f"\n### {r['video'].removesuffix('.mp4')} ({r['duration_s']:.1f} s of video)\n\n"
+        + table(["stage", "wall s", "CPU s", "share of wall"], profile_rows(r)) for r in rows)
     top = headline([
         (f"speed, {r['video'].removesuffix('.mp4').removeprefix('consult-')}: analysis / "
          "real time; time vs decode + face mesh",
          f"{r['realtime']:.2f}x real time; {r['c_over_b']:.2f}x decode + mesh") for r in rows])
     return (info.header("Speed benchmark") + top + "\n## Throughput\n\n" + body + notes
-            + "\n## Summary lines, as the run printed them\n\n```text\n" + lines + "\n```\n")
+            + "\n## Where the time goes\n" + profile + printed([memory, summary]))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memory", action="store_true", help="also compare 1- and 5-minute videos")
     ap.add_argument("--keep", type=Path, default=None, help="keep the videos in this folder")
-    ap.add_argument("--write-docs", metavar="PATH", nargs="?", type=Path,
-                    const=FIGURES_DIR / "speed.md",
-                    help="also write the table to a generated markdown page "
-                    "(default docs/figures/speed.md), replacing it")
+    write_docs_option(ap, "speed")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     info = run_info("benchmarks/speed.py", argv)
@@ -181,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r['video'][:-4]:<18} {r['frames']:>6} {r['a_fps']:>9.0f}/s {r['b_fps']:>8.1f}/s "
               f"{r['c_fps']:>7.1f}/s {r['c_over_b']:>5.2f} {r['c_over_a']:>6.1f} "
               f"{r['realtime']:>10.2f}x {r['peak_mb']:>8.0f}")
+    for r in rows:
+        print(f"\n{r['video'][:-4]}: where the time went (wall s, CPU s, share)")
+        for stage, wall, cpu, share in profile_rows(r):
+            print(f"  {stage:<40} {wall:>7} {cpu:>7} {share:>6}")
     memory = ""
     if args.memory:
         mem = []
@@ -198,10 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     print(summary)
     (folder / "speed.json").write_text(json.dumps(rows, indent=2))
     if args.write_docs:
-        write_atomic(args.write_docs, figures_page(info, rows, memory, summary))
-        print(f"Wrote {args.write_docs}")
-        if args.write_docs.parent == FIGURES_DIR and update_readme():
-            print("Updated the README's figures table")
+        publish(args.write_docs, figures_page(info, rows, memory, summary))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -279,18 +280,26 @@ def analyze(
         prog.close()
     except click.ClickException:
         raise
-    except KeyboardInterrupt:
-        raise Failure("interrupted; nothing was written", 130) from None
-    except Exception as exc:
-        code = consult.exit_code(exc)
-        if code is not None:
-            raise Failure(str(exc), code) from None
-        # Never a traceback for the clinician; MOVEMENT_DEBUG=1 shows it.
-        if os.environ.get("MOVEMENT_DEBUG"):
-            raise
-        msg = f"internal error ({type(exc).__name__}: {exc}); nothing was written"
-        raise Failure(msg, 1) from None
+    except BaseException as exc:
+        _fail(exc, "nothing was written")
     _summary(session, out_dir, quiet)
+
+
+def _fail(exc: BaseException, kept: str) -> NoReturn:
+    """One line for the clinician, never a traceback (MOVEMENT_DEBUG=1 shows it): ``exc``
+    as its exit code, ``kept`` saying what is left as it was."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise Failure(f"interrupted; {kept}", 130) from None
+    if not isinstance(exc, Exception):
+        raise exc
+    from movement import consult  # imported late: the command line starts fast
+
+    code = consult.exit_code(exc)
+    if code is not None:
+        raise Failure(" ".join(str(exc).split()), code) from None
+    if os.environ.get("MOVEMENT_DEBUG"):
+        raise exc
+    raise Failure(f"internal error ({type(exc).__name__}: {exc}); {kept}", 1) from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -640,16 +649,10 @@ def reanalyze(
                        f"{p.out}{kept}")
     except click.ClickException:
         raise
-    except KeyboardInterrupt:
-        raise Failure("interrupted; the session being re-analysed is unchanged", 130) from None
+    except KeyboardInterrupt as exc:
+        _fail(exc, "the session being re-analysed is unchanged")
     except Exception as exc:
-        code = consult.exit_code(exc)
-        if code is not None:
-            raise Failure(" ".join(str(exc).split()), code) from None
-        if os.environ.get("MOVEMENT_DEBUG"):
-            raise
-        msg = f"internal error ({type(exc).__name__}: {exc}); that session is unchanged"
-        raise Failure(msg, 1) from None
+        _fail(exc, "that session is unchanged")
 
 
 def _register_clinic_commands() -> None:

@@ -82,7 +82,8 @@ def write_consult(
         probe(v, opts.mirrored)
     hashes = [file_sha256(v) for v in videos]
     check_out_dir(out, hashes, force)
-    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images)
+    session, caches = analyze(list(videos), opts, steps, progress=progress, keep_caches=images,
+                              hashes=hashes)
     href = comparison_href(hashes) if comparison_href else None
     try:
         write_session(
@@ -107,6 +108,7 @@ def analyze_to_folder(
     progress: Callable[[int], None] | None = None,
     store_dir: Path | None = None,
     attach: Callable[[Path], None] | None = None,
+    replace_stored: bool = False,
 ) -> Session:
     """Analyse one consult and write its session folder (atomically); ``attach`` as
     in :func:`write_consult`.
@@ -115,7 +117,9 @@ def analyze_to_folder(
     store (``store_dir``, default ``$MOVEMENT_STORE`` or ``./reports``) and the
     patient's comparison across sessions is refreshed. The store row is
     committed last, after the folder is complete, so a crash never leaves a
-    recorded session without its files.
+    recorded session without its files. ``replace_stored``: the session replaces
+    the one stored from ``out`` (the same visit with a step recorded again)
+    instead of adding a visit.
     """
     if opts.patient:
         # Fail in seconds, not after the analysis, on a bad ID or store.
@@ -123,12 +127,14 @@ def analyze_to_folder(
         store.open_store(store_dir)
 
     def href(hashes: list[str]) -> str | None:
-        link = store.session_link(store_dir, opts.patient, hashes) if opts.patient else None
+        link = (store.session_link(store_dir, opts.patient, hashes,
+                                   out if replace_stored else None) if opts.patient else None)
         return os.path.relpath(link, out.absolute()) if link else None
 
     session = write_consult(videos, steps, out, opts, images, force, progress, href, attach)
     if opts.patient:
-        store.record_session(store_dir, out, opts.patient, opts.label, opts.date)
+        store.record_session(store_dir, out, opts.patient, opts.label, opts.date,
+                             replace_folder=replace_stored)
         update_comparison(store_dir, opts.patient)
     return session
 

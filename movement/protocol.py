@@ -47,6 +47,11 @@ class MuscleGroup:
     cross_check_mm: float | None = None  # own limit of image vs landmark disagreement
     reliability: str = ""  # why a value may mislead (shown beside every reading)
     repeat_mm: float | None = None  # two recordings of one movement read this far apart
+    # Share of the truth the method reads for this group (benchmark, at the generator's
+    # own scale); < 1 widens the value's interval toward the truth (uncertainty.py).
+    reads: float = 1.0
+    # How much that share varies from consult to consult (1 sigma, relative).
+    reads_spread: float = 0.03
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -156,9 +161,6 @@ class Thresholds:
     min_count_diff: int = 2
     crease_min_ratio: float = 1.3
     crease_min: float = 2.0
-    # A side call that would change were these thresholds this fraction looser or
-    # tighter is reported as near the threshold (dominance.near_threshold).
-    near_threshold: float = 0.10
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,22 @@ def _positive_mm(raw: dict, key: str, where: str) -> float | None:
     return value
 
 
+DEFAULT_READS_SPREAD = 0.03
+"""A group's ``reads_spread`` when its protocol gives none: the order of the standard
+primaries' (0.02-0.045, accuracy benchmark at the generator's own scale)."""
+
+
+def _share(raw: dict, key: str, where: str, default: float = 1.0) -> float:
+    """An optional share of the truth, in [0, 2) (``default`` when absent)."""
+    what = "a number from 0 to 2"
+    value = _number(raw, key, where, what=what)
+    if value is None:
+        return default
+    if not 0 <= value < 2 or (key == "reads" and value == 0):
+        raise ProtocolError(f"{where}: {key} must be {what} (got {raw[key]!r})")
+    return value
+
+
 def _group(raw: dict, where: str) -> MuscleGroup:
     try:
         g = MuscleGroup(
@@ -286,6 +304,8 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             cross_check_mm=_positive_mm(raw, "cross_check_mm", where),
             reliability=str(raw.get("reliability", "")),
             repeat_mm=_positive_mm(raw, "repeat_mm", where),
+            reads=_share(raw, "reads", where),
+            reads_spread=_share(raw, "reads_spread", where, default=DEFAULT_READS_SPREAD),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None

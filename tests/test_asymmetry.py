@@ -6,7 +6,7 @@ import pytest
 from movement.analysis.activation import GroupMeasure, StepResult, _line_flags
 from movement.analysis.asymmetry import asymmetry_index, tables
 from movement.analysis.creases import CreaseChange
-from movement.analysis.dominance import dominant_side, near_threshold
+from movement.analysis.dominance import dominant_side, side_call
 from movement.analysis.steps import StepWindow
 from movement.protocol import Thresholds, load_protocol
 
@@ -34,29 +34,35 @@ def test_thresholds_come_from_the_protocol():
 
 
 @pytest.mark.parametrize(
-    "right, left, near",
+    "right, left, diff_iv, expected",
     [
-        (1.566, 0.569, True),  # 0.997 mm: balanced, dominant from 0.9 mm
-        (2.0, 1.05, True),  # 0.95 mm
-        (2.0, 0.95, True),  # 1.05 mm: dominant, balanced from 1.1 mm
-        (5.0, 3.95, True),  # 1.05 mm and 21 %: balanced from 22 %
-        (2.0, 0.85, False),  # 1.15 mm: dominant either way
-        (3.0, 1.0, False),
-        (1.2, 1.1, False),  # 0.1 mm: balanced either way
-        (float("nan"), 1.0, False),
+        (3.0, 1.0, (1.6, 2.4), "right"),  # all of it >= 1 mm and 20 %
+        (1.0, 3.0, (-2.4, -1.6), "left"),
+        (2.0, 1.9, (-0.5, 0.7), "balanced"),  # none of it reaches 1 mm
+        (2.0, 1.0, (0.6, 1.4), "uncertain"),  # part of it does
+        (1.566, 0.569, (0.9, 1.1), "uncertain"),  # 0.997 mm apart, interval over 1 mm
+        (1.566, 0.569, (0.95, 0.99), "balanced"),  # a narrow interval all under 1 mm
+        # 1.2 mm apart but left 6 mm: right needs 1.5 mm (20 % of 7.5 mm) all through.
+        (7.2, 6.0, (1.1, 1.3), "balanced"),
+        (7.2, 6.0, (1.1, 1.6), "uncertain"),
+        (float("nan"), 1.0, (0.0, 1.0), "undetermined"),
+        # No interval (a session stored without one): the rule on the values.
+        (3.0, 1.0, (float("nan"), float("nan")), "right"),
     ],
 )
-def test_a_call_that_10_percent_looser_or_tighter_thresholds_change_is_near(right, left, near):
-    assert near_threshold("displacement_mm", right, left, TH) is near
+def test_a_side_call_holds_the_whole_interval_against_the_rule(right, left, diff_iv, expected):
+    assert side_call("displacement_mm", right, left, TH, diff_iv=diff_iv) == expected
 
 
-def test_near_threshold_follows_each_measure_rule_and_can_be_off():
-    assert not near_threshold("displacement_mm", 1.566, 0.569, Thresholds(near_threshold=0.0))
-    # Lines: the deeper side needs an index of 2.0 and 1.3x the other.
-    assert near_threshold("crease", 2.1, 1.0, Thresholds())
-    assert near_threshold("crease", 3.0, 2.33, Thresholds())  # 1.29x: 1.3 less 10 % of 0.3
-    assert not near_threshold("crease", 5.0, 1.0, Thresholds())
-    assert load_protocol("standard").thresholds.near_threshold == pytest.approx(0.10)
+def test_crease_calls_hold_each_sides_interval_against_the_ratio_rule():
+    th = Thresholds()  # an index of at least 2.0 and 1.3x the other side
+    assert side_call("crease", 5.0, 2.0, th, (4.5, 5.5), (1.5, 2.5)) == "right"
+    assert side_call("crease", 3.0, 2.0, th, (2.5, 3.5), (1.5, 2.5)) == "uncertain"
+    assert side_call("crease", 2.2, 2.0, th, (2.1, 2.3), (1.9, 2.1)) == "balanced"
+    assert side_call("crease", 1.5, 0.1, th, (1.0, 1.9), (0.0, 0.2)) == "balanced"  # < 2.0
+    assert side_call("crease", 1.5, 4.0, th, (1.2, 1.8), (3.5, 4.5)) == "left"
+    # Counts have no interval: the rule on the values.
+    assert side_call("movements", 4, 12, th) == "left"
 
 
 def test_asymmetry_index():

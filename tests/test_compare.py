@@ -164,19 +164,64 @@ def test_statement_cases(tmp_path):
     )
 
 
-def test_a_dominance_change_near_the_threshold_says_so(tmp_path):
-    st = tmp_path / "st"
-    base = {"raise": (3.0, 1.98), "eee": (3.0, 1.0)}  # 1.02 mm apart: right, but only just
-    now = {"raise": (3.0, 2.05), "eee": (3.0, 1.0)}  # 0.95 mm: balanced, but only just
-    store.record_session(st, make_session(tmp_path, "a", base), "p", "", "2026-01-05")
-    store.record_session(st, make_session(tmp_path, "b", now), "p", "", "2026-02-05")
-    cmp = compare.build(store.history(st, "p"))
-    s = {g.muscle_group: g.statement for g in cmp.groups}
-    assert s["frontalis"].endswith("now balanced, near the threshold at baseline and now")
-    assert s["platysma"].endswith("still right-dominant")  # 2 mm apart: no such note
-    groups = {g.muscle_group: g for g in cmp.groups}
-    assert compare._group_table(cmp, groups["frontalis"]).count("near threshold") == 2
-    assert "near threshold" not in compare._group_table(cmp, groups["platysma"])
+def _row(r: float, lft: float, dominant: str, half: float | None = None) -> dict:
+    """An asymmetry row as the store gives it; with ``half``, each side's 95 % interval."""
+    row = dict(right_mm=r, left_mm=lft, dominant_side=dominant, quality="ok", reason="",
+               asymmetry_index=(r - lft) / (r + lft))
+    if half is not None:
+        row.update(right_lo=r - half, right_hi=r + half, left_lo=lft - half,
+                   left_hi=lft + half)
+    return row
+
+
+def test_an_uncertain_call_is_said_and_is_not_a_change_of_dominance(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    g = next(x for x in cmp.groups if x.muscle_group == "platysma")
+    text = compare.statement(g, _row(3.0, 1.98, "uncertain", 0.3), _row(3.0, 2.05, "balanced",
+                             0.3), cmp.baseline, cmp.latest, cmp.treatments)
+    assert text.endswith("now balanced (was uncertain)")
+    text = compare.statement(g, _row(3.0, 1.0, "right", 0.3), _row(3.0, 2.05, "uncertain", 0.3),
+                             cmp.baseline, cmp.latest, cmp.treatments)
+    assert text.endswith("which side dominates is uncertain now (was right)")
+
+
+def test_a_change_is_judged_against_both_visits_intervals(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    g = next(x for x in cmp.groups if x.muscle_group == "zygomaticus")
+    assert g.repeat_mm == pytest.approx(0.39)  # the smile's, when no interval is stored
+    # 0.5 mm lower on each side: beyond repeat_mm, but within wide intervals ...
+    wide = compare.statement(g, _row(4.0, 3.0, "balanced", 0.5), _row(3.5, 2.5, "balanced", 0.5),
+                             cmp.baseline, cmp.latest, cmp.treatments)
+    assert wide.count("within measurement variation") == 2
+    assert "(−12 %; 95 % −1.2 to +0.2 mm, within measurement variation)" in wide
+    # ... and beyond narrow ones.
+    narrow = compare.statement(g, _row(4.0, 3.0, "balanced", 0.1),
+                               _row(3.5, 2.5, "balanced", 0.1), cmp.baseline, cmp.latest,
+                               cmp.treatments)
+    assert "within measurement variation" not in narrow
+    assert compare.side_change(g, "right", _row(4.0, 3.0, "balanced"),
+                               _row(3.5, 2.5, "balanced"))[0] is True  # 0.5 >= 0.39
+
+
+def test_the_summary_reads_treated_then_changed_then_one_line(clinic):
+    cmp = compare.build(store.history(clinic, "p1"))
+    lines = compare.summary(cmp)
+    # Treated first (the corrugators and frontalis, Botox on the baseline's day) ...
+    assert lines[0].startswith("right corrugator procerus: 2.9 → 1.0 mm (−66 %)")
+    assert lines[1].startswith("right frontalis: 4.1 → 1.2 mm (−71 %)")
+    assert "after 6 U right / 4 U left" in lines[1]
+    # ... then the untreated change beyond the variation, without a treatment phrase ...
+    assert lines[2] == ("left platysma: 3.2 → 1.1 mm (−66 %), right 1.7 → 2.4 mm (+41 %); "
+                        "now right-dominant (was left)")
+    # ... then one line for everything unchanged.
+    assert lines[3:] == ["Unchanged within the measurement's variation: orbicularis oculi, "
+                         "zygomaticus."]
+
+
+def test_no_percentage_of_a_value_near_zero_or_not_in_mm():
+    assert compare.change(0.4, -0.9, "crease") == (pytest.approx(-1.3), None)
+    assert compare.change(0.5, 0.25) == (pytest.approx(-0.25), None)  # under 1 mm
+    assert compare.change(4.0, 1.0) == (pytest.approx(-3.0), pytest.approx(-75.0))
 
 
 def test_update_comparison_follows_the_store(clinic, tmp_path):
@@ -266,7 +311,10 @@ def test_changes_smaller_than_two_recordings_differ_are_marked(clinic, tmp_path,
     # The unchanged smile and squint are within it too.
     assert sorted(m[1] for m in marked) == ["±0.00 mm (±0 %)"] * 4 + ["−0.50 mm (−36 %)"]
     assert any("0.59 mm two recordings" in m[0] for m in marked)
-    assert "<td class='ch down'>−2.90 mm (−71 %)</td>" in page
+    # A change beyond it says which rule judged it (these sessions carry no intervals).
+    assert ("<td class='ch down' title='at least the 0.26 mm two recordings of the same "
+            "movement can read apart (a session stored without intervals)'>−2.90 mm (−71 %)"
+            "</td>") in page
     # A protocol that is no longer installed gives no figure: changes stay unmarked.
     def gone(name):
         raise compare.ProtocolError(f"protocol '{name}' not found")
@@ -304,3 +352,52 @@ def test_a_change_of_head_pose_is_said(tmp_path):
                          "4-week", "2026-02-02")
     cmp = compare.build(store.history(st, "p1"))
     assert any("without the head-pose correction" in n and "2026-02-02" in n for n in cmp.notes)
+
+
+def test_stored_intervals_judge_the_change(tmp_path):
+    """Two visits stored with intervals are judged against both; a visit stored without
+    them falls back to repeat_mm, and the CSV and the page say which rule judged."""
+    st = tmp_path / "st"
+    # Narrow intervals (±0.1 mm): the smile's right 0.3 mm drop is within its
+    # repeat_mm (0.39) but beyond both intervals. Wide ones on the frown (±0.5 mm, a
+    # shaky hold): its left 0.65 mm drop is beyond its repeat_mm (0.59) but within them.
+    base = {**BASE_VALUES, "smile": (5.9, 3.8), "frown": (2.9, 2.1)}
+    now = {**BASE_VALUES, "smile": (5.6, 3.8), "frown": (2.9, 1.45)}
+    for name, values, date in (("w0", base, "2026-01-05"), ("w2", now, "2026-01-19")):
+        folder = make_session(tmp_path, name, values, half=0.1)
+        with (folder / "asymmetry.csv").open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for r in rows:
+            if r["step"] == "frown":
+                for side in ("right", "left"):
+                    v = float(r[f"{side}_mm"])
+                    r[f"{side}_lo"], r[f"{side}_hi"] = f"{v - 0.5:.3f}", f"{v + 0.5:.3f}"
+        with (folder / "asymmetry.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        store.record_session(st, folder, "p1", name, date)
+    cmp = compare.compare(st, "p1", tmp_path / "cmp")
+    g = {x.muscle_group: x for x in cmp.groups}
+    assert g["zygomaticus"].repeat_mm == pytest.approx(0.39)
+    assert g["corrugator_procerus"].repeat_mm == pytest.approx(0.59)
+    smile, frown = g["zygomaticus"].statement, g["corrugator_procerus"].statement
+    assert "right zygomaticus: 5.9 → 5.6 mm (−5 %; 95 % −0.4 to −0.2 mm)" in smile
+    assert ("left 2.1 → 1.4 mm (−31 %; 95 % −1.4 to +0.1 mm, within measurement variation)"
+            in frown)
+    assert not cmp.notes  # every session carries intervals
+    rows = [r for r in _rows(tmp_path / "cmp" / compare.CSV_FILE) if r["label"] == "w2"]
+    assert {r["change_rule"] for r in rows} == {"intervals"}
+    page = (tmp_path / "cmp" / compare.COMPARISON_FILE).read_text(encoding="utf-8")
+    assert re.search(r"<td class='ch down' title='the change[^']*95 % interval[^']*excludes 0'>"
+                     r"−0.30 mm \(−5 %\)</td>", page)
+    # A third visit stored without intervals: its changes fall back to repeat_mm, and
+    # the comparison says so.
+    store.record_session(st, make_session(tmp_path, "w4", now), "p1", "w4", "2026-02-02")
+    cmp = compare.compare(st, "p1", tmp_path / "cmp")
+    assert any("Stored without 95 % intervals: 2026-02-02 (w4)" in n for n in cmp.notes)
+    smile = {x.muscle_group: x for x in cmp.groups}["zygomaticus"].statement
+    assert "right zygomaticus: 5.9 → 5.6 mm (−5 %, within measurement variation)" in smile
+    rows = _rows(tmp_path / "cmp" / compare.CSV_FILE)
+    assert {r["label"]: r["change_rule"] for r in rows if r["step"] == "smile"} == {
+        "w0": "", "w2": "intervals", "w4": "repeat_mm"}

@@ -52,6 +52,10 @@ def _data():
         (lambda d: d["steps"][0]["groups"][0].update(cross_check_mm="abc"), "cross_check_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(repeat_mm=0), "repeat_mm"),
         (lambda d: d["steps"][0]["groups"][0].update(repeat_mm="0.5"), "repeat_mm"),
+        (lambda d: d["steps"][0]["groups"][0].update(reads=0), "reads must be"),
+        (lambda d: d["steps"][0]["groups"][0].update(reads=2.5), "reads must be"),
+        (lambda d: d["steps"][0]["groups"][0].update(reads_spread=-0.1), "reads_spread"),
+        (lambda d: d["thresholds"].update(near_threshold=0.1), "near_threshold"),
         (lambda d: d["steps"][0].update(duration_s="abc"), "duration_s must be a number"),
         (lambda d: d["thresholds"].update(min_diff_mm="x"), "min_diff_mm must be a number"),
         (lambda d: d["detection"].update(min_bout_s=[1]), "min_bout_s must be a number"),
@@ -143,3 +147,14 @@ def test_every_primary_mm_measure_says_how_far_two_recordings_read_apart():
             if st.mode == "range":
                 continue
             assert st.primary.repeat_mm is not None and 0 < st.primary.repeat_mm < 1, st.name
+
+
+def test_every_primary_says_how_it_reads_and_how_that_varies():
+    # The intervals (movement.analysis.uncertainty) take the method's share of the
+    # truth and its spread from the protocol; the standard primaries give both.
+    for st in load_protocol("standard").steps:
+        g = st.primary
+        assert 0.8 < g.reads <= 1.05 and 0 < g.reads_spread < 0.1, st.name
+    ext = load_protocol("extended")
+    assert ext.step("pout").primary.reads == pytest.approx(0.84)  # window_floor.py
+    assert ext.step("speech").primary.reads_spread == pytest.approx(0.03)  # the default

@@ -254,8 +254,10 @@ def test_cli_refuses_a_folder_holding_something_and_bad_protocols(tmp_path):
 
 # ---------------------------------------------------------------- end to end in Chromium
 
-DARK_S = 3.0
-"""The fake camera starts dark (the check must say so); then the good face."""
+FAULTS = (("dark", 3.0), ("small", 2.5), ("turned", 2.5))
+"""The fake camera starts with faulty framings, each for so many seconds (the page's
+check must say what to do about each); then the good face."""
+FAULTS_S = sum(d for _, d in FAULTS)
 START_S = 1.5
 """About when --auto starts recording once the face is good: three passing checks."""
 AMPLITUDES = {"raise": (2.0, 4.5), "eee": (3.0, 1.2)}  # (right, left) mm
@@ -277,10 +279,10 @@ def _read_code(img: np.ndarray) -> int:
 
 
 def _fake_camera(path: Path) -> tuple[list[synth.StepMotion], float]:
-    """A .y4m the fake camera plays: dark, then a consult timed like the page's schedule
-    for raise and eee (lead-in 2 s, rest 2 s, hold 3 s), each frame numbered."""
+    """A .y4m the fake camera plays: the faults, then a consult timed like the page's
+    schedule for raise and eee (lead-in 2 s, rest 2 s, hold 3 s), each frame numbered."""
     sched = schedule(load_protocol("standard").subset(["raise", "eee"]))
-    t = DARK_S + START_S + 2.0  # the page's lead-in
+    t = FAULTS_S + START_S + 2.0  # the page's lead-in
     steps = []
     for s in sched:
         t += s.rest_s
@@ -296,8 +298,11 @@ def _fake_camera(path: Path) -> tuple[list[synth.StepMotion], float]:
         fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(spec.n_frames):
             img = r.frame(i)
-            if i < DARK_S * fps:
-                img = (img * 0.12).astype(np.uint8)
+            fault = next((f for f, end in zip([f for f, _ in FAULTS], np.cumsum(
+                [d for _, d in FAULTS]), strict=True) if i < end * fps), None)
+            if fault is not None:
+                img = {"dark": lambda f: (f * 0.12).astype(np.uint8),
+                       "small": lambda f: _shrunk(f, 0.55), "turned": _turned}[fault](img)
             _code(img, i)
             fh.write(b"FRAME\n")
             fh.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
@@ -370,10 +375,14 @@ def test_recording_in_chromium_end_to_end(tmp_path):
     assert rc == 0, stderr[-2000:]
     assert "Session written" in stdout
     assert errors == [] and outside == []
-    # The checks failed on the dark face with its instruction, then passed.
+    # The checks failed on the dark, small and turned face with their instructions, then
+    # passed.
     phases = [ph for ph, _ in seen]
     before = [say for ph, say in seen[: phases.index("recording")]]
-    assert "More light on the face, from the front" in before, before
+    for instruction in ("More light on the face, from the front",
+                        "Move closer to the camera", "Turn your head a little to your right"):
+        assert instruction in before, (instruction, before)
+    assert "Good. Hold still." in before
     assert {"checking", "recording", "analysing"} <= set(phases)
     assert set(shots) >= {"checking", "recording", "analysing", "done"}
 
@@ -431,8 +440,11 @@ def _status(url: str, timeout: float = 120.0) -> dict:
 @pytest.mark.slow
 def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     """The recording, then 'eee' recorded again with the other side stronger: the
-    re-analysed session measures eee from the new clip and keeps raise from the first."""
+    re-analysed session measures eee from the new clip and keeps raise from the first,
+    and replaces the visit in the clinic store rather than adding a second one."""
     import pandas as pd
+
+    from movement.clinic import store
 
     def consult(name: str, steps: list[synth.StepMotion], length: float) -> bytes:
         spec = synth.SynthSpec(steps=steps, duration_s=length, fps=15, frame_size=SIZE,
@@ -444,7 +456,9 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     first = consult("first", [synth.StepMotion("raise", 4.0, 5.5, 7.0, 2.0, 4.5),
                               synth.StepMotion("eee", 9.0, 10.5, 12.0, 3.0, 1.2)], 14.0)
     again = consult("again", [synth.StepMotion("eee", 4.0, 5.5, 7.0, 1.0, 3.5)], 9.0)
-    cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session")
+    clinic = tmp_path / "clinic"
+    cfg = Config(load_protocol("standard").subset(["raise", "eee"]), tmp_path / "session",
+                 patient="p1", date="2026-03-02", store_dir=clinic)
     url, result, t = _serve_in_thread(cfg)
     try:
         assert _post(url + "video?name=recording", first)[0] == 200
@@ -456,6 +470,7 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
         assert st["phase"] == "done", st
         side = pd.read_csv(cfg.out / "asymmetry.csv").query("primary").set_index("step")
         assert side.loc["eee", "dominant_side"] == "right"
+        [visit] = store.list_sessions(clinic, "p1")
         # A redo needs its own video.
         code, err = _post(url + "analyse", json.dumps(
             {"cues": [{"step": "eee", "start_s": 4, "end_s": 7.5}], "redo": "eee"}).encode(),
@@ -481,6 +496,97 @@ def test_a_step_recorded_again_replaces_it_in_the_session(tmp_path):
     assert list(meta["recording"]["redone"]) == ["eee"]
     assert read_cues(cfg.out / "cues-redo-eee.csv", cfg.protocol) == {"eee": (4.0, 7.5)}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    [stored] = store.list_sessions(clinic, "p1")
+    assert stored.id == visit.id and stored.date == "2026-03-02"
+    tables = store.session_tables(clinic, stored.id)
+    assert [c["sha256"] for c in tables["clips"]] == [c["sha256"] for c in meta["clips"]]
+    eee = [r for r in tables["asymmetry"] if r["step"] == "eee" and r["primary"]]
+    assert eee[0]["dominant_side"] == "left"
+
+
+@pytest.mark.slow
+def test_record_again_from_the_page(tmp_path):
+    """In Chromium: a head tilted 35 degrees (the checks refuse it; started anyway) makes
+    the step unusable; the page's "Record again" button records that step alone, the
+    server re-analyses, the page shows it redone and the report opens."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed ({exc})")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    import signal
+
+    # A still, tilted face: every stretch of it is unusable, whenever recording starts.
+    face = synth.Renderer(synth.SynthSpec(steps=(), duration_s=1.0, frame_size=SIZE,
+                                          face_height_frac=FACE)).frame(0)
+    w, h = SIZE
+    tilted = cv2.warpAffine(face, cv2.getRotationMatrix2D((w / 2, h / 2), 35, 1.0), SIZE,
+                            borderMode=cv2.BORDER_REPLICATE)
+    y4m = tmp_path / "camera.y4m"
+    rng = np.random.default_rng(3)
+    with open(y4m, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F15:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(45):
+            img = np.clip(tilted + rng.normal(0, 1.0, tilted.shape), 0, 255).astype(np.uint8)
+            fh.write(b"FRAME\n" + cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    out = tmp_path / "session"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movement.cli", "record", "--no-open", "--silent",
+         "--steps", "eee", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = proc.stdout.readline().strip()
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=[
+                "--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={y4m}",
+            ])
+            page = b.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function(
+                "document.getElementById('say').textContent.includes('head level')",
+                timeout=60_000)
+            page.locator("#force").click()
+            again = page.locator("#results button", has_text="Record again")
+            again.wait_for(timeout=120_000)
+            first = page.evaluate("document.getElementById('results').innerText")
+            again.click()
+            page.locator("#force").click(timeout=30_000)
+            page.wait_for_function("document.body.className === 'recording'")
+            page.wait_for_function("document.getElementById('results').innerText"
+                                   ".includes('eee (again)')", timeout=120_000)
+            with page.context.expect_page() as report:
+                page.locator("#open").click()
+            report.value.wait_for_load_state("load")
+            title = report.value.title()
+            b.close()  # the page says it is gone; the session is written, so that ends it
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C keeps a complete session too
+            rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout, err = proc.stdout.read(), proc.stderr.read()
+    assert errors == [], errors
+    assert "unusable" in first and "tilted" in first, first
+    assert (rc == 0 and "Session written" in stdout) or (rc == 130 and "is complete" in err), (
+        rc, stdout, err)
+    assert title, "the report did not open"
+    meta = json.loads((out / "session.json").read_text())
+    # The only step was recorded again: it is measured from its own clip, and the first
+    # recording stays in the folder with the cues that describe it.
+    assert [c["path"] for c in meta["clips"]] == ["redo-eee.webm"]
+    assert list(meta["recording"]["redone"]) == ["eee"]
+    assert (out / "cues-redo-eee.csv").exists() and (out / "redo-eee.webm").stat().st_size
+    assert (out / "cues.csv").exists() and (out / "recording.webm").stat().st_size
 
 
 # ---------------------------------------------------------------- interruptions

@@ -21,6 +21,7 @@ from movement.analysis.pipeline import ClipResult, Options, Session
 from movement.analysis.quality import StepQuality
 from movement.analysis.stabilise import Scale, Trajectories
 from movement.analysis.steps import StepWindow
+from movement.analysis.uncertainty import Spread, value_interval
 from movement.analysis.video import VideoInfo
 from movement.protocol import load_protocol
 from movement.report.session_page import _table, findings, render_report
@@ -35,7 +36,7 @@ CASE = {
     "eee": (3.0, 1.2, ("image and landmark sensors disagree by 2.7 mm",)),
     "smile": (16.2, 4.0, ("implausible: 16.2 mm exceeds 15 mm",)),
 }
-
+SPREAD = Spread(hold=0.08, fit=0.05)  # every value: 95 % interval +- 0.18 mm
 
 RECORDING = {"squint": ("low", ("head turned 22° to the patient's left",))}
 
@@ -98,7 +99,8 @@ def make_session() -> tuple[Session, FakeCache]:
         for side, v in (("right", right), ("left", left)):
             res.measures.append(
                 GroupMeasure(step.name, g.name, g.measure, g.kind, g.sensor, True, side,
-                             v, 0.0, v, v, flags)  # fmt: skip
+                             v, 0.0, v, v, flags, (), SPREAD,
+                             *value_interval(v, SPREAD))  # fmt: skip
             )
             pts = list(g.points(side) + g.lower_points(side))
             res.keyframe_points_px[f"{g.name}:{side}"] = px[pts]
@@ -165,8 +167,10 @@ def test_findings_name_side_group_and_millimetres(built):
     f = findings(built[0])
     text = "\n".join(f)
     assert "Left frontalis pulls 2.5 mm more than the right in the raise" in text
-    assert "(right 2.0 mm, left 4.5 mm, index -0.38)" in text
-    assert "Orbicularis oculi is balanced in the squint (right 1.8 mm, left 1.7 mm)." in text
+    # The difference's 95 % interval, then the sides (SPREAD: +- 0.18 mm per side).
+    assert "(2.2–2.8 mm at 95 %; right 2.0 mm, left 4.5 mm, index -0.38)" in text
+    assert ("Orbicularis oculi is balanced in the squint (right 1.8 mm, left 1.7 mm; "
+            "right − left -0.2 to 0.4 mm at 95 %).") in text
     assert "Low confidence: head turned 22° to the patient&#x27;s left" not in text  # plain
     assert "Low confidence: head turned 22° to the patient's left." in text
     eee = next(x for x in f if "platysma" in x)
@@ -178,22 +182,39 @@ def test_findings_name_side_group_and_millimetres(built):
     assert "The frown step was not found in the video; nothing is reported for it." in f
 
 
-def test_a_call_near_the_threshold_says_so(built):
+def test_an_uncertain_call_says_why_with_its_interval(built):
     session = built[0]
     a = session.asymmetry.copy()
     sq = (a["step"] == "squint") & a["primary"]
-    a.loc[sq, ["right_mm", "left_mm", "diff_mm"]] = [1.566, 0.569, 0.997]
-    near = dataclasses.replace(session, asymmetry=a)
-    text = next(x for x in findings(near) if "orbicularis oculi" in x.lower())
+    a.loc[sq, ["right_mm", "left_mm", "diff_mm", "diff_lo", "diff_hi"]] = [
+        1.566, 0.569, 0.997, 0.6, 1.4]
+    a.loc[sq, ["right_lo", "right_hi", "left_lo", "left_hi"]] = [1.3, 1.8, 0.3, 0.8]
+    a.loc[sq, "dominant_side"] = "uncertain"
+    a.loc[sq, "call_reason"] = ("right - left +0.6 to +1.4 mm: only part of it meets the rule; "
+                                "the interval is widest from the left orbicularis oculi "
+                                "followed on 3 of 4 points")
+    unsure = dataclasses.replace(session, asymmetry=a)
+    text = next(x for x in findings(unsure) if "orbicularis oculi" in x.lower())
     assert text.startswith(
-        "Orbicularis oculi is balanced in the squint (right 1.6 mm, left 0.6 mm).")
-    assert ("Near the threshold (1.00 mm apart; a side is dominant from 1 mm and 20%): a repeat "
-            "recording may call the right side dominant.") in text
+        "Orbicularis oculi in the squint: which side dominates is uncertain (the right reads "
+        "1.0 mm more, 0.6–1.4 mm at 95 %; a side dominates from 1 mm and 20%; right 1.6 mm, "
+        "left 0.6 mm); most of the doubt comes from the left orbicularis oculi followed on 3 "
+        "of 4 points.")
     th = session.options.protocol.thresholds
-    assert "near threshold" in _table(a[sq], 5.0, th)
-    # Clear calls carry no such note.
-    assert not any("Near the threshold" in x for x in findings(session))
-    assert "near threshold" not in _table(session.asymmetry, 5.0, th)
+    table = _table(a[sq], 5.0, th)
+    assert "dom-uncertain" in table and "1.3–1.8" in table and "0.3–0.8" in table
+    # Clear calls carry their interval and no doubt.
+    assert not any("uncertain" in x for x in findings(session))
+
+
+def test_bars_carry_each_sides_interval_as_an_error_bar(built):
+    session = built[0]
+    table = _table(session.asymmetry, 5.0, session.options.protocol.thresholds)
+    r = session.asymmetry[(session.asymmetry["step"] == "raise")
+                          & session.asymmetry["primary"]].iloc[0]
+    lo = 100 * r["right_lo"] / 5.0
+    width = 100 * (r["right_hi"] - r["right_lo"]) / 5.0
+    assert f'class="eb" style="right:{lo:.1f}%;width:{width:.1f}%"' in table
 
 
 def test_findings_list_is_in_the_summary(page):

@@ -143,6 +143,8 @@ def _phrase(step: str, group: str, side: str) -> str:
     name = group.replace("_", " ")
     if side in ("right", "left"):
         return f"{side.capitalize()} {name} pulls"
+    if side == "uncertain":
+        return f"{name.capitalize()} in the {step}: which side dominates is uncertain"
     return f"{name.capitalize()} is balanced in the {step}"
 
 

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from movement import MEASUREMENT_VERSION
+from movement.analysis.asymmetry import CALL_COLUMNS, INTERVAL_COLUMNS
 from movement.analysis.pose import POSE_COLUMNS
 from movement.clinic import compare, store, transfer
 from movement.clinic.commands import COMMANDS
@@ -63,13 +64,15 @@ def make_session(
     quality: dict[str, tuple[str, str]] | None = None,
     clips: int = 1,
     measurement: int | None = MEASUREMENT_VERSION,
+    half: float | None = None,
 ) -> Path:
     """A finished session folder, as ``movement analyze`` writes it (no video needed).
 
     ``values`` maps a step to its (right, left) activation in mm, or ``None``
     for a step not found; ``video`` seeds the clip hash(es), so the same seed
     means "the same video"; ``measurement=None`` writes a session.json that names
-    no measurement version (an older one).
+    no measurement version (an older one); ``half`` writes each side's 95 % interval as
+    the value ± half (blank without: a folder stored before intervals existed reads so).
     """
     values = dict(BASE_VALUES if values is None else values)
     quality = quality or {}
@@ -85,29 +88,36 @@ def make_session(
             continue
         if v is None:
             asym.append([step, group, measure, "True", "", "", "", "", "undetermined", "missing",
-                         "step not found in the video", ""])  # fmt: skip
+                         "step not found in the video", ""] + [""] * len(CALL_COLUMNS))  # fmt: skip
             continue
         r, lft = v
         ai = (r - lft) / (r + lft) if r + lft > 1e-9 else float("nan")
         q, reason = quality.get(step, ("ok", ""))
+        calls = [""] * len(CALL_COLUMNS) if half is None else [
+            _f(r - half), _f(r + half), _f(lft - half), _f(lft + half),
+            _f(r - lft - half * math.sqrt(2)), _f(r - lft + half * math.sqrt(2)),
+            f"-the difference's interval, ±{half * math.sqrt(2):.2f} mm"]  # fmt: skip
         asym.append([step, group, measure, "True", _f(r), _f(lft), _f(r - lft), _f(ai),
                      _dominant(r, lft) if q != "unusable" else "undetermined", q, reason,
-                     _f(peak)])  # fmt: skip
+                     _f(peak)] + calls)  # fmt: skip
         for side, val in (("right", r), ("left", lft)):
             rest = 16.336 if kind == "up" else 6.297 if kind == "aperture" else 0.0
             pk = rest + val if kind == "up" else rest - val if kind == "aperture" else 0.0
             metr.append([step, group, measure, kind, sensor, side, _f(peak), _f(rest), _f(pk),
                          _f(val), _f(val * 0.9), "0 1 2 3 19 21", "89 90 91 92", "2",
-                         "", "0.412", "-1.203", "0.388", "-1.190", "1.004"])  # fmt: skip
+                         "", "0.412", "-1.203", "0.388", "-1.190", "1.004"]
+                        + [""] * len(INTERVAL_COLUMNS))  # fmt: skip
         steps_json.append(dict(name=step, found=True, source="auto", start_s=peak - 1.1,
                                peak_s=peak, end_s=peak + 0.9, rest_frames=[0, 1, 2],
                                keyframe=2, peak_frames=[89, 90], head_fit_inliers=16.8,
                                points_lost_fraction=0.2,
                                midline_drift_mm={"mouth": 0.1, "chin": 0.03},
                                quality=dict(verdict="ok", reasons=[], instruction="")))  # fmt: skip
-    _write_csv(folder / "asymmetry.csv", store.ASYMMETRY_COLUMNS, asym)
-    # The pose columns (movement.analysis.pose) follow the stored ones in the file.
-    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS + POSE_COLUMNS, metr)
+    # The intervals (movement.analysis.uncertainty) and the pose columns
+    # (movement.analysis.pose) follow the stored ones in the files.
+    _write_csv(folder / "asymmetry.csv", store.ASYMMETRY_COLUMNS + CALL_COLUMNS, asym)
+    _write_csv(folder / "metrics.csv", store.METRICS_COLUMNS + POSE_COLUMNS + INTERVAL_COLUMNS,
+               metr)
     _write_csv(folder / "midline.csv", store.MIDLINE_COLUMNS,
                [[s, p, "0.107", "left"] for s in values for p in ("mouth", "chin")])  # fmt: skip
     _write_csv(folder / "rest.csv", store.REST_COLUMNS,
@@ -115,7 +125,8 @@ def make_session(
                 ["palpebral_aperture", "6.268", "6.390", "-0.123", "left"]])  # fmt: skip
     clip_json = [dict(path=f"videos/{video}-{i}.mp4", sha256=sha, width=960, height=540,
                       fps=30.0, frames=795, duration_s=26.47, rotation=0, codec="FMP4",
-                      mirrored=False, scale=dict(mm_per_px=0.54, iris_px=21.7,
+                      mirrored=False, timing_s={"steps": {"wall": 0.1, "cpu": 0.1}},
+                      scale=dict(mm_per_px=0.54, iris_px=21.7,
                       iris_spread=0.03, ipd_mm=64.7, frames_used=795),
                       tracking=dict(face_tracked_fraction=1.0, multiple_faces_fraction=0.0,
                       roll_range_deg=[-5.3, -1.1], yaw_range_deg=[-2.6, 0.9]),
@@ -181,6 +192,7 @@ def test_columns_match_the_analysis_contract():
     from movement.analysis import asymmetry
 
     assert store.ASYMMETRY_COLUMNS == asymmetry.ASYMMETRY_COLUMNS
+    assert store.CALL_COLUMNS == asymmetry.CALL_COLUMNS
     assert store.METRICS_COLUMNS == asymmetry.METRICS_COLUMNS
 
 
@@ -216,7 +228,7 @@ def test_record_session_stores_everything(tmp_path):
     db = st / store.DB_NAME
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(st.stat().st_mode) == 0o700
-    assert store.schema_version(st) == store.SCHEMA_VERSION == 2
+    assert store.schema_version(st) == store.SCHEMA_VERSION == 3
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     t = store.session_tables(st, sid)
@@ -290,6 +302,71 @@ def test_a_crash_half_way_leaves_no_half_session(tmp_path, monkeypatch):
     assert _count(db, "SELECT count(*) FROM asymmetry") == 5
     assert _count(db, "SELECT count(*) FROM clips") == 1
     assert store.session_tables(st, keep)["asymmetry"][1]["right_mm"] == 4.1
+
+
+def test_a_folder_that_grew_a_clip_replaces_its_stored_session(tmp_path, monkeypatch):
+    """`movement record` re-recording a step: the folder's session now has two clips
+    (a new video key). With replace_folder it replaces the session stored from that
+    folder (same id), in one transaction; without, it is a visit of its own."""
+    import shutil
+
+    st = tmp_path / "st"
+    db = st / store.DB_NAME
+    other = store.record_session(st, make_session(tmp_path, "other"), "p1", "", "2026-01-01")
+    folder = make_session(tmp_path, "visit", video="v")
+    first = store.record_session(st, folder, "p1", "", "2026-01-05")
+    # The other patient's session from a folder of the same name stays theirs.
+    theirs = store.record_session(st, folder, "p2", "", "2026-01-05")
+
+    def regrow(video: str, values: dict) -> None:
+        grown = make_session(tmp_path / video, "visit", video=video, clips=2, values=values)
+        shutil.rmtree(folder)
+        grown.rename(folder)
+
+    regrow("redo1", {**BASE_VALUES, "eee": (1.0, 3.5)})
+    sha1 = hashlib.sha256(b"redo1-0").hexdigest()
+    sha2 = hashlib.sha256(b"redo1-1").hexdigest()
+    # The report's comparison link counts the replacement once, not as a second visit.
+    solo = make_session(tmp_path, "solo", video="solo")
+    store.record_session(st, solo, "p3", "", "2026-01-05")
+    assert store.session_link(st, "p3", [sha1, sha2]) is not None  # a new visit: two
+    assert store.session_link(st, "p3", [sha1, sha2], replace_folder=solo) is None
+
+    real = store._insert_rows
+
+    def crash(conn, table, *a):
+        if table == "metrics":
+            raise RuntimeError("power cut")
+        return real(conn, table, *a)
+
+    monkeypatch.setattr(store, "_insert_rows", crash)
+    with pytest.raises(RuntimeError):
+        store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    monkeypatch.setattr(store, "_insert_rows", real)
+    kept = store.session_tables(st, first)  # the failed swap kept the old session whole
+    assert [c["sha256"] for c in kept["clips"]] == [hashlib.sha256(b"v-0").hexdigest()]
+    assert len(kept["metrics"]) == 10 and kept["asymmetry"][3]["right_mm"] == 1.7
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+
+    again = store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True)
+    assert again == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    t = store.session_tables(st, first)
+    assert t["session"]["video_key"] == f"{sha1} {sha2}"
+    assert [c["sha256"] for c in t["clips"]] == [sha1, sha2]
+    assert t["asymmetry"][3]["right_mm"] == 1.0 and t["asymmetry"][3]["dominant_side"] == "left"
+    assert _count(db, "SELECT count(*) FROM asymmetry WHERE session_id = ?", (first,)) == 5
+    assert store.session_tables(st, theirs)["clips"][0]["sha256"] == kept["clips"][0]["sha256"]
+    assert len(store.session_tables(st, other)["asymmetry"]) == 5
+
+    # The same step recorded again once more: still that one session.
+    regrow("redo2", {**BASE_VALUES, "eee": (1.2, 3.0)})
+    assert store.record_session(st, folder, "p1", "", "2026-01-05", replace_folder=True) == first
+    assert _count(db, "SELECT count(*) FROM sessions") == 4
+    # Without replace_folder new videos are a visit of their own (what analyze does).
+    regrow("redo3", BASE_VALUES)
+    assert store.record_session(st, folder, "p1", "", "2026-01-05") != first
+    assert _count(db, "SELECT count(*) FROM sessions") == 5
 
 
 def _writer(args: tuple[str, list[str], str]) -> list[int]:
@@ -521,6 +598,88 @@ def test_export_import_round_trip(tmp_path):
     transfer.export_csv(b, pid, again)
     strip = [{k: v for k, v in r.items() if k != "meta"} for r in _read_csv(again)]
     assert strip == [{k: v for k, v in r.items() if k != "meta"} for r in rows]
+
+
+def _without_columns(path: Path, drop: list[str]) -> None:
+    """Rewrite a CSV without some columns, as a file written before them."""
+    rows = _read_csv(path)
+    keep = [c for c in rows[0] if c not in drop]
+    _write_csv(path, keep, [[r[c] for c in keep] for r in rows])
+
+
+def test_intervals_are_stored_and_round_trip(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    folder = make_session(tmp_path, "s1", half=0.25)
+    sid = store.record_session(a, folder, "p1", "", "2026-01-05")
+    smile = [r for r in store.session_tables(a, sid)["asymmetry"] if r["step"] == "smile"][0]
+    csv_smile = [r for r in _read_csv(folder / "asymmetry.csv") if r["step"] == "smile"][0]
+    for col in store.CALL_COLUMNS[:6]:
+        assert smile[col] == pytest.approx(float(csv_smile[col]))
+    assert smile["call_reason"] == csv_smile["call_reason"] != ""
+    assert smile["right_lo"] == pytest.approx(5.65)
+    out = tmp_path / "e.csv"
+    transfer.export_csv(a, "p1", out)
+    rows = [r for r in _read_csv(out) if r["kind"] == "asymmetry" and r["step"] == "smile"]
+    assert {(r["side"], r["value_lo"], r["value_hi"]) for r in rows} == {
+        ("right", "5.65", "6.15"), ("left", "3.55", "4.05")}
+    assert all(r["call_reason"].startswith("'-") for r in rows)  # no live formula
+    assert run("import", str(out), "--store", str(b)).exit_code == 0
+    assert _numbers(b, "p1") == _numbers(a, "p1")
+    assert "1 unchanged" in run("import", str(out), "--store", str(b)).output
+    # An export written before the intervals still imports, without them.
+    _without_columns(out, ["value_lo", "value_hi", "diff_lo", "diff_hi", "call_reason"])
+    assert run("import", str(out), "--store", str(c)).exit_code == 0
+    [only] = store.session_tables(c, store.list_sessions(c, "p1")[0].id)["asymmetry"][-1:]
+    assert all(only[k] is None for k in store.CALL_COLUMNS)
+    assert only["right_mm"] == smile["right_mm"]
+
+
+def test_a_folder_without_intervals_stores_and_keeps_its_digest(tmp_path):
+    folder = make_session(tmp_path, "s1")
+    _without_columns(folder / "asymmetry.csv", store.CALL_COLUMNS)
+    sid = store.record_session(tmp_path / "st", folder, "p1", "", "2026-01-05")
+    t = store.session_tables(tmp_path / "st", sid)
+    assert all(r[k] is None for r in t["asymmetry"] for k in store.CALL_COLUMNS)
+    # The digest of a session without intervals is that of its numbers before the
+    # intervals were stored: re-imports of sessions stored then stay "unchanged".
+    rec = store.read_session_folder(folder)
+    old = store.read_session_folder(folder)
+    old.asymmetry = [{k: v for k, v in r.items() if k in store.ASYMMETRY_COLUMNS}
+                     for r in old.asymmetry]  # fmt: skip
+    assert rec.content_sha() == old.content_sha() == t["session"]["content_sha"]
+    with_iv = store.read_session_folder(make_session(tmp_path, "s2", video="s1", half=0.2))
+    assert with_iv.content_sha() != rec.content_sha()
+
+
+def test_a_schema_2_store_opens_and_migrates(tmp_path, monkeypatch):
+    st = tmp_path / "st"
+    # The store as schema 2 wrote it: no interval columns in its asymmetry table.
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "_ASYMMETRY", store.ASYMMETRY_COLUMNS)
+    sid = store.record_session(st, make_session(tmp_path, "s1"), "p1", "", "2026-01-05")
+    before = store.session_tables(st, sid)
+    monkeypatch.undo()
+    with closing(sqlite3.connect(st / store.DB_NAME)) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(asymmetry)")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "right_lo" not in cols
+    assert store.schema_version(st) == 3  # opening migrates
+    after = store.session_tables(st, sid)
+    assert after["session"]["content_sha"] == before["session"]["content_sha"]
+    assert all(r[k] is None for r in after["asymmetry"] for k in store.CALL_COLUMNS)
+    strip = [{k: v for k, v in r.items() if k not in store.CALL_COLUMNS}
+             for r in after["asymmetry"]]  # fmt: skip
+    assert strip == before["asymmetry"]
+    # Its export in the columns exports had then imports as unchanged; a session with
+    # intervals then stores beside it.
+    out = tmp_path / "old.csv"
+    transfer.export_csv(st, "p1", out)
+    _without_columns(out, ["value_lo", "value_hi", "diff_lo", "diff_hi", "call_reason"])
+    assert "1 unchanged" in run("import", str(out), "--store", str(st)).output
+    sid2 = store.record_session(st, make_session(tmp_path, "s2", half=0.2), "p1", "",
+                                "2026-01-19")  # fmt: skip
+    rows = store.history(st, "p1").asymmetry
+    assert rows[sid][0]["right_lo"] is None and rows[sid2][0]["right_lo"] is not None
 
 
 def test_import_refuses_a_damaged_file_without_writing(tmp_path):

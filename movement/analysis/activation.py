@@ -11,11 +11,10 @@ value is cross-checked against the other sensor and against physiology.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
-from scipy.signal import find_peaks
 
 from movement.analysis.creases import (
     CLUTTER_PCT,
@@ -35,6 +34,13 @@ from movement.analysis.landmarks import FrameCache, LandmarkTrack
 from movement.analysis.pose import StepPose, correct_window, group_factors
 from movement.analysis.stabilise import Scale
 from movement.analysis.steps import StepWindow
+from movement.analysis.uncertainty import (
+    POSE_DOUBT,
+    Spread,
+    crease_interval,
+    value_interval,
+    value_spread,
+)
 from movement.protocol import MuscleGroup, Protocol, Step
 
 SIDES = ("right", "left")
@@ -74,6 +80,12 @@ class GroupMeasure:
     # Frames the value was averaged over: the step's peak, or the group's own hold
     # (see group_holds); empty for range measures and counts (the whole step).
     peak_frames: tuple[int, ...] = ()
+    # The parts of the value's uncertainty (movement.analysis.uncertainty); None for
+    # counts, which are not read with an interval.
+    spread: Spread | None = None
+    # The value's 95 % interval (NaN without one: counts, a value not read).
+    lo: float = float("nan")
+    hi: float = float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +99,12 @@ class LineReading:
     peak: CreaseReading
     rest_frame: int  # the rest keyframe, drawn beside it
     rest: CreaseReading
+    # The index's 95 % interval from the rest and peak frames' spread, and those
+    # frames' standard errors (movement.analysis.uncertainty.crease_interval).
+    lo: float = float("nan")
+    hi: float = float("nan")
+    rest_se: float = float("nan")
+    peak_se: float = float("nan")
 
 
 @dataclass
@@ -334,8 +352,38 @@ def count_movements(x: np.ndarray, top: float, min_mm: float = 0.3) -> int:
     if not np.isfinite(top) or top < min_mm:
         return 0
     v = x[np.isfinite(x)]
-    peaks, _ = find_peaks(v, height=0.5 * top, prominence=0.4 * top)
-    return int(len(peaks))
+    return sum(1 for i in local_maxima(v)
+               if v[i] >= 0.5 * top and prominence(v, i) >= 0.4 * top)
+
+
+def local_maxima(v: np.ndarray) -> list[int]:
+    """Indices of the local maxima of ``v``; a flat top counts once, at its middle
+    (rounded down), and neither end of ``v`` is a maximum -- SciPy's ``find_peaks``
+    convention, without importing ``scipy.signal`` (1-2 s at start-up)."""
+    out: list[int] = []
+    i, n = 1, len(v)
+    while i < n - 1:
+        if v[i - 1] < v[i]:
+            j = i
+            while j + 1 < n - 1 and v[j + 1] == v[i]:
+                j += 1
+            if v[j + 1] < v[i]:
+                out.append((i + j) // 2)
+            i = j
+        i += 1
+    return out
+
+
+def prominence(v: np.ndarray, i: int) -> float:
+    """How far peak ``i`` stands above the higher of the lowest points between it and
+    the nearest higher sample (or the end) on either side."""
+    left = i
+    while left > 0 and v[left - 1] <= v[i]:
+        left -= 1
+    right = i
+    while right < len(v) - 1 and v[right + 1] <= v[i]:
+        right += 1
+    return float(v[i] - max(v[left : i + 1].min(), v[i : right + 1].min()))
 
 
 def measure_step(
@@ -492,6 +540,10 @@ def measure_step(
                 flags.append("head motion could not be removed")
             if g.reliability:
                 flags.append(f"reliability: {g.reliability}")
+            spread = value_spread(
+                series[(g.name, side)], pos, img_rest if sensor == "image" else lm_rest, g,
+                side, cols, gpk if step.mode != "range" else np.arange(seg.start, seg.stop),
+                rest_pos, act, scale, wt.fit_error_mm, range_mode=step.mode == "range")
             res.measures.append(
                 GroupMeasure(
                     step=step.name,
@@ -509,6 +561,7 @@ def measure_step(
                     peak_frames=()
                     if step.mode == "range"
                     else tuple(int(wt.frames[i]) for i in gpk),
+                    spread=spread,
                 )
             )
             if step.mode == "range":
@@ -549,9 +602,11 @@ def measure_step(
             GroupMeasure(
                 step.name, lr.region, "crease", "crease", "image", False, lr.side, c.value,
                 c.rest, c.peak, float("nan"), _line_flags(c),
+                spread=Spread(hold=lr.peak_se, rest=lr.rest_se),
             )
         )
     group_factors(step_pose, list(step.groups), res.measures)
+    _intervals(step, step_pose, res)
     # Pixel positions of the measured points for drawing rest and peak frames.
     pk = res.peak_frames[len(peak) // 2]
     for g in step.groups:
@@ -560,6 +615,27 @@ def measure_step(
             res.keyframe_points_px[f"{g.name}:{side}"] = key_xy[pts]
             res.peak_points_px[f"{g.name}:{side}"] = track.xy[pk, pts]
     return res
+
+
+def _intervals(step: Step, sp: StepPose | None, res: StepResult) -> None:
+    """Each measure's 95 % interval, in place: the pose correction's doubt (a share,
+    POSE_DOUBT, of what it changed) joins the parts first; crease indices take the
+    interval their frames gave (:func:`_measure_lines`)."""
+    groups = {g.name: g for g in step.groups}
+    lines = {(lr.region, lr.side): lr for lr in res.lines}
+    for i, m in enumerate(res.measures):
+        if m.spread is None:
+            continue
+        if m.measure == "crease":
+            lr = lines[(m.muscle_group, m.side)]
+            res.measures[i] = replace(m, lo=lr.lo, hi=lr.hi)
+            continue
+        spread = m.spread
+        f = sp.factors.get((m.muscle_group, m.side), float("nan")) if sp else float("nan")
+        if np.isfinite(f) and f > 0 and np.isfinite(m.activation_mm):
+            spread = replace(spread, pose=POSE_DOUBT * abs(m.activation_mm) * abs(1.0 - 1.0 / f))
+        lo, hi = value_interval(m.activation_mm, spread, groups[m.muscle_group].reads)
+        res.measures[i] = replace(m, spread=spread, lo=lo, hi=hi)
 
 
 MAX_REST_LINE_FRAMES = 10
@@ -601,12 +677,17 @@ def _measure_lines(
     for reg in step.creases:
         for side in SIDES:
             k = (reg.name, side)
-            change = crease_change(
-                [readings[f][k] for f in rest.tolist()], [readings[f][k] for f in peak_frames]
-            )
+            rest_r = [readings[f][k] for f in rest.tolist()]
+            peak_r = [readings[f][k] for f in peak_frames]
+            change = crease_change(rest_r, peak_r)
+            lo, hi, rest_se, peak_se = crease_interval(
+                np.array([r.strength for r in rest_r if r.readable]),
+                np.array([r.strength for r in peak_r if r.readable]),
+                change.rest, change.peak)
             mid = peak_frames[len(peak_frames) // 2]
             out.append(LineReading(reg.name, side, change, int(mid), readings[mid][k],
-                                   win.keyframe, readings[win.keyframe][k]))
+                                   win.keyframe, readings[win.keyframe][k], lo, hi,
+                                   rest_se, peak_se))
     return out
 
 

@@ -4,11 +4,13 @@ Tables produced (pandas DataFrames; the columns are the output contract):
 
 ``asymmetry``: one row per (step, muscle_group, measure)
     step, muscle_group, measure, primary, right_mm, left_mm, diff_mm,
-    asymmetry_index, dominant_side, quality, reason, peak_s
+    asymmetry_index, dominant_side, quality, reason, peak_s, right_lo, right_hi,
+    left_lo, left_hi, diff_lo, diff_hi (95 % intervals), call_reason
 ``metrics``: one row per (step, muscle_group, side)
     step, muscle_group, measure, kind, sensor, side, peak_s, rest_mm, peak_mm,
     activation_mm, check_mm, rest_frames, peak_frames, keyframe, flags, yaw_deg,
-    pitch_deg, rest_yaw_deg, rest_pitch_deg, pose_factor (movement.analysis.pose)
+    pitch_deg, rest_yaw_deg, rest_pitch_deg, pose_factor (movement.analysis.pose),
+    then INTERVAL_COLUMNS
 ``midline``: one row per (step, point set)
     step, points, drift_mm, toward
 ``rest``: one row per resting measure
@@ -20,11 +22,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from movement.analysis.activation import StepResult
-from movement.analysis.dominance import dominant_for
+from movement.analysis.activation import GroupMeasure, StepResult
+from movement.analysis.dominance import rule_words, side_call
 from movement.analysis.pose import POSE_COLUMNS, pose_fields
 from movement.analysis.stabilise import Trajectories
-from movement.protocol import Protocol
+from movement.analysis.uncertainty import difference_interval, doubt_words
+from movement.protocol import Protocol, Thresholds
 
 ASYMMETRY_COLUMNS = [
     "step",
@@ -40,6 +43,12 @@ ASYMMETRY_COLUMNS = [
     "reason",
     "peak_s",
 ]
+"""asymmetry.csv's columns the clinic store keeps; :data:`CALL_COLUMNS` follow them in
+the file."""
+CALL_COLUMNS = ["right_lo", "right_hi", "left_lo", "left_hi", "diff_lo", "diff_hi",
+                "call_reason"]
+"""asymmetry.csv's 95 % intervals of each side and of right - left
+(:mod:`movement.analysis.uncertainty`), and why the side call is what it is."""
 METRICS_COLUMNS = [
     "step",
     "muscle_group",
@@ -58,7 +67,24 @@ METRICS_COLUMNS = [
     "flags",
 ]
 """metrics.csv's columns the clinic store keeps; the pose columns
-(:data:`movement.analysis.pose.POSE_COLUMNS`) follow them in the file."""
+(:data:`movement.analysis.pose.POSE_COLUMNS`) and the interval's parts
+(:data:`INTERVAL_COLUMNS`) follow them in the file."""
+INTERVAL_COLUMNS = [
+    "hold_sd",
+    "rest_sd",
+    "points_sd",
+    "points_used",
+    "scale_sd",
+    "fit_sd",
+    "pose_sd",
+    "method_sd",
+    "reads",
+    "value_lo",
+    "value_hi",
+]
+"""metrics.csv's parts of each value's 95 % interval (:mod:`movement.analysis.uncertainty`):
+standard errors in the value's unit, the points followed at the hold, the share of the
+truth the method reads (the protocol's ``reads``) and the interval."""
 
 
 def asymmetry_index(right: float, left: float) -> float:
@@ -89,6 +115,7 @@ def tables(
     """
     recording = recording or {}
     asym, metr, mid = [], [], []
+    th = protocol.thresholds
     for r in results:
         w = r.window
         if not w.found or not r.measures:
@@ -122,10 +149,12 @@ def tables(
                         quality=quality,
                         reason=reason,
                         peak_s=np.nan,
+                        call_reason="",
                     )
                 )
             continue
         by_group: dict[tuple[str, str], dict[str, object]] = {}
+        reads = {g.name: g.reads for g in protocol.step(w.name).groups}
         for m in r.measures:
             metr.append(
                 dict(
@@ -145,6 +174,7 @@ def tables(
                     keyframe=w.keyframe,
                     flags="; ".join(m.flags),
                     **pose_fields(r.pose, m),
+                    **_interval_fields(m, reads.get(m.muscle_group, 1.0)),
                 )
             )
             key = (m.muscle_group, m.measure)
@@ -168,11 +198,20 @@ def tables(
                 quality = rec_q
             if rec_reason and rec_q != "ok":
                 reason = "; ".join(x for x in (rec_reason, reason) if x)
+            measure = str(d["measure"])
+            r_iv, l_iv = (rm.lo, rm.hi), (lm.lo, lm.hi)  # type: ignore[attr-defined]
+            diff_iv = (
+                difference_interval(right, left, rm.spread, lm.spread,  # type: ignore[attr-defined]
+                                    reads.get(name, 1.0))
+                if measure not in ("crease", "movements") else (np.nan, np.nan)
+            )
             dom = (
-                dominant_for(str(d["measure"]), right, left, protocol.thresholds)
+                side_call(measure, right, left, th, r_iv, l_iv, diff_iv)
                 if quality != "unusable"
                 else "undetermined"
             )
+            why = _call_reason(dom, measure, name, right - left, r_iv, l_iv, diff_iv,
+                               rm, lm, reads.get(name, 1.0), th)  # type: ignore[arg-type]
             asym.append(
                 dict(
                     step=w.name,
@@ -187,6 +226,8 @@ def tables(
                     quality=quality,
                     reason=reason,
                     peak_s=r.time_of(rm.peak_frames or r.peak_frames),  # type: ignore[attr-defined]
+                    right_lo=r_iv[0], right_hi=r_iv[1], left_lo=l_iv[0], left_hi=l_iv[1],
+                    diff_lo=diff_iv[0], diff_hi=diff_iv[1], call_reason=why,
                 )
             )
         for name, v in r.drift_mm.items():
@@ -194,10 +235,61 @@ def tables(
                 dict(step=w.name, points=name, drift_mm=abs(v), toward="left" if v > 0 else "right")
             )
     return (
-        pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS),
-        pd.DataFrame(metr, columns=METRICS_COLUMNS + POSE_COLUMNS),
+        pd.DataFrame(asym, columns=ASYMMETRY_COLUMNS + CALL_COLUMNS),
+        pd.DataFrame(metr, columns=METRICS_COLUMNS + POSE_COLUMNS + INTERVAL_COLUMNS),
         pd.DataFrame(mid, columns=["step", "points", "drift_mm", "toward"]),
     )
+
+
+def _interval_fields(m: GroupMeasure, reads: float) -> dict[str, float]:
+    """The INTERVAL_COLUMNS of a metrics row (NaN where the value has no interval)."""
+    out: dict[str, float] = dict.fromkeys(INTERVAL_COLUMNS, np.nan)
+    sp = m.spread
+    if sp is None:
+        return out
+    out.update(hold_sd=sp.hold, rest_sd=sp.rest, points_sd=sp.points, scale_sd=sp.scale,
+               fit_sd=sp.fit, pose_sd=sp.pose, method_sd=sp.method, value_lo=m.lo,
+               value_hi=m.hi,
+               points_used=float(sp.points_used) if sp.points_total else np.nan,
+               reads=reads if m.measure != "crease" else np.nan)
+    return out
+
+
+def _call_reason(
+    call: str,
+    measure: str,
+    group: str,
+    diff: float,
+    r_iv: tuple[float, float],
+    l_iv: tuple[float, float],
+    diff_iv: tuple[float, float],
+    rm: GroupMeasure,
+    lm: GroupMeasure,
+    reads: float,
+    th: Thresholds,
+) -> str:
+    """Why the call is what it is, in words: the interval against the rule, and for an
+    uncertain call what widens the interval most."""
+    if call not in ("right", "left", "balanced", "uncertain"):
+        return ""
+    rule = rule_words(measure, th)
+    if measure == "crease":
+        if not np.isfinite([*r_iv, *l_iv]).all():
+            return ""
+        where = (f"crease index right {r_iv[0]:.1f} to {r_iv[1]:.1f}, "
+                 f"left {l_iv[0]:.1f} to {l_iv[1]:.1f}")
+    elif measure == "movements" or not np.isfinite(diff_iv).all():
+        return ""
+    else:
+        where = f"right - left {diff_iv[0]:+.1f} to {diff_iv[1]:+.1f} mm"
+    verdict = {"right": "all of it meets", "left": "all of it meets",
+               "balanced": "none of it meets", "uncertain": "only part of it meets"}[call]
+    out = f"{where}: {verdict} the rule ({rule})"
+    if call == "uncertain":
+        doubt = doubt_words(group, rm.spread, lm.spread, diff, reads)
+        if doubt:
+            out += f"; the interval is widest from {doubt}"
+    return out
 
 
 def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray,
@@ -267,7 +359,7 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
                 measure=REST_MEASURE_UNITS.get(kinds.get(r["measure"], "height"), "height_mm"),
                 primary=False, right_mm=right, left_mm=left, diff_mm=diff,
                 asymmetry_index=np.nan, dominant_side=dom, quality=quality, reason=reason,
-                peak_s=np.nan,
+                peak_s=np.nan, call_reason="",
             )
         )  # fmt: skip
-    return pd.DataFrame(rows, columns=ASYMMETRY_COLUMNS)
+    return pd.DataFrame(rows, columns=ASYMMETRY_COLUMNS + CALL_COLUMNS)

@@ -17,7 +17,9 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,68 @@ CACHE_FACE_PX = 320
 size the iris is about 30 px wide (about 2.5 px per mm): Lucas-Kanade's
 sub-pixel precision is then a few hundredths of a millimetre, while a 1080p
 face is not stored at full size."""
+
+
+CACHE_PREFIX = "movement-frames-"
+OWNER_FILE = "owner"
+"""In each frame cache's folder: the process that made it (pid and start time), so a
+later run can tell a killed run's leftovers from a cache still in use."""
+ORPHAN_AGE_S = 24 * 3600
+"""A cache folder without a readable owner is left alone until it is this old."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it are plain.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner() -> str:
+    return f"{os.getpid()} {_start_time(os.getpid()) or ''}".strip()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process that wrote ``owner`` still runs (pid reuse is told apart by
+    the start time where the system gives one)."""
+    parts = owner.split()
+    if not parts or not parts[0].isdigit():
+        return False
+    pid = int(parts[0])
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would end the process on Windows; age decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return len(parts) < 2 or _start_time(pid) in (None, parts[1])
+
+
+def remove_leftovers(cache_dir: str | Path | None = None) -> list[Path]:
+    """Delete frame caches that a killed run (``kill -9``, a power cut) left behind in
+    ``cache_dir`` (the system's temporary folder by default): ~0.3 MB a frame, gigabytes
+    for a long consult. A cache whose process still runs is never touched."""
+    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
+    gone = []
+    for d in root.glob(CACHE_PREFIX + "*"):
+        try:
+            owner = (d / OWNER_FILE).read_text()
+        except OSError:
+            owner = None
+        try:
+            old = time.time() - d.stat().st_mtime > ORPHAN_AGE_S
+        except OSError:
+            continue
+        if (owner is not None and not _alive(owner)) or (owner is None and old) or (
+                os.name != "posix" and old):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
 
 
 class NoFaceError(Exception):
@@ -129,6 +193,10 @@ mode's iris depends on the face: on two generated faces it read the iris 1.7 % a
 8.7 % larger than the generator's still-image detection of the photo. Corrected by
 fresh detections (FRESH_CUTS cuts of each such frame), the benchmark's scale reads
 0.992 of the generator's, range 0.979-1.017 (docs/METHOD.md §3)."""
+MANY_FACES_HOLD_S = 2.0
+"""After the face counter (twice a second) sees a second face, the mesh follows two
+faces for at least this long, so that a counter missing the second face now and then
+does not switch the mesh back and forth."""
 FRESH_MAX = 120
 """At most this many frames with fresh detections per video (a detection costs about as
 much as a tracked frame, 7-9 ms at 720p-1080p): a long video spaces them out."""
@@ -138,6 +206,19 @@ FRESH_CUTS = 4
 2 %; on the real clip the correction from one cut per frame (40 frames) varied by 0.5 %
 (SD) between cut sequences and re-encodings; with four, their median per frame, the
 clip and two re-encoded copies read their scales within 0.15 % (docs/METHOD.md §3)."""
+
+
+FRESH_AHEAD = 4
+"""Frames whose fresh detections may wait for the detecting thread (each holds its
+frame: 6 MB at 1080p)."""
+
+
+def fresh_done(jobs: list[tuple[int, Future]]) -> int:
+    """How many of ``jobs`` (in submission order) have finished, counted from the start."""
+    n = 0
+    while n < len(jobs) and jobs[n][1].done():
+        n += 1
+    return n
 
 
 def _face_height(pts: np.ndarray) -> float:
@@ -184,9 +265,10 @@ def track_landmarks(
     -----
     Tracking mode (``static_image_mode=False``) re-detects only when tracking
     is lost; it is several times faster than per-frame detection and smoother.
-    Up to two faces are tracked. The mesh's own detector is short-range and
-    misses a smaller second person in a wide frame, so a full-range face
-    detector also counts the faces twice a second (about 5 ms each). As often,
+    A full-range face detector counts the faces twice a second (about 5 ms each):
+    the mesh's own detector is short-range and misses a smaller second person in a
+    wide frame. The mesh follows two faces only while the counter sees more than one
+    (or ``face`` picks one by side; see MANY_FACES_HOLD_S). As often,
     the face is also detected afresh (static mode) for the scale (FRESH_EVERY_S).
     """
     import mediapipe as mp
@@ -197,13 +279,21 @@ def track_landmarks(
     count_every = max(int(round(info.fps / 2)), 1)
     counted = 0
 
-    mesh = mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False,
-        max_num_faces=2,
-        refine_landmarks=True,
-        min_detection_confidence=0.5,
-        min_tracking_confidence=0.5,
-    )
+    def tracking_mesh(faces: int) -> object:
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=faces,
+            refine_landmarks=True,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
+
+    # A mesh that may follow two faces runs its face detector on every frame in which
+    # it follows fewer (MediaPipe re-detects until it has max_num_faces), which doubled
+    # the mesh's time per frame on a lone patient. So one face is followed unless the
+    # counter saw a second within MANY_FACES_HOLD_S, or the user picks a face by side.
+    meshes: dict[int, object] = {}
+    many_until = -1
     fresh_mesh = mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True, max_num_faces=2, refine_landmarks=True,
         min_detection_confidence=0.5,
@@ -213,7 +303,9 @@ def track_landmarks(
     fresh_frames: list[int] = []
     fresh_tried = 0
     fresh_xy: list[np.ndarray] = []
-    tmp = Path(tempfile.mkdtemp(prefix="movement-frames-", dir=cache_dir))
+    remove_leftovers(cache_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=cache_dir))
+    (tmp / OWNER_FILE).write_text(_owner())
     cache: FrameCache | None = None
     done = False
     try:
@@ -236,6 +328,8 @@ def track_landmarks(
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
+        fresh_pool = ThreadPoolExecutor(max_workers=1)
+        fresh_jobs: list[tuple[int, Future]] = []
         ts: list[float] = []
         # Filled in place (a list of per-frame arrays plus the stacked copy would
         # double the largest array of a long video); float32 as the mesh gives it.
@@ -248,17 +342,27 @@ def track_landmarks(
         try:
             for fr in frames(info, rgb=True):
                 rgb = fr.rgb
-                res = mesh.process(rgb)
-                faces = res.multi_face_landmarks or []
                 if fr.index % count_every == 0:
                     counted = len(counter.process(rgb).detections or [])
+                    if counted > 1:
+                        many_until = fr.index + int(round(MANY_FACES_HOLD_S * info.fps))
+                want = 2 if face != "largest" or fr.index <= many_until else 1
+                if want not in meshes:
+                    # The other mesh's tracking state is stale: it would start from
+                    # where the face was when it was last used.
+                    for m in meshes.values():
+                        m.close()  # type: ignore[attr-defined]
+                    meshes.clear()
+                    meshes[want] = tracking_mesh(want)
+                res = meshes[want].process(rgb)  # type: ignore[attr-defined]
+                faces = res.multi_face_landmarks or []
                 pts = nan
                 depth = nan[:, 0]
                 if faces:
-                    cands = [
-                        np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
-                        for f in faces
-                    ]
+                    # One pass over each face's 478 points (x, y, z): this loop runs
+                    # for every frame.
+                    mesh3 = [np.array([(p.x, p.y, p.z) for p in f.landmark]) for f in faces]
+                    cands = [m[:, :2] * wh for m in mesh3]
                     if face == "left":
                         pick = min(range(len(cands)), key=lambda k: cands[k][:, 0].mean())
                     elif face == "right":
@@ -268,13 +372,17 @@ def track_landmarks(
                     pts = cands[pick]
                     # FaceMesh's z is scaled like x (by the width) and negative toward
                     # the camera.
-                    depth = -np.array([p.z for p in faces[pick].landmark]) * wh[0]
+                    depth = -mesh3[pick][:, 2] * wh[0]
                 if faces and fr.index % fresh_every == 0:
                     cuts = range(fresh_tried, fresh_tried + FRESH_CUTS)
                     fresh_tried += FRESH_CUTS
-                    for again in _detect_on_cuts(fresh_mesh, rgb, fr.image.shape[1], pts, cuts):
-                        fresh_frames.append(len(ts))
-                        fresh_xy.append(again)
+                    # The still-image mesh runs beside the tracking one (MediaPipe
+                    # releases the GIL while its graph runs): a core of its own on a
+                    # two-core laptop. At most FRESH_AHEAD frames wait for it.
+                    while len(fresh_jobs) - fresh_done(fresh_jobs) >= FRESH_AHEAD:
+                        fresh_jobs[fresh_done(fresh_jobs)][1].result()
+                    fresh_jobs.append((len(ts), fresh_pool.submit(
+                        _detect_on_cuts, fresh_mesh, rgb, fr.image.shape[1], pts, cuts)))
                 if cache is None and faces:
                     cache = FrameCache(tmp, *crop_geometry(pts))
                     # Frames before the first face get blank crops.
@@ -293,10 +401,16 @@ def track_landmarks(
                 nf.append(max(len(faces), counted))
                 if progress is not None:
                     progress(1)
+            for index, job in fresh_jobs:
+                for again in job.result():
+                    fresh_frames.append(index)
+                    fresh_xy.append(again)
         finally:
+            fresh_pool.shutdown(wait=True, cancel_futures=True)
             writer_q.put(None)
             writer.join()
-            mesh.close()
+            for m in meshes.values():
+                m.close()  # type: ignore[attr-defined]
             fresh_mesh.close()
             counter.close()
         if writer_error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class ClipResult:
     # Keyframe -> (478, 2) image px where its cut detections put the points the
     # steps tracked from it (landmarks.keyframe_landmarks).
     keyframe_xy: dict[int, np.ndarray] = field(default_factory=dict)
+    # Stage -> {"wall": s, "cpu": s}, in pipeline order (benchmarks/speed.py's profile).
+    timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,8 +103,11 @@ def analyze_clip(
     protocol: Protocol,
     progress: Callable[[int], None] | None = None,
     keep_cache: bool = False,
+    sha256: str | None = None,
 ) -> tuple[ClipResult, FrameCache | None]:
-    """Analyse one video file for the steps of ``protocol``."""
+    """Analyse one video file for the steps of ``protocol``; ``sha256``: the file's
+    hash when the caller has read it already (a long video takes seconds to hash)."""
+    clock = _Clock()
     info = probe(path, mirrored=opts.mirrored)
     points, anchors = detection_points(protocol)
     streamer = StreamTracker(points, anchors)
@@ -110,22 +116,29 @@ def analyze_clip(
     except BaseException:
         streamer.finish(0)
         raise
+    clock.lap("landmarks (decode + face mesh)")
     try:
         warnings = _tracking_warnings(track)
         scale = estimate_scale(track)
         traj = stabilise(track, scale)
         fps = _effective_fps(track.t, info.fps)
+        clock.lap("scale + stabilise")
         tracked, key = streamer.finish(len(track))
         image = whole_video_track(track, cache, scale, protocol, tracked, key)
+        clock.lap("whole-video image track")
         if opts.cues:
             windows = steps_from_cues(traj, protocol, fps, opts.cues, image)
         else:
             windows = find_steps(traj, protocol, fps, image)
+        clock.lap("steps")
         key_xy = keyframe_landmarks(info, track, cache, [w.keyframe for w in windows if w.found])
+        clock.lap("keyframe detections")
         results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
+        clock.lap("activation (image tracking + pose)")
         neutral = _neutral_frames(windows, traj)
         rest_table = resting_asymmetry(traj, protocol, neutral,
                                        face_on_rest(track, traj, neutral))
+        clock.lap("resting measures")
         quality = assess(results, track, traj, scale, cache)
     except BaseException:
         cache.close()
@@ -135,14 +148,32 @@ def analyze_clip(
             warnings.append(f"step '{w.name}' not found in {Path(info.path).name}")
         warnings.extend(f"step '{w.name}': {n}" for n in w.notes)
     warnings.extend(q.instruction for q in quality if q.verdict in ("low", "unusable"))
+    sha = sha256 or file_sha256(path)
+    clock.lap("quality + file hash")
     clip = ClipResult(
-        info, file_sha256(path), track, scale, traj, windows, results, rest_table, quality,
-        warnings, key_xy,
+        info, sha, track, scale, traj, windows, results, rest_table, quality,
+        warnings, key_xy, clock.seconds,
     )
     if keep_cache:
         return clip, cache
     cache.close()
     return clip, None
+
+
+class _Clock:
+    """Seconds per stage, wall-clock and CPU (all threads): what an analysis spent its
+    time on. CPU time is what the stage costs on a busy machine too."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+        self._t = (time.perf_counter(), time.process_time())
+
+    def lap(self, stage: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        was = self.seconds.setdefault(stage, {"wall": 0.0, "cpu": 0.0})
+        was["wall"] = round(was["wall"] + now[0] - self._t[0], 3)
+        was["cpu"] = round(was["cpu"] + now[1] - self._t[1], 3)
+        self._t = now
 
 
 def detection_points(protocol: Protocol) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -207,6 +238,7 @@ def analyze(
     steps: Sequence[str | Sequence[str]] | None = None,
     progress: Callable[[int], None] | None = None,
     keep_caches: bool = False,
+    hashes: Sequence[str] | None = None,
 ) -> tuple[Session, list[FrameCache]]:
     """Analyse a consult: one continuous video, or one clip per step.
 
@@ -218,6 +250,7 @@ def analyze(
         recording, beside a step recorded again)
     keep_caches : return the frame caches (for drawing the report's frames);
         the caller must ``close()`` them.
+    hashes : the videos' sha256, when the caller has them (else they are read here)
     """
     protocol = opts.protocol
     if len(videos) > 1 or steps:
@@ -227,11 +260,12 @@ def analyze(
                 for v, s in zip(videos, steps, strict=True)]
     else:
         jobs = [(videos[0], protocol)]
+    known = list(hashes) if hashes is not None else [None] * len(jobs)
     clips: list[ClipResult] = []
     caches: list[FrameCache] = []
     try:
-        for v, proto in jobs:
-            clip, cache = analyze_clip(v, opts, proto, progress, keep_caches)
+        for (v, proto), sha in zip(jobs, known, strict=True):
+            clip, cache = analyze_clip(v, opts, proto, progress, keep_caches, sha)
             clips.append(clip)
             if cache is not None:
                 caches.append(cache)
@@ -286,6 +320,7 @@ def session_record(session: Session) -> dict:
                 rotation=i.rotation,
                 codec=i.codec,
                 mirrored=i.mirrored,
+                timing_s=c.timing_s,
                 scale=dict(
                     mm_per_px=c.scale.mm_per_px,
                     iris_px=c.scale.iris_px,

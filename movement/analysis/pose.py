@@ -203,14 +203,31 @@ def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float = 0.0) -> np.ndar
     return rz @ rx @ ry
 
 
+def rotations(ang: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) :func:`rotation` of each row of ``ang`` (F, 3) = (yaw, pitch, roll)."""
+    y, p, r = np.radians(np.asarray(ang, float)).T
+    one, zero = np.ones_like(y), np.zeros_like(y)
+    ry = np.stack([np.stack([np.cos(y), zero, np.sin(y)], -1), np.stack([zero, one, zero], -1),
+                   np.stack([-np.sin(y), zero, np.cos(y)], -1)], -2)
+    rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, np.cos(p), np.sin(p)], -1),
+                   np.stack([zero, -np.sin(p), np.cos(p)], -1)], -2)
+    rz = np.stack([np.stack([np.cos(r), -np.sin(r), zero], -1),
+                   np.stack([np.sin(r), np.cos(r), zero], -1), np.stack([zero, zero, one], -1)],
+                  -2)
+    return rz @ rx @ ry
+
+
 def angles(rot: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees of a head-to-camera rotation: the inverse of
     :func:`rotation`."""
-    from scipy.spatial.transform import Rotation
-
-    # rotation() is Rz(roll) Rx(-pitch) Ry(yaw): extrinsic y, x, z.
-    y, p, r = Rotation.from_matrix(rot).as_euler("yxz", degrees=True)
-    return float(y), float(-p), float(r)
+    # With c/s the cosine/sine of each angle, rotation() has third row
+    # (-cp sy, -sp, cp cy) and second column (-sr cp, cr cp, -sp): closed form
+    # (SciPy's Rotation took half a second to import on the analysis's path).
+    m = np.asarray(rot, float)
+    pitch = math.degrees(math.asin(float(np.clip(-m[2, 1], -1.0, 1.0))))
+    yaw = math.degrees(math.atan2(-m[2, 0], m[2, 2]))
+    roll = math.degrees(math.atan2(-m[0, 1], m[1, 1]))
+    return yaw, pitch, roll
 
 
 NORMAL_SMOOTH_MM = 4.0
@@ -280,14 +297,28 @@ def face_on_matrix(rot: np.ndarray, normals: np.ndarray, sim: np.ndarray | None 
     ``a = (S P R E)^-1 d`` and face-on the movement is ``P E a``. At R = I (and S = I)
     ``C`` is the identity: a frontal recording is unchanged.
     """
+    c, facing = face_on_matrices(rot[None], normals, None if sim is None else sim[None])
+    return c[0], facing[0]
+
+
+def face_on_matrices(rots: np.ndarray, normals: np.ndarray, sims: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`face_on_matrix` for F frames at once: ``rots`` (F, 3, 3), ``sims``
+    (F, 2, 2) -> (F, N, 2, 2) matrices and (F, N) cosines. Where the skin is seen
+    edge-on (a singular projection) the matrix is the tangent basis' own (no
+    correction can be read there; the caller keeps such points as read)."""
     e = _tangent_basis(normals)
-    s = np.eye(2) if sim is None else sim
-    seen = np.einsum("ij,jk,nkl->nil", s, rot[:2], e)  # (N, 2, 2)
+    s = np.broadcast_to(np.eye(2), (len(rots), 2, 2)) if sims is None else sims
+    seen = np.einsum("fik,nkl->fnil", s @ rots[:, :2], e)  # (F, N, 2, 2)
     face_on = e[:, :2, :]  # P E
-    det = np.linalg.det(seen)
-    safe = np.where(np.abs(det)[:, None, None] > 1e-9, seen, np.eye(2))
-    c = face_on @ np.linalg.inv(safe)
-    facing = (normals @ rot.T)[:, 2]
+    det = seen[..., 0, 0] * seen[..., 1, 1] - seen[..., 0, 1] * seen[..., 1, 0]
+    safe = np.abs(det) > 1e-9  # False for NaN too
+    inv = np.stack([np.stack([seen[..., 1, 1], -seen[..., 0, 1]], -1),
+                    np.stack([-seen[..., 1, 0], seen[..., 0, 0]], -1)], -2)
+    inv = np.where(safe[..., None, None], inv / np.where(safe, det, 1.0)[..., None, None],
+                   np.eye(2))
+    c = np.einsum("nij,fnjk->fnik", face_on, inv)
+    facing = np.einsum("nk,fjk->fnj", normals, rots)[..., 2]
     return c, facing
 
 
@@ -304,14 +335,32 @@ def frame_points_3d(xy: np.ndarray, z: np.ndarray, origin: np.ndarray, lateral: 
 
 
 def similarity_2d(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares 2D similarity (linear part, shift) taking ``src`` to ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    den = float(np.sum(a * a)) or 1.0
-    c = float(np.sum(a * b)) / den
-    s = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) / den
-    lin = np.array([[c, -s], [s, c]])
-    return lin, md - ms @ lin.T
+    """Least-squares 2D similarity (linear part, shift) taking ``src`` to ``dst``: the
+    one-frame case of :func:`_similarities`."""
+    lin, shift = _similarities(src[None], dst[None], np.ones((1, len(src)), bool))
+    return lin[0], shift[0]
+
+
+def _similarities(src: np.ndarray, dst: np.ndarray, use: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares 2D similarity per frame, on the points ``use`` (F, A) bool of
+    ``src``, ``dst`` (F, A, 2): linear parts (F, 2, 2) and shifts (F, 2)."""
+    w = use[..., None].astype(float)
+    n = np.maximum(w.sum(1), 1.0)
+    ms, md = (src * w).sum(1) / n, (dst * w).sum(1) / n
+    a, b = (src - ms[:, None]) * w, (dst - md[:, None]) * w
+    den = np.sum(a * a, axis=(1, 2))
+    den = np.where(den == 0, 1.0, den)
+    c = np.sum(a * b, axis=(1, 2)) / den
+    s = np.sum(a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0], axis=1) / den
+    lin = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return lin, md - np.einsum("fj,fij->fi", ms, lin)
+
+
+def _trimmed(err: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``ok`` without each frame's TURN_TRIM share of the largest ``err`` (F, A)."""
+    q = np.nanquantile(np.where(ok, err, np.nan), 1 - TURN_TRIM, axis=1)
+    return ok & (err <= q[:, None])
 
 
 def rigid_parallax(x_head: np.ndarray, rot: np.ndarray, r_rest: np.ndarray, pts: np.ndarray,
@@ -348,38 +397,60 @@ def fit_turn(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
     nose-to-forehead axis by 1.6 degrees).
 
     Returns (yaw change, pitch change) in degrees and the similarity (linear part,
-    shift) taking the turned shape's image onto the aligned frame.
+    shift) taking the turned shape's image onto the aligned frame. :func:`fit_turns`
+    fits every frame of a step at once.
     """
-    ok = np.isfinite(obs).all(1)
+    turn, lin, shift = fit_turns(obs[None], x_head, rest_angles, anchors)
+    return float(turn[0, 0]), float(turn[0, 1]), lin[0], shift[0]
+
+
+def fit_turns(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
+              anchors: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fit_turn` of F frames, ``obs`` (F, A, 2): turns (F, 2), linear parts
+    (F, 2, 2), shifts (F, 2). One array pass per Gauss-Newton step for the whole step
+    (a Python loop over frames cost 8 ms a frame)."""
+    nf = len(obs)
+    ok = np.isfinite(obs).all(2)
     anc = np.asarray(anchors, int)
     view_rest = x_head @ rotation(*rest_angles).T
     target = view_rest[anc, :2] + np.nan_to_num(obs)
-    if ok.sum() < 6:
-        return 0.0, 0.0, np.eye(2), np.zeros(2)
+    base = np.broadcast_to(np.asarray(rest_angles, float), (nf, 3))
+    xa = x_head[anc]
 
     def model(t: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rot = rotation(rest_angles[0] + t[0], rest_angles[1] + t[1], rest_angles[2])
-        seen = (x_head[anc] @ rot.T)[:, :2]
-        lin, shift = similarity_2d(seen[use], target[use])
-        return target - (seen @ lin.T + shift), lin, shift
+        seen = np.einsum("ak,fjk->faj", xa, rotations(base + np.pad(t, ((0, 0), (0, 1)))))
+        seen = seen[..., :2]
+        lin, shift = _similarities(seen, target, use)
+        fitted = np.einsum("faj,fij->fai", seen, lin) + shift[:, None]
+        return target - fitted, lin, shift
 
-    t = np.zeros(2)
+    t = np.zeros((nf, 2))
+    fit = ok.sum(1) >= 6  # too few anchors: no turn read
     use = ok.copy()
+    steps = np.array([[0.5, 0.0], [0.0, 0.5]])
     for rnd in range(2):
         for _ in range(3):
-            f0 = model(t, use)[0][use].ravel()
-            jac = np.stack([(model(t + e, use)[0][use].ravel() - f0) / 0.5
-                            for e in (np.array([0.5, 0.0]), np.array([0.0, 0.5]))], axis=1)
-            t = t - np.linalg.lstsq(jac, f0, rcond=None)[0]
+            f0 = model(t, use)[0]
+            jac = np.stack([(model(t + e, use)[0] - f0) / 0.5 for e in steps], -1)
+            jac = jac * use[..., None, None]  # (F, A, 2 coords, 2 params)
+            jtj = np.einsum("fack,facl->fkl", jac, jac)
+            jtf = np.einsum("fack,fac->fk", jac, f0 * use[..., None])
+            det = jtj[:, 0, 0] * jtj[:, 1, 1] - jtj[:, 0, 1] * jtj[:, 1, 0]
+            good = fit & (np.abs(det) > 1e-12)
+            d = np.where(good, det, 1.0)
+            dt = np.stack([jtj[:, 1, 1] * jtf[:, 0] - jtj[:, 0, 1] * jtf[:, 1],
+                           jtj[:, 0, 0] * jtf[:, 1] - jtj[:, 1, 0] * jtf[:, 0]], -1) / d[:, None]
+            t = t - np.where(good[:, None], dt, 0.0)
         if rnd == 0:
-            err = np.linalg.norm(model(t, use)[0], axis=1)
-            err[~ok] = np.inf
-            keep = ok & (err <= np.quantile(err[ok], 1 - TURN_TRIM))
-            if keep.sum() < 6:
-                break
-            use = keep
+            err = np.linalg.norm(model(t, use)[0], axis=2)
+            keep = _trimmed(err, ok)
+            # A frame left with too few anchors keeps its first fit.
+            fit = fit & (keep.sum(1) >= 6)
+            use = np.where(fit[:, None], keep, use)
     _, lin, shift = model(t, use)
-    return float(t[0]), float(t[1]), lin, shift
+    lin = np.where((ok.sum(1) >= 6)[:, None, None], lin, np.eye(2))
+    shift = np.where((ok.sum(1) >= 6)[:, None], shift, 0.0)
+    return t, lin, shift
 
 
 def fit_alignment(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
@@ -387,19 +458,28 @@ def fit_alignment(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The similarity taking the rest shape turned to ``angles_now`` onto the observed
     anchors (rest positions plus ``obs``), trimmed as :func:`fit_turn`'s."""
-    ok = np.isfinite(obs).all(1)
+    lin, shift = fit_alignments(obs[None], x_head, rest_angles,
+                                np.asarray(angles_now, float)[None], anchors)
+    return lin[0], shift[0]
+
+
+def fit_alignments(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray,
+                   angles_now: np.ndarray, anchors: tuple[int, ...]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_alignment` of F frames: ``obs`` (F, A, 2), ``angles_now`` (F, 3)."""
+    ok = np.isfinite(obs).all(2)
     anc = np.asarray(anchors, int)
     view_rest = x_head @ rotation(*rest_angles).T
     target = view_rest[anc, :2] + np.nan_to_num(obs)
-    seen = (x_head[anc] @ rotation(*angles_now).T)[:, :2]
-    if ok.sum() < 3:
-        return np.eye(2), np.zeros(2)
-    lin, shift = similarity_2d(seen[ok], target[ok])
-    if ok.sum() >= 8:
-        err = np.linalg.norm(target - (seen @ lin.T + shift), axis=1)
-        err[~ok] = np.inf
-        keep = ok & (err <= np.quantile(err[ok], 1 - TURN_TRIM))
-        lin, shift = similarity_2d(seen[keep], target[keep])
+    seen = np.einsum("ak,fjk->faj", x_head[anc], rotations(angles_now))[..., :2]
+    lin, shift = _similarities(seen, target, ok)
+    err = np.linalg.norm(target - (np.einsum("faj,fij->fai", seen, lin) + shift[:, None]),
+                         axis=2)
+    trim = ok.sum(1) >= 8
+    lin2, shift2 = _similarities(seen, target, np.where(trim[:, None], _trimmed(err, ok), ok))
+    few = ok.sum(1) < 3
+    lin = np.where(few[:, None, None], np.eye(2), np.where(trim[:, None, None], lin2, lin))
+    shift = np.where(few[:, None], 0.0, np.where(trim[:, None], shift2, shift))
     return lin, shift
 
 
@@ -424,9 +504,9 @@ def correct_positions(
     normals : (478, 3) normals in head coordinates
     rots : (n, 3, 3) head-to-camera rotation per frame; r_rest at rest
     anchors : the step's anchor landmarks (the image tracker aligned frames on them)
-    aligned : per frame, the similarity (linear part, shift) taking the turned rest
-        shape's image onto the aligned frame (:func:`fit_turn`); by default a
-        least-squares similarity on all the anchors
+    aligned : the similarity per frame (linear parts (n, 2, 2), shifts (n, 2)) taking
+        the turned rest shape's image onto the aligned frame (:func:`fit_alignments`);
+        by default a least-squares similarity on all the anchors
 
     Returns
     -------
@@ -438,27 +518,24 @@ def correct_positions(
     rigid = np.zeros((n, npts, 2))
     sims = np.tile(np.eye(2), (n, 1, 1))
     view_rest = x_head @ r_rest.T
-    for j in range(n):
-        if not np.isfinite(rots[j]).all():
-            continue
-        if aligned is None:
+    turned = np.isfinite(rots).all(axis=(1, 2))
+    if aligned is None:
+        for j in np.flatnonzero(turned):
             rigid[j], sims[j] = rigid_parallax(x_head, rots[j], r_rest, pts, anchors)
-        else:
-            lin, shift = aligned[j]
-            seen = (x_head[pts] @ rots[j].T)[:, :2]
-            rigid[j], sims[j] = seen @ lin.T + shift - view_rest[pts, :2], lin
+    else:
+        lin, shift = aligned
+        seen = np.einsum("pk,fjk->fpj", x_head[pts], np.nan_to_num(rots))[..., :2]
+        moved = np.einsum("fpj,fij->fpi", seen, lin) + shift[:, None] - view_rest[pts, :2]
+        rigid[turned], sims[turned] = moved[turned], lin[turned]
     rigid_rest = rigid[rest_pos].mean(axis=0)
     d = pos - rest - (rigid - rigid_rest)
-    out = np.empty_like(pos)
-    kept = np.zeros(npts, bool)
     nrm = normals[pts]
     _, facing_rest = face_on_matrix(r_rest, nrm)
-    for j in range(n):
-        c, facing = face_on_matrix(rots[j], nrm, sims[j])
-        bad = (facing < MIN_FACING) | (facing_rest < MIN_FACING)
-        kept |= bad
-        c[bad] = np.eye(2)
-        out[j] = rest + np.einsum("pij,pj->pi", c, d[j])
+    c, facing = face_on_matrices(rots, nrm, sims)
+    bad = (facing < MIN_FACING) | (facing_rest < MIN_FACING)
+    kept = bad.any(axis=0)
+    c[bad] = np.eye(2)
+    out = rest + np.einsum("fpij,fpj->fpi", c, d)
     # Points left as read keep their own reading (no parallax removal either).
     out[:, kept] = pos[:, kept]
     return out, kept
@@ -517,8 +594,7 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     anc = tuple(a for a in anchors if a in cols)
     obs = wt.image_mm[:, [cols[a] for a in anc]]
     obs = obs - np.nanmean(obs[rest_pos], axis=0)
-    fits = [fit_turn(o, x_head, rest_ang, anc) for o in obs]
-    turn = np.array([f[:2] for f in fits])
+    turn = fit_turns(obs, x_head, rest_ang, anc)[0]
     if len(turn) > SMOOTH_FRAMES:
         from scipy.ndimage import median_filter
 
@@ -526,10 +602,9 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     turn -= np.mean(turn[rest_pos], axis=0)
     ang = np.column_stack([rest_ang[0] + turn[:, 0], rest_ang[1] + turn[:, 1],
                            np.full(len(turn), rest_ang[2])])
-    rots = np.array([rotation(*a) for a in ang])
+    rots = rotations(ang)
     # The alignment each frame's turned shape needs, refitted on the smoothed turn.
-    aligned = [fit_alignment(o, x_head, rest_ang, a, anc) for o, a in zip(obs, ang,
-                                                                          strict=True)]
+    aligned = fit_alignments(obs, x_head, rest_ang, ang, anc)
     raw_img = wt.image_mm.copy()
     raw_lm = wt.landmarks_mm.copy()
     img, kept = correct_positions(wt.image_mm, wt.points, rest_pos, x_head, normals, rots,

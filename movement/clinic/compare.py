@@ -12,6 +12,11 @@ This module decides what the comparison says; :func:`page_record` hands it to
 :mod:`movement.report.comparison_page` as plain records, which renders the
 self-contained page (plotly.js inlined once, no network request). The folder is
 written atomically (temporary sibling, then rename).
+
+Kept as one module: the statements, the summary's order, the CSV and the page's
+records all read one comparison's groups with the same rules (what changed beyond
+the intervals, which treatment counts, which sessions compare at all); split, each
+part would re-derive them.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from movement import MEASUREMENT_VERSION, __version__
-from movement.analysis.dominance import near_threshold
+from movement.analysis.uncertainty import change_interval
 from movement.clinic.store import (
     COMPARISON_FILE,
     History,
@@ -44,23 +51,24 @@ from movement.clinic.store import (
     history,
     patient_dir,
 )
-from movement.protocol import ProtocolError, Thresholds, load_protocol
+from movement.protocol import ProtocolError, load_protocol
 from movement.report import comparison_page as page
 from movement.report.htmlkit import staged_folder
 
 CSV_FILE = "comparison.csv"
 OUR_FILES = {COMPARISON_FILE, CSV_FILE}
-# Below this baseline movement a percentage is noise divided by noise; the
-# change is then given in mm only.
-MIN_BASE_FOR_PCT_MM = 0.2
+# Below this baseline movement a percentage is noise divided by noise (a 0.3 mm
+# movement halving is tracking noise); the change is then given in mm only. Values
+# that are not mm (crease indices, counts) never get one: they sit near zero.
+MIN_BASE_FOR_PCT_MM = 1.0
 
 COMPARISON_COLUMNS = [
     "patient", "session_id", "date", "label", "measurement_version", "baseline_session_id",
     "days_since_treatment",
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
     "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
-    "left_change_pct", "repeat_mm", "asymmetry_index_change", "group_last_treated", "units_right",
-    "units_left", "units_midline", "products", "statement",
+    "left_change_pct", "repeat_mm", "change_rule", "asymmetry_index_change", "group_last_treated",
+    "units_right", "units_left", "units_midline", "products", "statement",
 ]  # fmt: skip
 
 
@@ -213,6 +221,7 @@ def build(
     if cmp.versions_note:
         cmp.notes.insert(0, cmp.versions_note)
     _pose_notes(cmp, hist)
+    _interval_note(cmp, hist)
     protos = sorted({s.protocol for s in chosen})
     if len(protos) > 1:
         cmp.notes.append(
@@ -302,13 +311,80 @@ def _value(row: dict[str, Any] | None, side: str) -> float | None:
     return row.get(f"{side}_mm")
 
 
-def change(base: float | None, now: float | None) -> tuple[float | None, float | None]:
-    """(mm, %) change from the baseline; % only when the baseline moved enough to divide by."""
+def change(base: float | None, now: float | None, measure: str = "displacement_mm"
+           ) -> tuple[float | None, float | None]:
+    """(mm, %) change from the baseline; % only for millimetres, when the baseline moved
+    enough to divide by."""
     if base is None or now is None:
         return None, None
     mm = now - base
-    pct = mm / base * 100.0 if base >= MIN_BASE_FOR_PCT_MM else None
+    pct = (mm / base * 100.0 if base >= MIN_BASE_FOR_PCT_MM and unit(measure) == " mm"
+           else None)
     return mm, pct
+
+
+def _interval(row: dict[str, Any] | None, side: str) -> tuple[float, float] | None:
+    """A side's stored 95 % interval, None where the session has none (stored before
+    intervals existed, or not read)."""
+    if row is None:
+        return None
+    try:
+        lo, hi = float(row[f"{side}_lo"]), float(row[f"{side}_hi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
+
+
+def side_change(g: GroupView, side: str, base_row: dict[str, Any] | None,
+                now_row: dict[str, Any] | None) -> tuple[bool | None, tuple[float, float] | None]:
+    """Whether one side changed beyond what the measurement reproduces, and the change's
+    95 % interval. With both visits' intervals: the change's interval excludes 0
+    (:func:`movement.analysis.uncertainty.changed`, this patient's recordings). Without
+    (sessions stored before intervals existed): beyond the protocol's ``repeat_mm``.
+    None: not known (a side not measured, or neither figure)."""
+    b, n = _value(base_row, side), _value(now_row, side)
+    if b is None or n is None:
+        return None, None
+    bi, ni = _interval(base_row, side), _interval(now_row, side)
+    if bi is not None and ni is not None:
+        lo, hi = change_interval(b, *bi, n, *ni)
+        return bool(lo > 0 or hi < 0), (lo, hi)
+    if g.repeat_mm is None:
+        return None, None
+    return abs(n - b) >= g.repeat_mm, None
+
+
+def change_rule(g: GroupView, base_row: dict[str, Any] | None,
+                now_row: dict[str, Any] | None) -> str:
+    """Which rule :func:`side_change` judged the sides by: ``intervals`` (both visits'),
+    ``repeat_mm`` (a visit stored without intervals), one per side when they differ, ""
+    when no side was judged."""
+    rules = {}
+    for side in ("right", "left"):
+        moved, iv = side_change(g, side, base_row, now_row)
+        if moved is not None:
+            rules[side] = "repeat_mm" if iv is None else "intervals"
+    if len(set(rules.values())) > 1:
+        return ", ".join(f"{side}: {rule}" for side, rule in rules.items())
+    return next(iter(rules.values()), "")
+
+
+def _interval_note(cmp: Comparison, hist: History) -> None:
+    """Name the sessions stored without intervals, whose changes the protocol's
+    ``repeat_mm`` judges instead (when the others carry them)."""
+    def has(s: SessionSummary) -> bool:
+        return any(_interval(r, side) for r in hist.asymmetry.get(s.id, [])
+                   for side in ("right", "left"))  # fmt: skip
+
+    without = [s for s in cmp.sessions if not has(s)]
+    if without and len(without) < len(cmp.sessions):
+        cmp.notes.append(
+            "Stored without 95 % intervals: "
+            + ", ".join(f"{s.date}" + (f" ({s.label})" if s.label else "") for s in without)
+            + ". A change from or to them is judged against the protocol's repeat_mm (how "
+            "far two recordings of one movement read apart); the others' against both "
+            "visits' intervals."
+        )
 
 
 def _signed(x: float, digits: int) -> str:
@@ -374,25 +450,20 @@ def _treatment_phrase(
 
 def _outcome(before: str, now: str) -> str:
     sided = ("right", "left")
+    was = f" (was {before})" if before in (*sided, "uncertain") and before != now else ""
+    if now == "uncertain":
+        return "which side dominates is uncertain now" + was
     if now not in sided + ("balanced",):
         return "dominant side undetermined now"
     if now == "balanced":
+        if before == "uncertain":
+            return "now balanced" + was
         return "now balanced" if before in sided else "still balanced"
     if now == before:
         return f"still {now}-dominant"
-    if before in sided:
-        return f"now {now}-dominant (was {before})"
+    if before in (*sided, "uncertain"):
+        return f"now {now}-dominant{was}"
     return f"now {now}-dominant"
-
-
-def _near(row: dict[str, Any], s: SessionSummary, measure: str) -> bool:
-    """The session's side call for this row is near its threshold (see the report)."""
-    r, lft = _value(row, "right"), _value(row, "left")
-    if r is None or lft is None:
-        return False
-    stored = {"min_diff_mm": s.min_diff_mm, "min_ratio": s.min_ratio}
-    th = Thresholds(**{k: v for k, v in stored.items() if v is not None})
-    return near_threshold(measure, r, lft, th)
 
 
 def statement(
@@ -402,8 +473,10 @@ def statement(
     base: SessionSummary,
     now: SessionSummary,
     treatments: list[Treatment],
+    treated_phrase: bool = True,
 ) -> str:
-    """One sentence for a muscle group: baseline -> latest, per side, with the treatment.
+    """One sentence for a muscle group: baseline -> latest, per side, with the treatment
+    (``treated_phrase``; never for resting measures, which no treatment targets).
 
     It leads with the side that moved more at baseline (the one the clinician
     was balancing), then the other side, then the last treatment of this
@@ -431,28 +504,60 @@ def statement(
         if b is None or n is None:
             parts.append((side, f"{side} not measured"))
             continue
-        mm, pct = change(b, n)
+        mm, pct = change(b, n, g.measure)
         u = unit(g.measure)
+        moved, iv = side_change(g, side, base_row, now_row)
         rel = f"{_signed(pct, 0)} %" if pct is not None else f"{_signed(mm or 0.0, 1)}{u}"
+        if iv is not None:
+            rel += f"; 95 % {_signed(iv[0], 1)} to {_signed(iv[1], 1)}{u}"
         # "±0 %" already says nothing changed.
-        if _within_variation(mm, g.repeat_mm) and not rel.startswith("±"):
+        if moved is False and not rel.startswith("±"):
             rel += ", within measurement variation"
         parts.append((side, f"{_mm(b)} → {_mm(n)}{u} ({rel})"))
     parts.sort(key=lambda p: p[0] != lead)
     text = f"{parts[0][0]} {name}: {parts[0][1]}, {parts[1][0]} {parts[1][1]}"
-    text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
+    if treated_phrase and g.step != "rest":
+        text += ", " + _treatment_phrase(treatments, g.muscle_group, base, now)
     text += "; " + _outcome(base_row["dominant_side"], now_row["dominant_side"])
-    # A call that flips between 0.99 and 1.01 mm is not a change of dominance.
-    near = [w for row, s, w in ((base_row, base, "at baseline"), (now_row, now, "now"))
-            if _near(row, s, g.measure)]
-    if near:
-        text += ", near the threshold " + " and ".join(near)
     if now_row["quality"] == "low":
         text += f" (low quality: {now_row['reason']})" if now_row["reason"] else " (low quality)"
     return text
 
 
 # --------------------------------------------------------------------------- the CSV
+
+
+def summary(cmp: Comparison) -> list[str]:
+    """The comparison's summary, as a two-week check reads: first the groups treated
+    between the baseline and the compared session (units, side, each side's change with
+    its interval, the balance before and after), then what changed beyond the intervals
+    without treatment, then one line naming everything unchanged (and one for what was
+    not measured in both)."""
+    bi, li = _index(cmp, cmp.baseline), _index(cmp, cmp.latest)
+    base, now = cmp.baseline, cmp.latest
+    if base.id == now.id or not comparable(base, now):
+        return [g.statement for g in cmp.groups]  # nothing to order by: no change called
+    treated, moved, same, unmeasured = [], [], [], []
+    for g in cmp.groups:
+        b, n = g.rows[bi], g.rows[li]
+        tx = group_treatments(cmp.treatments, g.muscle_group, now.date)
+        if g.step != "rest" and tx and tx[0].date >= base.date:
+            treated.append(g.statement)
+            continue
+        if any(r is None or r["quality"] in ("missing", "unusable") for r in (b, n)):
+            unmeasured.append(g.title)
+            continue
+        changed_sides = [side_change(g, side, b, n)[0] for side in ("right", "left")]
+        if any(changed_sides) or b["dominant_side"] != n["dominant_side"]:
+            moved.append(statement(g, b, n, base, now, cmp.treatments, treated_phrase=False))
+        else:
+            same.append(g.title)
+    out = treated + moved
+    if same:
+        out.append("Unchanged within the measurement's variation: " + ", ".join(same) + ".")
+    if unmeasured:
+        out.append("Not measured in both sessions: " + ", ".join(unmeasured) + ".")
+    return out
 
 
 def _r(x: float | None, digits: int = 3) -> str:
@@ -471,7 +576,7 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
             vals = {side: _value(row, side) for side in ("right", "left")}
             # No change across measurement versions: it could be the measurement's.
             same = comparable(s, cmp.baseline)
-            chg = {side: change(_value(b, side) if same else None, vals[side])
+            chg = {side: change(_value(b, side) if same else None, vals[side], g.measure)
                    for side in ("right", "left")}  # fmt: skip
             ai = row["asymmetry_index"] if row is not None else None
             bai = b["asymmetry_index"] if b is not None and same else None
@@ -507,6 +612,9 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
                     left_change_pct=_r(chg["left"][1], 1),
                     # A change smaller than this is within the measurement's variation.
                     repeat_mm=_r(g.repeat_mm, 2),
+                    # Which of the two judged this row's change (and its statement).
+                    change_rule=change_rule(g, b, row) if s.id != cmp.baseline.id and same
+                    else "",
                     asymmetry_index_change=_r(None if ai is None or bai is None else ai - bai),
                     group_last_treated=tx[0].date if tx else "",
                     units_right=_r(u.get("right"), 1),
@@ -587,16 +695,25 @@ def _timeline(cmp: Comparison, out_dir: Path) -> list[page.TimelineRow]:
 
 
 def _change(
-    mm: float | None, pct: float | None, u: str = " mm", repeat_mm: float | None = None
+    mm: float | None, pct: float | None, u: str = " mm", repeat_mm: float | None = None,
+    moved: bool | None = None, iv: tuple[float, float] | None = None,
 ) -> page.Change:
     if mm is None:
         return page.Change()
     text = f"{_signed(mm, 2)}{u}" + (f" ({_signed(pct, 0)} %)" if pct is not None else "")
-    if _within_variation(mm, repeat_mm):
-        tip = (f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
+    if moved is False:
+        tip = (f"the change's 95 % interval, {_mm(iv[0])} to {_mm(iv[1])}{u} from both "
+               "recordings' intervals, holds 0: within the measurement's own variation"
+               if iv is not None else
+               f"smaller than the {repeat_mm:.2f} mm two recordings of the same movement "
                "can read apart: within the measurement's own variation")
         return page.Change(text, "same", tip)
-    return page.Change(text, "down" if mm < 0 else "up" if mm > 0 else "")
+    tip = ("" if moved is None else
+           f"the change's 95 % interval, {_mm(iv[0])} to {_mm(iv[1])}{u} from both "
+           "recordings' intervals, excludes 0" if iv is not None else
+           f"at least the {repeat_mm:.2f} mm two recordings of the same movement can read "
+           "apart (a session stored without intervals)")
+    return page.Change(text, "down" if mm < 0 else "up" if mm > 0 else "", tip)
 
 
 def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
@@ -609,8 +726,8 @@ def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
         tx = group_treatments(cmp.treatments, g.muscle_group, s.date)
         reason = f" — {row['reason']}" if row is not None and row["reason"] else ""
         changes = None if i == bi else [
-            _change(*change(_value(g.rows[bi], side), _value(row, side)), unit(g.measure),
-                    g.repeat_mm)
+            _change(*change(_value(g.rows[bi], side), _value(row, side), g.measure),
+                    unit(g.measure), g.repeat_mm, *side_change(g, side, g.rows[bi], row))
             for side in ("right", "left")
         ] if comparable(s, cmp.baseline) else [_not_compared(s, cmp.baseline)] * 2  # fmt: skip
         body.append(page.GroupRow(
@@ -619,7 +736,6 @@ def _group_rows(cmp: Comparison, g: GroupView) -> page.GroupTable:
             right="—" if r is None else f"{r:.2f}", left="—" if lft is None else f"{lft:.2f}",
             index="—" if ai is None else f"{ai:+.2f}",
             dominant=row["dominant_side"] if row is not None else "undetermined",
-            near=row is not None and _near(row, s, g.measure),
             quality=q + reason, cls="base" if i == bi else f"q-{q}", changes=changes,
             treatment=f"{tx[0].date}: {units_text(tx)}" if tx else "—",
         ))  # fmt: skip
@@ -658,7 +774,7 @@ def page_record(cmp: Comparison, out_dir: Path) -> page.ComparisonPage:
         ],
         base_date=base.date,
         latest_date=latest.date,
-        statements=[g.statement for g in cmp.groups],
+        statements=summary(cmp),
         timeline=_timeline(cmp, out_dir),
         axis=_time_axis(cmp),
         groups=[

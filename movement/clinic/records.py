@@ -37,6 +37,11 @@ ASYMMETRY_COLUMNS = [
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "diff_mm",
     "asymmetry_index", "dominant_side", "quality", "reason", "peak_s",
 ]  # fmt: skip
+# asymmetry.csv's 95 % intervals and why the side call is what it is; stored beside the
+# columns above, NULL for sessions stored before intervals existed (and optional in a
+# folder, so folders written before them still record).
+CALL_COLUMNS = ["right_lo", "right_hi", "left_lo", "left_hi", "diff_lo", "diff_hi",
+                "call_reason"]  # fmt: skip
 METRICS_COLUMNS = [
     "step", "muscle_group", "measure", "kind", "sensor", "side", "peak_s", "rest_mm",
     "peak_mm", "activation_mm", "check_mm", "rest_frames", "peak_frames", "keyframe", "flags",
@@ -45,11 +50,12 @@ MIDLINE_COLUMNS = ["step", "points", "drift_mm", "toward"]
 REST_COLUMNS = ["measure", "right_mm", "left_mm", "diff_mm", "larger_side"]
 
 # Column types when read from the CSVs: f = float (blank = missing), i = int,
-# b = bool, s = text.
+# b = bool, s = text, n = text (blank = missing).
 _TYPES = {
     "right_mm": "f", "left_mm": "f", "diff_mm": "f", "asymmetry_index": "f", "peak_s": "f",
     "rest_mm": "f", "peak_mm": "f", "activation_mm": "f", "check_mm": "f", "drift_mm": "f",
-    "keyframe": "i", "primary": "b",
+    "keyframe": "i", "primary": "b", "call_reason": "n",
+    **dict.fromkeys(CALL_COLUMNS[:6], "f"),
 }  # fmt: skip
 
 
@@ -179,6 +185,9 @@ class SessionRecord:
             # Only when known, so sessions stored before the version existed keep
             # their digest (a re-import of them stays "unchanged").
             body["measurement_version"] = self.measurement_version
+        # The same for the intervals: an empty one is left out of the digest.
+        body["asymmetry"] = [{k: v for k, v in r.items() if k not in CALL_COLUMNS
+                              or v is not None} for r in self.asymmetry]  # fmt: skip
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -409,6 +418,8 @@ def _cell(value: str, kind: str, where: str) -> Any:
     value = value.strip()
     if kind == "s":
         return value
+    if kind == "n":
+        return value or None
     if kind == "b":
         return value.lower() in ("true", "1", "yes")
     if value == "" or value.lower() in ("nan", "none", "null"):
@@ -422,7 +433,11 @@ def _cell(value: str, kind: str, where: str) -> Any:
     return int(num) if kind == "i" else num
 
 
-def _read_table(path: Path, columns: list[str], required: bool = True) -> list[dict[str, Any]]:
+def _read_table(
+    path: Path, columns: list[str], required: bool = True, optional: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The file's ``columns`` (each must be there) and ``optional`` ones (None where the
+    file has none: it was written before them), one dict per row."""
     if not path.exists():
         if required:
             raise InputError(f"{path}: missing (not a finished session folder?)")
@@ -433,9 +448,11 @@ def _read_table(path: Path, columns: list[str], required: bool = True) -> list[d
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            cols = columns + [c for c in optional if c in (reader.fieldnames or [])]
+            absent = dict.fromkeys(c for c in optional if c not in cols)
             return [
-                {c: _cell(r[c] or "", _TYPES.get(c, "s"), f"{path} line {reader.line_num}")
-                 for c in columns}
+                {**{c: _cell(r[c] or "", _TYPES.get(c, "s"), f"{path} line {reader.line_num}")
+                    for c in cols}, **absent}
                 for r in reader
             ]  # fmt: skip
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -490,7 +507,8 @@ def read_session_folder(session_dir: str | Path, label: str = "", date: str = ""
         min_ratio=_num_or_none(th.get("min_ratio")),
         software=str((meta.get("software") or {}).get("version") or "") or None,
         analysed=str(meta.get("created") or "") or None,
-        asymmetry=_read_table(folder / "asymmetry.csv", ASYMMETRY_COLUMNS),
+        asymmetry=_read_table(folder / "asymmetry.csv", ASYMMETRY_COLUMNS,
+                              optional=tuple(CALL_COLUMNS)),
         metrics=_read_table(folder / "metrics.csv", METRICS_COLUMNS),
         midline=_read_table(folder / "midline.csv", MIDLINE_COLUMNS, required=False),
         rest=_read_table(folder / "rest.csv", REST_COLUMNS, required=False),

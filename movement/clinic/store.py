@@ -10,16 +10,17 @@ session folders, with no server and no setup: one SQLite file
 Design choices, and why:
 
 - **Schema version and migrations from day one** (``PRAGMA user_version``,
-  :data:`MIGRATIONS`): clinic data outlives the software version that wrote it,
-  so every later change is an appended migration, applied once, in a
-  transaction.
+  :mod:`movement.clinic.schema`): clinic data outlives the software version
+  that wrote it, so every later change is an appended migration, applied once,
+  in a transaction.
 - **One transaction per session** (``BEGIN IMMEDIATE``): a session's numbers
   appear completely or not at all, and two ``movement analyze`` runs writing at
   once queue up instead of failing (WAL mode, a busy timeout, and a retry loop
   on top for the rare ``SQLITE_BUSY`` the timeout does not absorb).
 - **A session is identified by its patient and its video(s)** (the SHA-256 of
   each clip): re-analysing the same video replaces that session's numbers; it
-  never adds a duplicate visit.
+  never adds a duplicate visit. A step recorded again by ``movement record`` adds a
+  clip to the same visit: that session replaces the one stored from its folder.
 - **Patient IDs are free text**, stored verbatim through parameterised SQL. Any
   folder derived from one is a slug plus a hash (:func:`patient_slug`) and is
   checked to stay inside the store (:func:`patient_dir`).
@@ -53,6 +54,7 @@ from typing import Any, TypeVar
 # re-exported here so that ``store.X`` stays the one name callers use.
 from movement.clinic.records import (
     ASYMMETRY_COLUMNS,
+    CALL_COLUMNS,
     DEFAULT_STORE,
     ENV_STORE,
     MAX_ID_LEN,
@@ -86,10 +88,11 @@ from movement.clinic.records import (
     resolve_store,
     treatment_row,
 )
+from movement.clinic.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
-    "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "COMPARISON_FILE", "DB_NAME",
-    "DEFAULT_STORE", "ENV_STORE", "MAX_ID_LEN", "MAX_TEXT_LEN", "METRICS_COLUMNS",
+    "APPLICATION_ID", "ASYMMETRY_COLUMNS", "BUSY_TIMEOUT_S", "CALL_COLUMNS", "COMPARISON_FILE",
+    "DB_NAME", "DEFAULT_STORE", "ENV_STORE", "MAX_ID_LEN", "MAX_TEXT_LEN", "METRICS_COLUMNS",
     "MIDLINE_COLUMNS", "MIGRATIONS", "PATIENTS_DIR", "PLAN_OPTIONAL", "PLAN_REQUIRED",
     "REST_COLUMNS", "SCHEMA_VERSION", "SIDES", "WRITE_RETRIES", "History", "ImportSummary",
     "InputError", "OutputFolderError", "PatientSummary", "SessionRecord", "SessionSummary",
@@ -103,115 +106,14 @@ __all__ = [
 
 DB_NAME = "movement.sqlite"
 COMPARISON_FILE = "comparison.html"
-# Marks the file as a movement store ("MOVE"), so a foreign SQLite file that
-# happens to carry the name is refused instead of migrated.
-APPLICATION_ID = 0x4D4F5645
-
 # A clinic laptop rarely has more than a few concurrent writers; 30 s of
 # waiting plus a few retries covers a slow disk without hanging forever.
 BUSY_TIMEOUT_S = 30.0
 WRITE_RETRIES = 8
 
-MIGRATIONS: list[list[str]] = [
-    # 1: the first schema.
-    [
-        f"PRAGMA application_id = {APPLICATION_ID}",
-        """CREATE TABLE patients (
-            id INTEGER PRIMARY KEY,
-            patient TEXT NOT NULL UNIQUE,      -- verbatim, as the clinician typed it
-            created TEXT NOT NULL
-        )""",
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY,
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            video_key TEXT NOT NULL,           -- the clips' sha256, space-separated, in order
-            date TEXT NOT NULL,                -- YYYY-MM-DD
-            label TEXT NOT NULL DEFAULT '',
-            protocol TEXT NOT NULL DEFAULT '',
-            protocol_version TEXT,
-            min_diff_mm REAL,
-            min_ratio REAL,
-            software TEXT,
-            analysed TEXT,                     -- session.json "created"
-            recorded TEXT NOT NULL,            -- when this row was (re)written
-            source TEXT NOT NULL,              -- 'analyze' or 'import'
-            content_sha TEXT NOT NULL,         -- digest of the numbers (import: unchanged?)
-            session_dir TEXT,                  -- absolute paths, NULL when unknown
-            report_path TEXT,
-            landmarks_path TEXT,
-            session_json TEXT,                 -- the full session.json, for later migrations
-            UNIQUE (patient_id, video_key)
-        )""",
-        "CREATE INDEX sessions_by_patient ON sessions(patient_id, date)",
-        """CREATE TABLE clips (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            path TEXT,
-            PRIMARY KEY (session_id, idx)
-        )""",
-        "CREATE INDEX clips_by_sha ON clips(sha256)",
-        """CREATE TABLE asymmetry (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            is_primary INTEGER NOT NULL,
-            right_mm REAL, left_mm REAL, diff_mm REAL, asymmetry_index REAL,
-            dominant_side TEXT NOT NULL, quality TEXT NOT NULL, reason TEXT NOT NULL,
-            peak_s REAL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE metrics (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, muscle_group TEXT NOT NULL, measure TEXT NOT NULL,
-            kind TEXT NOT NULL, sensor TEXT NOT NULL, side TEXT NOT NULL,
-            peak_s REAL, rest_mm REAL, peak_mm REAL, activation_mm REAL, check_mm REAL,
-            rest_frames TEXT NOT NULL, peak_frames TEXT NOT NULL, keyframe INTEGER,
-            flags TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE midline (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            step TEXT NOT NULL, points TEXT NOT NULL, drift_mm REAL, toward TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE rest (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            measure TEXT NOT NULL, right_mm REAL, left_mm REAL, diff_mm REAL,
-            larger_side TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE warnings (
-            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            row INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (session_id, row)
-        )""",
-        """CREATE TABLE treatments (
-            id INTEGER PRIMARY KEY,
-            uid TEXT NOT NULL UNIQUE,          -- survives export/import, so import is idempotent
-            patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
-            date TEXT NOT NULL,
-            product TEXT NOT NULL,
-            muscle_group TEXT NOT NULL,
-            side TEXT NOT NULL CHECK (side IN ('right', 'left', 'midline')),
-            units REAL NOT NULL CHECK (units >= 0),
-            point TEXT NOT NULL DEFAULT '',
-            lot TEXT NOT NULL DEFAULT '',
-            notes TEXT NOT NULL DEFAULT '',
-            recorded TEXT NOT NULL
-        )""",
-        "CREATE INDEX treatments_by_patient ON treatments(patient_id, date)",
-    ],
-    # 2: how each session's numbers were made (MEASUREMENT_VERSION); earlier ones are 0.
-    ["ALTER TABLE sessions ADD COLUMN measurement_version INTEGER NOT NULL DEFAULT 0"],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
 _CHILD_TABLES = ("clips", "asymmetry", "metrics", "midline", "rest", "warnings")
+# The asymmetry table's columns: asymmetry.csv's stored ones, then the intervals.
+_ASYMMETRY = ASYMMETRY_COLUMNS + CALL_COLUMNS
 _T = TypeVar("_T")
 
 
@@ -389,14 +291,17 @@ def _patient_id(conn: sqlite3.Connection, patient: str) -> int:
 
 
 def _put_session(
-    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool
+    conn: sqlite3.Connection, patient: str, rec: SessionRecord, source: str, keep_same: bool,
+    same_folder: bool = False,
 ) -> tuple[int, str]:
     """Insert or replace one session inside the caller's transaction.
 
     Returns the session id and what happened: ``added``, ``updated`` or
     ``unchanged`` (only with ``keep_same``, when the numbers are identical).
     The session row keeps its id when replaced, so ids the clinician has seen
-    in ``movement sessions`` stay valid.
+    in ``movement sessions`` stay valid. With ``same_folder``, a session of the
+    patient stored from the same folder is replaced when no session has these
+    videos (see :func:`record_session`).
     """
     pid = _patient_id(conn, patient)
     digest = rec.content_sha()
@@ -404,7 +309,10 @@ def _put_session(
         "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND video_key = ?",
         (pid, rec.video_key),
     ).fetchone()
-    values = _row_values(rec, source)
+    if old is None and same_folder and rec.session_dir:
+        old = _folder_session(conn, pid, rec.session_dir)
+    # The video key too: a folder's session replaced by a re-recording has new videos.
+    values = {**_row_values(rec, source), "video_key": rec.video_key}
     if old is not None and keep_same and old[1] == digest:
         return int(old[0]), "unchanged"
     if old is not None:
@@ -412,7 +320,7 @@ def _put_session(
         _overwrite_session(conn, sid, values)
         status = "updated"
     else:
-        values.update(patient_id=pid, video_key=rec.video_key)
+        values.update(patient_id=pid)
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         sid = int(conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", values).lastrowid)
@@ -447,7 +355,7 @@ def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> Non
         "INSERT INTO clips (session_id, idx, sha256, path) VALUES (?, ?, ?, ?)",
         [(sid, i, sha, path) for i, (sha, path) in enumerate(rec.clips)],
     )
-    _insert_rows(conn, "asymmetry", sid, rec.asymmetry, ASYMMETRY_COLUMNS)
+    _insert_rows(conn, "asymmetry", sid, rec.asymmetry, _ASYMMETRY)
     _insert_rows(conn, "metrics", sid, rec.metrics, METRICS_COLUMNS)
     _insert_rows(conn, "midline", sid, rec.midline, MIDLINE_COLUMNS)
     _insert_rows(conn, "rest", sid, rec.rest, REST_COLUMNS)
@@ -455,6 +363,15 @@ def _put_children(conn: sqlite3.Connection, sid: int, rec: SessionRecord) -> Non
         "INSERT INTO warnings (session_id, row, text) VALUES (?, ?, ?)",
         [(sid, i, w) for i, w in enumerate(rec.warnings)],
     )
+
+
+def _folder_session(conn: sqlite3.Connection, pid: int, session_dir: str) -> tuple | None:
+    """(id, content_sha) of the patient's session last stored from ``session_dir``."""
+    return conn.execute(
+        "SELECT id, content_sha FROM sessions WHERE patient_id = ? AND session_dir = ? "
+        "ORDER BY recorded DESC, id DESC LIMIT 1",
+        (pid, session_dir),
+    ).fetchone()
 
 
 def _db_col(c: str) -> str:
@@ -481,7 +398,8 @@ def _db_value(v: Any) -> Any:
 
 
 def record_session(
-    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str
+    store_dir: str | Path | None, session_dir: Path, patient: str, label: str, date: str,
+    replace_folder: bool = False,
 ) -> int:
     """Record a finished session folder in the store; return the session id.
 
@@ -489,6 +407,12 @@ def record_session(
     and ``rest.csv`` first, then writes everything in one transaction. The
     same video(s) for the same patient replace that session's numbers (same
     id) instead of adding a second visit; other sessions are untouched.
+
+    ``replace_folder``: this folder's session grew new videos (``movement
+    record`` re-recording a step: the same visit, one more clip), so the
+    patient's session last stored from this folder is replaced (same id) rather
+    than a second visit added. The swap is the one transaction: if writing the
+    new numbers fails, the old ones stay.
     """
     patient = check_patient(patient)
     date = check_date(date)
@@ -496,7 +420,9 @@ def record_session(
     rec = read_session_folder(session_dir, label=label, date=date)
     rec.label = label  # an explicit empty label wins over the folder's
     with _Store(store_dir, create=True) as st:
-        sid, _ = st.write(lambda conn: _put_session(conn, patient, rec, "analyze", False))
+        sid, _ = st.write(
+            lambda conn: _put_session(conn, patient, rec, "analyze", False, replace_folder)
+        )
     return sid
 
 
@@ -689,18 +615,7 @@ def history(store_dir: str | Path | None, patient: str) -> History:
         pid = _require_patient(conn, patient, st.dir)
         tx = _treatments(conn, pid, patient)
         sessions = _sessions(conn, pid, patient, [t.date for t in tx])
-        asym = {}
-        for s in sessions:
-            rows = _select_dicts(
-                conn,
-                "SELECT step, muscle_group, measure, is_primary AS \"primary\", right_mm, "
-                "left_mm, diff_mm, asymmetry_index, dominant_side, quality, reason, peak_s "
-                "FROM asymmetry WHERE session_id = ? ORDER BY row",
-                (s.id,),
-            )
-            for r in rows:
-                r["primary"] = bool(r["primary"])
-            asym[s.id] = rows
+        asym = {s.id: _table(conn, "asymmetry", _ASYMMETRY, s.id) for s in sessions}
         poses = {}
         for sid, text in conn.execute(
             "SELECT id, session_json FROM sessions WHERE patient_id = ?", (pid,)
@@ -739,19 +654,12 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
         conn, "SELECT sha256, path FROM clips WHERE session_id = ? ORDER BY idx", (sid,)
     )
     for table, cols in (
-        ("asymmetry", ASYMMETRY_COLUMNS),
+        ("asymmetry", _ASYMMETRY),
         ("metrics", METRICS_COLUMNS),
         ("midline", MIDLINE_COLUMNS),
         ("rest", REST_COLUMNS),
     ):
-        sel = ", ".join(f'{_db_col(c)} AS "{c}"' for c in cols)
-        recs = _select_dicts(
-            conn, f"SELECT {sel} FROM {table} WHERE session_id = ? ORDER BY row", (sid,)
-        )
-        if table == "asymmetry":
-            for r in recs:
-                r["primary"] = bool(r["primary"])
-        out[table] = recs
+        out[table] = _table(conn, table, cols, sid)
     out["warnings"] = [
         r[0]
         for r in conn.execute(
@@ -761,16 +669,31 @@ def _session_tables(conn: sqlite3.Connection, sid: int) -> dict[str, Any]:
     return out
 
 
+def _table(conn: sqlite3.Connection, table: str, cols: list[str], sid: int
+           ) -> list[dict[str, Any]]:
+    """One session's rows of a table, keyed by the CSV's column names."""
+    sel = ", ".join(f'{_db_col(c)} AS "{c}"' for c in cols)
+    recs = _select_dicts(
+        conn, f"SELECT {sel} FROM {table} WHERE session_id = ? ORDER BY row", (sid,)
+    )
+    if table == "asymmetry":
+        for r in recs:
+            r["primary"] = bool(r["primary"])
+    return recs
+
+
 def session_link(
-    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None
+    store_dir: str | Path | None, patient: str, sha256s: list[str] | None = None,
+    replace_folder: Path | None = None,
 ) -> Path | None:
     """Where the patient's comparison report is (or will be), when there is one to link.
 
     Returns ``<store>/patients/<slug>/comparison.html`` when the patient has at
     least two sessions, counting the session being analysed (give its clips'
     ``sha256s`` so a not-yet-recorded video counts, and a re-analysed one does
-    not count twice); ``None`` for no patient ID or a single session. Never
-    creates the store.
+    not count twice; give ``replace_folder`` when it will replace the session
+    stored from that folder, as :func:`record_session` does); ``None`` for no
+    patient ID or a single session. Never creates the store.
     """
     if not patient:
         return None
@@ -783,18 +706,18 @@ def session_link(
     if db.exists():
         try:
             with _Store(store_dir, create=False) as st:
-                keys = [
-                    r[0]
-                    for r in st.conn.execute(
-                        "SELECT s.video_key FROM sessions s JOIN patients p ON p.id = s.patient_id "
-                        "WHERE p.patient = ?",
-                        (patient,),
-                    )
-                ]
+                rows = st.conn.execute(
+                    "SELECT s.video_key, s.session_dir FROM sessions s "
+                    "JOIN patients p ON p.id = s.patient_id WHERE p.patient = ?",
+                    (patient,),
+                ).fetchall()
         except StoreError:
             return None
+        keys = [r[0] for r in rows]
         count = len(keys)
         known = sha256s is not None and " ".join(sha256s) in keys
+        if replace_folder is not None:
+            known = known or str(Path(replace_folder).absolute()) in {r[1] for r in rows}
     if sha256s is not None and not known:
         count += 1
     return link if count >= 2 else None

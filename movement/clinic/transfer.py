@@ -61,13 +61,17 @@ EXPORT_COLUMNS = [
     "kind", "reason", "primary", "diff_mm", "peak_s", "rest_mm", "peak_mm", "check_mm",
     "sensor", "measure_kind", "rest_frames", "peak_frames", "keyframe", "flags", "protocol",
     "video_sha256", "product", "units", "point", "lot", "notes", "uid", "meta",
+    # An asymmetry row's 95 % intervals (the side's, and of right - left) and why its side
+    # call is what it is; blank for sessions stored without them (files without these
+    # columns import too).
+    "value_lo", "value_hi", "diff_lo", "diff_hi", "call_reason",
 ]  # fmt: skip
 KINDS = ("session", "asymmetry", "metric", "midline", "rest", "warning", "treatment")
 # Free-text columns a spreadsheet could run as a formula (=, +, -, @): written
 # with a leading apostrophe and read back without it.
 _TEXT_COLUMNS = {
     "patient", "label", "reason", "flags", "product", "muscle_group", "point", "lot", "notes",
-    "step", "measure", "protocol",
+    "step", "measure", "protocol", "call_reason",
 }  # fmt: skip
 
 
@@ -117,7 +121,9 @@ def export_rows(store_dir: str | Path | None, patient: str) -> list[dict[str, st
                         measure=a["measure"], side=side, value_mm=a[f"{side}_mm"],
                         asymmetry_index=a["asymmetry_index"], dominant_side=a["dominant_side"],
                         quality=a["quality"], reason=a["reason"], primary=a["primary"],
-                        diff_mm=a["diff_mm"], peak_s=a["peak_s"],
+                        diff_mm=a["diff_mm"], peak_s=a["peak_s"], value_lo=a[f"{side}_lo"],
+                        value_hi=a[f"{side}_hi"], diff_lo=a["diff_lo"], diff_hi=a["diff_hi"],
+                        call_reason=a["call_reason"],
                     ))  # fmt: skip
             for m in t["metrics"]:
                 out.append(dict(
@@ -190,7 +196,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def _import_value(col: str, text: str, where: str) -> Any:
     text = _csv_untext(text) if col in _TEXT_COLUMNS else text
-    kind = {"value_mm": "f", "units": "f"}.get(col, _TYPES.get(col, "s"))
+    kind = {"value_mm": "f", "units": "f", "value_lo": "f", "value_hi": "f"}.get(
+        col, _TYPES.get(col, "s"))
     return _cell(text, kind, f"{where} {col}") if kind != "s" else text
 
 
@@ -308,10 +315,13 @@ def _add_imported(s: _ImportedSession, kind: str, r: dict[str, Any]) -> None:
             step=r["step"], muscle_group=r["muscle_group"], measure=r["measure"],
             primary=r["primary"], right_mm=None, left_mm=None, diff_mm=r["diff_mm"],
             asymmetry_index=r["asymmetry_index"], dominant_side=r["dominant_side"],
-            quality=r["quality"], reason=r["reason"], peak_s=r["peak_s"],
+            quality=r["quality"], reason=r["reason"], peak_s=r["peak_s"], right_lo=None,
+            right_hi=None, left_lo=None, left_hi=None, diff_lo=r["diff_lo"],
+            diff_hi=r["diff_hi"], call_reason=r["call_reason"],
         ))  # fmt: skip
         if r["side"] in ("right", "left"):
             a[f"{r['side']}_mm"] = r["value_mm"]
+            a[f"{r['side']}_lo"], a[f"{r['side']}_hi"] = r["value_lo"], r["value_hi"]
     elif kind == "metric":
         s.metrics.append(dict(
             step=r["step"], muscle_group=r["muscle_group"], measure=r["measure"],

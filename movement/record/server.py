@@ -242,10 +242,11 @@ class Recorder:
                 self.state.message = "Measuring the movement"
 
         def attach(folder: Path) -> None:
-            names = []
-            for v in videos:
+            names = [v.name for v in videos]
+            # The first recording stays with the session (cues.csv describes it) even
+            # when every step in it was recorded again and none is measured from it.
+            for v in {*videos, self.staging / "recording.webm"}:
                 _link_or_copy(v, folder / v.name)
-                names.append(v.name)
             write_cues(folder / "cues.csv", self.cues)
             for step, c in self.redo.items():
                 write_cues(folder / f"cues-redo-{step}.csv", c)
@@ -266,7 +267,7 @@ class Recorder:
             session = consult.analyze_to_folder(
                 videos, groups if len(videos) > 1 else None, self.cfg.out, opts,
                 force=self.written, progress=progress, store_dir=self.cfg.store_dir,
-                attach=attach,
+                attach=attach, replace_stored=self.written,
             )
         except (KeyboardInterrupt, SystemExit):
             raise

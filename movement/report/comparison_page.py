@@ -49,7 +49,7 @@ class Change:
 
     text: str = ""
     cls: str = ""  # "down", "up", "" (no change) or "same" (within the variation)
-    tip: str = ""  # why a change is marked ≈
+    tip: str = ""  # the rule that judged the change: within (≈) or beyond the variation
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,6 @@ class GroupRow:
     left: str
     index: str
     dominant: str
-    near: bool
     quality: str  # the quality and its reason, as shown
     cls: str  # "base", or "q-<quality>"
     changes: list[Change] | None  # None: the baseline row

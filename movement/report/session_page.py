@@ -31,7 +31,6 @@ from plotly.offline import get_plotlyjs
 
 from movement import MEASUREMENT_VERSION, __version__
 from movement.analysis.activation import StepResult
-from movement.analysis.dominance import near_threshold
 from movement.analysis.landmarks import FrameCache
 from movement.analysis.pipeline import ClipResult, Session
 from movement.analysis.stabilise import yaw_degrees
@@ -85,6 +84,34 @@ def _bar_scale(df: pd.DataFrame) -> float:
 # --------------------------------------------------------------------------- findings
 
 
+def _num(r: pd.Series, key: str) -> float:
+    """A row's number, NaN where the column is absent (sessions stored without
+    intervals) or empty."""
+    try:
+        return float(r.get(key, np.nan))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _span(r: pd.Series, abs_: bool = False) -> str:
+    """"0.8–1.6 mm", the 95 % interval of right - left; with ``abs_`` that of the larger
+    side's excess; empty without one."""
+    lo, hi = _num(r, "diff_lo"), _num(r, "diff_hi")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if abs_ and _num(r, "right_mm") < _num(r, "left_mm"):
+        lo, hi = -hi, -lo
+    return f"{lo:.1f}–{hi:.1f} mm" if lo >= 0 or abs_ else f"{lo:.1f} to {hi:.1f} mm"
+
+
+def _doubt(r: pd.Series) -> str:
+    """The call's reason beyond its interval ("; the interval is widest from ...")."""
+    why = r.get("call_reason", "")
+    if not isinstance(why, str) or "; the interval is widest from " not in why:
+        return ""
+    return "; most of the doubt comes from " + why.split("; the interval is widest from ", 1)[1]
+
+
 def findings(session: Session) -> list[str]:
     """Plain-language findings for the primary and secondary rows that are usable.
 
@@ -102,31 +129,34 @@ def findings(session: Session) -> list[str]:
         diff = abs(r["right_mm"] - r["left_mm"])
         caveat = (f" Low confidence: {_reason(r['reason']).rstrip('.')}."
                   if r["quality"] == "low" else "")
-        if _is_mm(r["measure"]) and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th):
-            bigger = "right" if r["right_mm"] > r["left_mm"] else "left"
-            other = (f"call the {bigger} side dominant" if r["dominant_side"] == "balanced"
-                     else "call it balanced")
-            caveat = (f" Near the threshold ({diff:.2f} mm apart; a side is dominant from "
-                      f"{th.min_diff_mm:g} mm and {th.min_ratio:.0%}): a repeat recording may "
-                      f"{other}.") + caveat
         if not _is_mm(r["measure"]):
             text = _relative_finding(r)
             if text:
                 out.append(text + caveat)
             continue
+        sides = f"right {r['right_mm']:.1f} mm, left {r['left_mm']:.1f} mm"
         if r["dominant_side"] in ("right", "left"):
             side = r["dominant_side"]
             other = "left" if side == "right" else "right"
+            span = _span(r, abs_=True)
             out.append(
                 f"{side.capitalize()} {grp} pulls {diff:.1f} mm more than the {other} in the "
-                f"{step} (right {r['right_mm']:.1f} mm, left {r['left_mm']:.1f} mm, index "
+                f"{step} ({span + ' at 95 %; ' if span else ''}{sides}, index "
                 f"{r['asymmetry_index']:+.2f}).{caveat}"
             )
-        elif r["primary"] and r["dominant_side"] == "balanced":
+        elif r["dominant_side"] == "uncertain":
+            bigger = "right" if r["right_mm"] > r["left_mm"] else "left"
+            span = _span(r, abs_=True)
             out.append(
-                f"{grp.capitalize()} is balanced in the {step} (right {r['right_mm']:.1f} mm, "
-                f"left {r['left_mm']:.1f} mm).{caveat}"
+                f"{grp.capitalize()} in the {step}: which side dominates is uncertain (the "
+                f"{bigger} reads {diff:.1f} mm more{', ' + span + ' at 95 %' if span else ''}; "
+                f"a side dominates from {th.min_diff_mm:g} mm and {th.min_ratio:.0%}; {sides})"
+                f"{_doubt(r)}.{caveat}"
             )
+        elif r["primary"] and r["dominant_side"] == "balanced":
+            span = _span(r)
+            out.append(f"{grp.capitalize()} is balanced in the {step} ({sides}"
+                       f"{'; right − left ' + span + ' at 95 %' if span else ''}).{caveat}")
     for _, r in a.iterrows():
         if r["quality"] == "missing" and r["primary"]:
             why = _reason(r["reason"])
@@ -160,6 +190,10 @@ def _relative_finding(r: pd.Series) -> str:
             f"{side.capitalize()} {name} fold {times} than the {other} in the "
             f"{step} (crease index right {right:.2f}, left {left:.2f})."
         )
+    if r["measure"] == "crease" and side == "uncertain":
+        name = lines_name(r["muscle_group"])
+        return (f"Which side's {name} fold deeper in the {step} is uncertain (crease index "
+                f"right {right:.2f}, left {left:.2f}; {r.get('call_reason', '')}).")
     return ""
 
 
@@ -185,6 +219,12 @@ class Bars:
     right_pct: str
     left_pct: str
     muted: bool
+    # Each side's 95 % interval as an error bar: (start, width) in % of the half from
+    # the centre line, and the interval in words for the tooltip; None without one.
+    right_bar: tuple[str, str] | None = None
+    left_bar: tuple[str, str] | None = None
+    right_iv: str = ""
+    left_iv: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,10 +241,11 @@ class MovementRow:
     diff: str
     index: str
     dominant: str
-    near: bool
     quality: str
     quality_text: str
     reason: str
+    right_iv: str = ""  # the 95 % interval under the value ("2.8–3.4")
+    left_iv: str = ""
 
 
 @dataclass(frozen=True)
@@ -300,13 +341,30 @@ def _checks(session: Session) -> list[Alert]:
 # --------------------------------------------------------------------------- tables
 
 
-def _bars(right: float, left: float, scale: float, muted: bool = False) -> Bars:
-    """A butterfly bar as seen facing the patient: right grows left, left grows right."""
+def _bars(right: float, left: float, scale: float, muted: bool = False,
+          right_iv: tuple[float, float] = (np.nan, np.nan),
+          left_iv: tuple[float, float] = (np.nan, np.nan)) -> Bars:
+    """A butterfly bar as seen facing the patient: right grows left, left grows right,
+    each with its 95 % interval as an error bar (clipped to the half it is drawn in)."""
 
     def w(v: float) -> str:
         return f"{0.0 if not np.isfinite(v) or v <= 0 else min(100.0, 100.0 * v / scale):.1f}"
 
-    return Bars(fmt(right), fmt(left), w(right), w(left), muted)
+    def bar(iv: tuple[float, float]) -> tuple[str, str] | None:
+        if muted or not np.isfinite(iv).all():
+            return None
+        a, b = (min(100.0, max(0.0, 100.0 * x / scale)) for x in iv)
+        return f"{a:.1f}", f"{max(b - a, 0.5):.1f}"
+
+    def words(iv: tuple[float, float]) -> str:
+        return f" (95 %: {iv[0]:.2f}–{iv[1]:.2f})" if np.isfinite(iv).all() else ""
+
+    return Bars(fmt(right), fmt(left), w(right), w(left), muted, bar(right_iv), bar(left_iv),
+                words(right_iv), words(left_iv))
+
+
+def _iv(r: pd.Series, side: str) -> tuple[float, float]:
+    return _num(r, f"{side}_lo"), _num(r, f"{side}_hi")
 
 
 def _movement_rows(df: pd.DataFrame, scale: float, th: Thresholds) -> list[MovementRow]:
@@ -318,14 +376,23 @@ def _movement_rows(df: pd.DataFrame, scale: float, th: Thresholds) -> list[Movem
             step=r["step"], group=nice(r["muscle_group"]), primary=bool(r["primary"]),
             measure=MEASURE_TEXT.get(r["measure"], nice(r["measure"])),
             right=fmt(r["right_mm"]), left=fmt(r["left_mm"]),
-            bars=_bars(r["right_mm"], r["left_mm"], scale, q == "unusable") if mm else None,
+            bars=_bars(r["right_mm"], r["left_mm"], scale, q == "unusable", _iv(r, "right"),
+                       _iv(r, "left")) if mm else None,
+            right_iv=_iv_text(r, "right", q), left_iv=_iv_text(r, "left", q),
             diff=fmt(r["diff_mm"]), index=fmt(r["asymmetry_index"]),
             dominant=r["dominant_side"],
-            near=q in ("ok", "low")
-            and near_threshold(r["measure"], r["right_mm"], r["left_mm"], th),
             quality=q, quality_text=QUALITY_TEXT.get(q, q), reason=_reason(r["reason"]),
         ))  # fmt: skip
     return rows
+
+
+def _iv_text(r: pd.Series, side: str, quality: str) -> str:
+    """"2.8–3.4", a side's 95 % interval under its value; empty for an unusable value
+    or one without an interval."""
+    lo, hi = _iv(r, side)
+    if quality not in ("ok", "low") or not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return f"{lo:.1f}–{hi:.1f}"
 
 
 def _table(df: pd.DataFrame, scale: float, th: Thresholds, with_step: bool = True) -> str:
@@ -409,7 +476,7 @@ def _step_badge(rows: pd.DataFrame) -> Badge | None:
     d = p["dominant_side"]
     if d in ("right", "left"):
         return Badge(d, f"{d} dominant {abs(p['diff_mm']):.1f} mm")
-    return Badge(d if d in ("balanced", "undetermined") else None, d)
+    return Badge(d if d in ("balanced", "uncertain", "undetermined") else None, d)
 
 
 def _viewer(
@@ -582,7 +649,6 @@ def render_report(
         findings=findings(session),
         th=dict(
             min_diff=f"{th.min_diff_mm:g}", min_ratio=f"{th.min_ratio:.0%}",
-            near=f"{th.near_threshold:.0%}",
         ),  # fmt: skip
         movement=_movement_rows(_moving(session), scale, th),
         scale=f"{scale:.1f}",
