@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movement.analysis import pose
+from movement.analysis import pose, restface
 
 A, B, C = 75.0, 100.0, 60.0  # ellipsoid semi-axes (mm): half width, half height, depth
 RIGHT_CORNER, LEFT_CORNER = 61, 291
@@ -204,7 +204,7 @@ def rest_head(gaze_at_camera_yaw: float | None = None) -> np.ndarray:
     for iris, (outer, inner) in ((468, (33, 133)), (473, (263, 362))):
         p[iris] = (p[outer] + p[inner]) / 2 + (0.0, 0.0, 3.0)
         if gaze_at_camera_yaw is not None:
-            p[iris, 0] -= pose.EYE_RADIUS_MM * np.sin(np.radians(gaze_at_camera_yaw))
+            p[iris, 0] -= restface.EYE_RADIUS_MM * np.sin(np.radians(gaze_at_camera_yaw))
     ref = (p[468, 2] + p[473, 2]) / 2
     for q, x in ((129, -16.0), (358, 16.0)):  # alar bases
         p[q] = (x, p[468, 1] - 35.0, ref + 15.0)
@@ -220,8 +220,8 @@ def test_resting_widths_and_heights_do_not_turn_with_the_head(yaw: float) -> Non
     turn, even where FaceMesh's depth follows only 0.8 of it. Turned back by FaceMesh's
     own axes instead, the alar bases moved ~0.9 mm apart in R-L at 10 degrees."""
     p = rest_head()
-    front = pose.face_on_rest(*rest_view(p, 0.0), np.array([0]))
-    turned = pose.face_on_rest(*rest_view(p, yaw, follow=0.8), np.array([0]))
+    front = restface.face_on_rest(*rest_view(p, 0.0), np.array([0]))
+    turned = restface.face_on_rest(*rest_view(p, yaw, follow=0.8), np.array([0]))
     assert front is not None and turned is not None
     assert turned.yaw_deg == pytest.approx(yaw, abs=1.0)
     # Beyond 10 degrees the jaw's depth error (0.2 of 48 mm sin^2 yaw: 0.6 mm at 15)
@@ -243,9 +243,9 @@ def test_the_iris_scale_knows_where_the_eyes_look() -> None:
     face-on: no correction."""
     yaw = 15.0
     track, _ = rest_view(rest_head(), yaw)
-    assert pose.iris_facing(track.xy, track.z) == pytest.approx(np.cos(np.radians(yaw)),
+    assert restface.iris_facing(track.xy, track.z) == pytest.approx(np.cos(np.radians(yaw)),
                                                                 abs=0.004)
     track, _ = rest_view(rest_head(gaze_at_camera_yaw=yaw), yaw)
-    assert pose.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=0.004)
+    assert restface.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=0.004)
     track, _ = rest_view(rest_head(), 0.0)
-    assert pose.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=1e-6)
+    assert restface.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=1e-6)

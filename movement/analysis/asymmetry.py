@@ -24,7 +24,8 @@ import pandas as pd
 
 from movement.analysis.activation import GroupMeasure, StepResult
 from movement.analysis.dominance import rule_words, side_call
-from movement.analysis.pose import FACE_OVAL, OUTLINE_REST_YAW_DEG, POSE_COLUMNS, pose_fields
+from movement.analysis.pose import POSE_COLUMNS, pose_fields
+from movement.analysis.restface import FACE_OVAL, OUTLINE_REST_YAW_DEG
 from movement.analysis.stabilise import Trajectories
 from movement.analysis.uncertainty import difference_interval, doubt_words
 from movement.protocol import Protocol, Thresholds
@@ -341,7 +342,7 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol,
     (apertures) or further from the midline (widths) by at least
     ``rest_min_diff_mm``; a resting difference is position, not pull. A width read
     on the face's outline alone (the jaw contour) is ``low`` when the head at rest is
-    turned by more than :data:`movement.analysis.pose.OUTLINE_REST_YAW_DEG`
+    turned by more than :data:`movement.analysis.restface.OUTLINE_REST_YAW_DEG`
     (``rest_yaw_deg``): the outline is then another line of skin.
     """
     kinds = {m.name: m.kind for m in protocol.rest_measures}

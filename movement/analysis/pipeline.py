@@ -31,8 +31,9 @@ from movement.analysis.landmarks import (
     keyframe_landmarks,
     track_landmarks,
 )
-from movement.analysis.pose import face_on_rest, pose_record
+from movement.analysis.pose import pose_record
 from movement.analysis.quality import StepQuality, assess
+from movement.analysis.restface import face_on_rest
 from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
 from movement.analysis.video import VideoInfo, probe

@@ -145,11 +145,12 @@ FACING_FRAMES = 120
 
 
 def _iris_facing(track: LandmarkTrack, frames: np.ndarray) -> float:
-    """The iris's foreshortening (:func:`movement.analysis.pose.iris_facing`) over the
+    """The iris's foreshortening (:func:`movement.analysis.restface.iris_facing`) over the
     fresh detections' frames (or tracked frames evenly spread); 1.0 without depth."""
-    from movement.analysis.pose import ENABLED, iris_facing
+    from movement.analysis import pose
+    from movement.analysis.restface import iris_facing
 
-    if track.z is None or not ENABLED:
+    if track.z is None or not pose.ENABLED:
         return 1.0
     if not len(frames):
         ok = np.flatnonzero(track.valid)
