@@ -190,3 +190,8 @@ def test_an_outline_width_is_marked_when_the_head_is_turned_at_rest():
     assert "right jaw contour is the face's outline" in turned.loc["lower_face_width", "reason"]
     assert (turned.drop(index="lower_face_width")["quality"] == "ok").all()
     assert (rest_rows(rest, proto)["quality"] == "ok").all()  # no pose: not marked
+    # Turned further, every row: FaceMesh places the far side less surely.
+    far = rest_rows(rest, proto, 14.0).set_index("muscle_group")
+    assert (far["quality"] == "low").all()
+    assert "left side's landmarks are placed less surely" in far.loc["brow_lateral", "reason"]
+    assert "jaw contour" in far.loc["lower_face_width", "reason"]

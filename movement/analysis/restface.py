@@ -68,6 +68,12 @@ OUTLINE_REST_YAW_DEG = 7.0
 this yaw at rest: turned, the outline is another line of skin (by the jaw's curvature
 rho, a depth error of about rho sin(yaw) that the turn back leaves as rho sin^2(yaw):
 0.5 mm for rho = 35 mm at 7 degrees; measured -1.15 mm on the far side at 8 degrees read)."""
+REST_YAW_LOW_DEG = 10.0
+"""Every resting row is marked ``low`` beyond this yaw at rest. FaceMesh places the far
+side's brow and mouth corner less surely as the head turns (the image plane shows it as
+well, so no geometry removes it): on the 3D generator the rows' R-L moved at most
+0.8 mm at 8 degrees read (a 10 degree turn) but up to 1.6 mm (brows) and 0.95 mm
+(commissure) at 13-15 degrees read (a 15 degree turn)."""
 
 
 @dataclass(frozen=True)
