@@ -345,15 +345,15 @@ def _worst(rows: list[PoseRow]) -> str:
 
 
 def _rest_fig(rows: list[PoseRow]) -> str:
-    """'largest change 0.83 mm, 20/24 rows within 0.5 mm, 2/24 marked' over ``rows``: a
-    row is within when its R, L and R-L all moved by at most the rest tolerance and it
-    is not marked."""
+    """'0.83 mm, 20/24 within 0.5 mm, 2/24 marked' over ``rows``: the largest change of
+    the rows not marked; a row is within when its R, L and R-L all moved by at most the
+    rest tolerance and it is not marked."""
     every = [x for r in rows for x in r.rest_rows]
     within = sum(1 for _, dr, dl, dd, q in every
                  if q == "ok" and max(abs(dr), abs(dl), abs(dd)) <= TOL_MM["rest"])
     marked = sum(1 for x in every if x[4] != "ok")
-    return (f"largest change {_nanmax(r.rest for r in rows):.2f} mm, {within}/{len(every)}"
-            f" rows within {TOL_MM['rest']} mm, {marked}/{len(every)} marked")
+    return (f"{_nanmax(r.rest for r in rows):.2f} mm, {within}/{len(every)} within"
+            f" {TOL_MM['rest']} mm, {marked}/{len(every)} marked")
 
 
 def _angles(conds: Sequence[Condition]) -> str:
@@ -386,7 +386,7 @@ def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
     if line := per_reading("yaw10", _worst):
         out.append((f"head pose, {angles('yaw10')}: largest R−L change vs facing the camera",
                     line))
-        out.append((f"head pose, {angles('yaw10')}: resting rows",
+        out.append((f"head pose, {angles('yaw10')}: resting rows, largest change",
                     per_reading("yaw10", _rest_fig)))
     if line := per_reading("other", _worst):
         out.append((f"head pose, {angles('other')}: largest R−L change", line))

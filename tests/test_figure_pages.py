@@ -197,9 +197,9 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     assert heads == [
         ("head pose, yaw +10°: largest R−L change vs facing the camera",
          "face-on 0.20 mm, 0/2 calls changed; image plane 0.80 mm, 1/2 calls changed"),
-        ("head pose, yaw +10°: resting rows",
-         "face-on largest change 0.40 mm, 1/2 rows within 0.5 mm, 1/2 marked; image plane"
-         " largest change 7.00 mm, 1/2 rows within 0.5 mm, 0/2 marked"),
+        ("head pose, yaw +10°: resting rows, largest change",
+         "face-on 0.40 mm, 1/2 within 0.5 mm, 1/2 marked; image plane 7.00 mm, 1/2 within"
+         " 0.5 mm, 0/2 marked"),
         ("head pose, turning +10° during each step: largest R−L change",
          "face-on 1.50 mm, 1/2 calls changed, 2 steps marked"),
     ]
@@ -211,9 +211,8 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     # The README's table takes the page's headline, beside the other pages'.
     figures.write_atomic(tmp_path / "figures" / "pose.md", page)
     block = figures.readme_block(tmp_path / "figures")
-    row = ("| head pose, yaw +10°: resting rows | face-on largest change 0.40 mm, 1/2 rows"
-           " within 0.5 mm, 1/2 marked; image plane largest change 7.00 mm, 1/2 rows within"
-           " 0.5 mm, 0/2 marked |")
+    row = ("| head pose, yaw +10°: resting rows, largest change | face-on 0.40 mm, 1/2 within"
+           " 0.5 mm, 1/2 marked; image plane 7.00 mm, 1/2 within 0.5 mm, 0/2 marked |")
     assert row in block
     assert "[pose](docs/figures/pose.md) (0123456789ab, 2000-01-01 00:00 UTC)" in block
     assert block.count("| head pose") == 3
