@@ -144,13 +144,15 @@ def test_run_info_names_the_commit_and_machine():
 
 
 def _csv(folder: Path, primary: dict[str, tuple[float, str, str]],
-         rest: tuple[float, float]) -> None:
-    """A session's asymmetry.csv: per primary step (R-L, dominant side, quality), and one
-    resting row (right, left mm)."""
+         rest: tuple[float, float], jaw: tuple[float, float, str] = (20.0, 20.0, "ok")
+         ) -> None:
+    """A session's asymmetry.csv: per primary step (R-L, dominant side, quality), and two
+    resting rows (right, left mm; the jaw's quality)."""
     folder.mkdir(parents=True)
     lines = ["step,muscle_group,primary,right_mm,left_mm,diff_mm,dominant_side,quality"]
     lines += [f"{s},g_{s},True,,,{d},{side},{q}" for s, (d, side, q) in primary.items()]
-    lines += [f"rest,nostril,False,{rest[0]},{rest[1]},,,ok"]
+    lines += [f"rest,nostril,False,{rest[0]},{rest[1]},{rest[0] - rest[1]},,ok",
+              f"rest,jaw,False,{jaw[0]},{jaw[1]},{jaw[0] - jaw[1]},,{jaw[2]}"]
     (folder / "asymmetry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -162,7 +164,7 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     _csv(work / "asym-yaw0", {"frown": (1.40, "right", "ok"), "eee": (-1.40, "left", "ok")},
          (10.0, 10.0))
     _csv(work / "asym-yaw+10", {"frown": (1.60, "right", "ok"), "eee": (-1.30, "left", "ok")},
-         (11.5, 9.0))
+         (10.3, 9.9), (25.0, 15.0, "low"))
     _csv(work / "asym-turn+10", {"frown": (1.40, "right", "low"),
                                  "eee": (0.10, "balanced", "low")}, (10.0, 10.0))
     _csv(work / "asym-yaw0-raw", {"frown": (1.40, "right", "ok"), "eee": (-1.40, "left", "ok")},
@@ -180,19 +182,24 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     page = pose.figures_page(INFO, readings, depth, conds, lines, [("run time", "1.0 min")])
 
     # Worked out by hand: at yaw +10 frown +0.20, eee +0.10 (largest 0.20, within 0.3);
-    # resting right 11.5 - 10 = 1.5; the turn leaves eee +1.50 and changes its call.
-    assert ("| asym | yaw+10 | +0.20 | +0.10 | 0.20 (frown) | 0.3 | 1.50 | none | none | yes |"
+    # resting nostril R +0.3, L -0.1, R-L +0.4 (the jaw's 10 mm is marked low: left
+    # out of the largest); the turn leaves eee +1.50 and changes its call.
+    assert ("| asym | yaw+10 | +0.20 | +0.10 | 0.20 (frown) | 0.3 | 0.40 | none | none | yes |"
             in page)
+    assert "| asym | yaw+10 | nostril | +0.30 | -0.10 | +0.40 | yes |" in page
+    assert "| asym | yaw+10 | jaw | +5.00 | -5.00 | +10.00 | low |" in page
     assert ("| asym | turn+10 | +0.00 | +1.50 | 1.50 (eee) | 0.3 | 0.00 | eee left->balanced"
             " | frown:low eee:low | MISS |") in page
-    assert "| asym | yaw+10 | +0.10 | +0.80 | 0.80 (eee) | 0.3 | 6.00 | eee left->balanced" in page
+    assert "| asym | yaw+10 | +0.10 | +0.80 | 0.80 (eee) | 0.3 | 7.00 | eee left->balanced" in page
     assert "| asym | +1.40 right | -1.40 left |" in page
     assert "No yaw-0 reading of the sym pattern" in page
     assert "| +10 | 1.2 | +11.9 | -0.01 (+0.86) |" in page
     assert heads == [
         ("head pose, yaw +10°: largest R−L change vs facing the camera",
          "face-on 0.20 mm, 0/2 calls changed; image plane 0.80 mm, 1/2 calls changed"),
-        ("head pose, yaw +10°: largest resting change", "face-on 1.50 mm; image plane 6.00 mm"),
+        ("head pose, yaw +10°: resting rows, largest change",
+         "face-on 0.40 mm, 1/2 within 0.5 mm, 1/2 marked; image plane 7.00 mm, 1/2 within"
+         " 0.5 mm, 0/2 marked"),
         ("head pose, turning +10° during each step: largest R−L change",
          "face-on 1.50 mm, 1/2 calls changed, 2 steps marked"),
     ]
@@ -204,7 +211,8 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     # The README's table takes the page's headline, beside the other pages'.
     figures.write_atomic(tmp_path / "figures" / "pose.md", page)
     block = figures.readme_block(tmp_path / "figures")
-    row = "| head pose, yaw +10°: largest resting change | face-on 1.50 mm; image plane 6.00 mm |"
+    row = ("| head pose, yaw +10°: resting rows, largest change | face-on 0.40 mm, 1/2 within"
+           " 0.5 mm, 1/2 marked; image plane 7.00 mm, 1/2 within 0.5 mm, 0/2 marked |")
     assert row in block
     assert "[pose](docs/figures/pose.md) (0123456789ab, 2000-01-01 00:00 UTC)" in block
     assert block.count("| head pose") == 3

@@ -174,3 +174,24 @@ def test_groups_are_read_at_their_own_hold_only_when_the_primary_is_lost():
         assert np.array_equal(step_hold(step, series, holds, own), holds["mentalis"])
         noise_high.append(np.mean(series[("mentalis_lip", "left")][holds["mentalis_lip"]]))
     assert abs(np.mean(noise_high) - 0.3) < 0.05
+
+
+def test_an_outline_width_is_marked_when_the_head_is_turned_at_rest():
+    """The lower-face width is read on the jaw contour: turned, the far side's contour
+    is the face's outline, another line of skin, and the row says so; widths on the
+    skin (the nostrils) and heights are not marked."""
+    proto = load_protocol("standard")
+    rest = pd.DataFrame([dict(measure=m.name, right_mm=10.0, left_mm=10.0, diff_mm=0.0,
+                              larger_side="left") for m in proto.rest_measures])
+    straight = rest_rows(rest, proto, 3.0).set_index("muscle_group")
+    assert (straight["quality"] == "ok").all()
+    turned = rest_rows(rest, proto, -10.0).set_index("muscle_group")
+    assert turned.loc["lower_face_width", "quality"] == "low"
+    assert "right jaw contour is the face's outline" in turned.loc["lower_face_width", "reason"]
+    assert (turned.drop(index="lower_face_width")["quality"] == "ok").all()
+    assert (rest_rows(rest, proto)["quality"] == "ok").all()  # no pose: not marked
+    # Turned further, every row: FaceMesh places the far side less surely.
+    far = rest_rows(rest, proto, 14.0).set_index("muscle_group")
+    assert (far["quality"] == "low").all()
+    assert "left side's landmarks are placed less surely" in far.loc["brow_lateral", "reason"]
+    assert "jaw contour" in far.loc["lower_face_width", "reason"]

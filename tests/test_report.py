@@ -304,3 +304,25 @@ def test_print_stylesheet(page):
         assert hidden in css.split("display:none")[0], hidden
     assert "break-before:page" in css
     assert "beforeprint" in page  # plots are fitted to the paper width
+
+
+def test_a_resting_row_marked_for_the_pose_says_so_beside_it(built):
+    """The resting table shows a row's quality and reason when the head at rest was
+    turned (asymmetry.rest_rows), and nothing for rows read facing the camera."""
+    import dataclasses
+
+    import pandas as pd
+
+    from movement.analysis.asymmetry import rest_rows
+    from movement.report.session_page import _rest_rows
+
+    session = built[0]
+    proto = session.options.protocol
+    facing = dataclasses.replace(session, asymmetry=pd.concat(
+        [rest_rows(session.rest, proto, 2.0), session.asymmetry], ignore_index=True))
+    assert all(r["mark"] == "" for r in _rest_rows(facing))
+    turned = dataclasses.replace(session, asymmetry=pd.concat(
+        [rest_rows(session.rest, proto, -14.0), session.asymmetry], ignore_index=True))
+    marks = {r["measure"]: r["mark"] for r in _rest_rows(turned)}
+    assert all(m.startswith("low: head turned 14° at rest") for m in marks.values())
+    assert any("right jaw contour is the face's outline" in m for m in marks.values())

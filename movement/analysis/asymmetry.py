@@ -25,6 +25,7 @@ import pandas as pd
 from movement.analysis.activation import GroupMeasure, StepResult
 from movement.analysis.dominance import rule_words, side_call
 from movement.analysis.pose import POSE_COLUMNS, pose_fields
+from movement.analysis.restface import FACE_OVAL, OUTLINE_REST_YAW_DEG, REST_YAW_LOW_DEG
 from movement.analysis.stabilise import Trajectories
 from movement.analysis.uncertainty import difference_interval, doubt_words
 from movement.protocol import Protocol, Thresholds
@@ -333,14 +334,21 @@ def resting_asymmetry(traj: Trajectories, protocol: Protocol, frames: np.ndarray
 REST_MEASURE_UNITS = {"height": "height_mm", "aperture": "aperture_mm", "width": "width_mm"}
 
 
-def rest_rows(rest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+def rest_rows(rest: pd.DataFrame, protocol: Protocol,
+              rest_yaw_deg: float = float("nan")) -> pd.DataFrame:
     """The resting measures as ``asymmetry`` rows with step ``rest``.
 
     ``dominant_side`` is the side that sits higher (heights), more open
     (apertures) or further from the midline (widths) by at least
-    ``rest_min_diff_mm``; a resting difference is position, not pull.
+    ``rest_min_diff_mm``; a resting difference is position, not pull. A width read
+    on the face's outline alone (the jaw contour) is ``low`` when the head at rest is
+    turned by more than :data:`movement.analysis.restface.OUTLINE_REST_YAW_DEG`
+    (``rest_yaw_deg``): the outline is then another line of skin; every row is ``low``
+    beyond :data:`movement.analysis.restface.REST_YAW_LOW_DEG`.
     """
     kinds = {m.name: m.kind for m in protocol.rest_measures}
+    outline = {m.name for m in protocol.rest_measures
+               if m.kind == "width" and FACE_OVAL.issuperset(m.right + m.left)}
     th = protocol.thresholds
     rows = []
     for _, r in rest.iterrows():
@@ -353,6 +361,16 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
                 "balanced"
             )
             quality, reason = "ok", ""
+            far = "left" if rest_yaw_deg > 0 else "right"
+            turned = f"head turned {abs(rest_yaw_deg):.0f}° at rest"
+            if r["measure"] in outline and abs(rest_yaw_deg) > OUTLINE_REST_YAW_DEG:
+                quality = "low"
+                reason = (f"{turned}: the {far} jaw contour is the face's outline, not one "
+                          "line of skin (face the camera)")
+            elif abs(rest_yaw_deg) > REST_YAW_LOW_DEG:
+                quality = "low"
+                reason = (f"{turned}: the {far} side's landmarks are placed less surely "
+                          "(face the camera)")
         rows.append(
             dict(
                 step="rest", muscle_group=r["measure"],

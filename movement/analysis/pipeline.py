@@ -31,8 +31,9 @@ from movement.analysis.landmarks import (
     keyframe_landmarks,
     track_landmarks,
 )
-from movement.analysis.pose import face_on_rest, pose_record
+from movement.analysis.pose import pose_record
 from movement.analysis.quality import StepQuality, assess
+from movement.analysis.restface import face_on_rest
 from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
 from movement.analysis.video import VideoInfo, probe
@@ -69,6 +70,9 @@ class ClipResult:
     keyframe_xy: dict[int, np.ndarray] = field(default_factory=dict)
     # Stage -> {"wall": s, "cpu": s}, in pipeline order (benchmarks/speed.py's profile).
     timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The head's (yaw, pitch) in degrees at rest, as the resting measures read it
+    # (pose.face_on_rest; NaN without depth).
+    rest_pose: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclass
@@ -136,8 +140,11 @@ def analyze_clip(
         results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
         clock.lap("activation (image tracking + pose)")
         neutral = _neutral_frames(windows, traj)
+        rest_face = face_on_rest(track, traj, neutral)
         rest_table = resting_asymmetry(traj, protocol, neutral,
-                                       face_on_rest(track, traj, neutral))
+                                       rest_face.xy if rest_face else None)
+        rest_pose = ((rest_face.yaw_deg, rest_face.pitch_deg) if rest_face
+                     else (float("nan"), float("nan")))
         clock.lap("resting measures")
         quality = assess(results, track, traj, scale, cache)
     except BaseException:
@@ -152,7 +159,7 @@ def analyze_clip(
     clock.lap("quality + file hash")
     clip = ClipResult(
         info, sha, track, scale, traj, windows, results, rest_table, quality,
-        warnings, key_xy, clock.seconds,
+        warnings, key_xy, clock.seconds, rest_pose,
     )
     if keep_cache:
         return clip, cache
@@ -279,7 +286,8 @@ def analyze(
     rest = clips[0].rest_table
     # Resting position first, then each step's movement; the step column tells them apart.
     # (an empty frame in a concat turns every column to object dtype)
-    parts = [t for t in (rest_rows(rest, protocol), asym) if not t.empty]
+    parts = [t for t in (rest_rows(rest, protocol, clips[0].rest_pose[0]), asym)
+             if not t.empty]
     if parts:
         asym = pd.concat(parts, ignore_index=True)
     warnings = [w for c in clips for w in c.warnings]
@@ -329,7 +337,9 @@ def session_record(session: Session) -> dict:
                     frames_used=c.scale.frames_used,
                     fresh_factor=c.scale.fresh_factor,
                     fresh_used=c.scale.fresh_used,
+                    iris_facing=c.scale.iris_facing,
                 ),
+                rest_pose=dict(yaw_deg=_nan(c.rest_pose[0]), pitch_deg=_nan(c.rest_pose[1])),
                 tracking=dict(
                     face_tracked_fraction=float(c.track.valid.mean()),
                     multiple_faces_fraction=float((c.track.n_faces > 1).mean()),

@@ -552,14 +552,14 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
     keyframe's detections put the points. Returns the step's pose, or None when the
     track holds no depth (nothing is changed then).
     """
-    from movement.analysis.stabilise import iris_centres
+    from movement.analysis.face import LEFT_IRIS, RIGHT_IRIS
 
     z = getattr(track, "z", None)
     if not ENABLED or z is None or not len(wt.frames):
         return None
     frames = np.asarray(wt.frames)
     key = int(wt.keyframe)
-    key_r, key_l = iris_centres(track.xy[key])
+    key_r, key_l = track.xy[key, RIGHT_IRIS[0]], track.xy[key, LEFT_IRIS[0]]
     ipd = float(np.linalg.norm(key_l - key_r))
     origin = (key_r + key_l) / 2
     lateral = (key_l - key_r) / ipd
@@ -728,49 +728,3 @@ def pose_record(sp: StepPose | None, peak_frames: tuple[int, ...]) -> dict[str, 
         pitch_range_deg=[num(np.nanmin(sp.pitch_deg)), num(np.nanmax(sp.pitch_deg))],
         points_read_as_imaged=list(sp.kept_raw),
     )
-
-
-REST_FRAMES_MAX = 30
-"""Neutral frames the face-on rest face is averaged over (evenly spread)."""
-
-
-def face_on_rest(track: object, traj: object, frames: np.ndarray) -> np.ndarray | None:
-    """The neutral face (478, 2) face-on, in the resting measures' frame (mm, x along
-    the iris line toward the patient's left, y up, origin between the irises).
-
-    Each neutral frame's landmarks, with FaceMesh's depth, are turned back by the
-    head's axes as FaceMesh's 3D shape holds them (:func:`head_rotation`), then
-    re-expressed along the frontal iris line, so heights stay "above the line through
-    the iris centres". None without depth or
-    with the correction off (the image reading is then used).
-    """
-    from movement.analysis.face import LEFT_IRIS, RIGHT_IRIS
-
-    z = getattr(track, "z", None)
-    frames = np.asarray(frames, int)
-    if not ENABLED or z is None or not len(frames):
-        return None
-    if len(frames) > REST_FRAMES_MAX:
-        frames = frames[np.linspace(0, len(frames) - 1, REST_FRAMES_MAX).round().astype(int)]
-    faces = []
-    for f in frames:
-        mm = traj.mm[f].astype(float)  # type: ignore[attr-defined]
-        xy = track.xy[f].astype(float)  # type: ignore[attr-defined]
-        ri, li = RIGHT_IRIS[0], LEFT_IRIS[0]
-        px = float(np.linalg.norm(xy[li] - xy[ri]))
-        if not np.isfinite(mm[0, 0]) or not np.isfinite(z[f, 0]) or px <= 0:
-            continue
-        k = float(np.linalg.norm(mm[li] - mm[ri])) / px
-        p3 = np.column_stack([mm, (z[f] - np.nanmean(z[f, [ri, li]])) * k])
-        # Turned back by FaceMesh's own axes (shape and axes from one model). By the
-        # pose read from the midline instead, the nostrils' R-L moved 1.4 mm rather
-        # than 2.0 mm at 10 degrees but the lower face width's 2.1 mm rather than
-        # 0.02 mm (its points lie on the silhouette, other skin at every pose).
-        q = p3 @ head_rotation(p3)
-        lat = _unit(q[li, :2] - q[ri, :2])
-        up = np.array([-lat[1], lat[0]])
-        o = (q[li, :2] + q[ri, :2]) / 2
-        faces.append(np.column_stack([(q[:, :2] - o) @ lat, (q[:, :2] - o) @ up]))
-    if not faces:
-        return None
-    return np.nanmean(np.array(faces), axis=0)

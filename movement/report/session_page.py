@@ -419,6 +419,12 @@ def _rest_rows(session: Session) -> list[dict[str, str]]:
     kinds = {m.name: m.kind for m in proto.rest_measures}
     notes = {m.name: m.note for m in proto.rest_measures}
     th = proto.thresholds
+    # The resting rows' quality (asymmetry.rest_rows): a pose that makes a row hard to
+    # read is said beside it.
+    a = session.asymmetry
+    marks = {str(x["muscle_group"]): f'{x["quality"]}: {x["reason"]}'
+             for _, x in a[(a["step"] == "rest") & (a["quality"] != "ok")].iterrows()
+             } if "quality" in a else {}
     rows = []
     for _, r in session.rest.iterrows():
         word, level = REST_WORDS.get(kinds.get(r["measure"], "height"), REST_WORDS["height"])
@@ -434,7 +440,7 @@ def _rest_rows(session: Session) -> list[dict[str, str]]:
         rows.append(dict(
             measure=nice(r["measure"]), note=notes.get(r["measure"], ""), level=level,
             right=fmt(r["right_mm"]), left=fmt(r["left_mm"]), diff=fmt(r["diff_mm"]),
-            reading=reading, under=under,
+            reading=reading, under=under, mark=marks.get(str(r["measure"]), ""),
         ))  # fmt: skip
     return rows
 
