@@ -33,7 +33,7 @@ from movement.analysis.landmarks import (
 )
 from movement.analysis.pose import pose_record
 from movement.analysis.quality import StepQuality, assess
-from movement.analysis.restface import face_on_rest
+from movement.analysis.restface import face_on_rest, facing_scale
 from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
 from movement.analysis.video import VideoInfo, probe
@@ -123,7 +123,7 @@ def analyze_clip(
     clock.lap("landmarks (decode + face mesh)")
     try:
         warnings = _tracking_warnings(track)
-        scale = estimate_scale(track)
+        scale = facing_scale(estimate_scale(track), track)
         traj = stabilise(track, scale)
         fps = _effective_fps(track.t, info.fps)
         clock.lap("scale + stabilise")

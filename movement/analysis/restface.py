@@ -11,12 +11,14 @@ turn with the head. Both use the head's pose from FaceMesh's 3D landmarks
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from movement.analysis import pose
+from movement.analysis.landmarks import LandmarkTrack
 from movement.analysis.pose import MIDLINE, SYMMETRY_PAIRS, head_angles, midline_axis, rotation
+from movement.analysis.stabilise import Scale
 
 EYE_RADIUS_MM = 10.5
 """From the eye's centre of rotation to the iris plane (anatomical, ~10-11 mm)."""
@@ -55,6 +57,27 @@ def iris_facing(xy: np.ndarray, z: np.ndarray) -> float:
         eye = math.asin(float(np.clip(off / ipd * IPD_MM / EYE_RADIUS_MM, -1, 1)))
         out.append(math.cos(math.radians(ang[0]) + eye))
     return float(np.median(out)) if out else 1.0
+
+
+FACING_FRAMES = 120
+"""Frames the gaze's angle is read on (the fresh detections' frames, else evenly spread)."""
+
+
+def facing_scale(scale: Scale, track: LandmarkTrack) -> Scale:
+    """``scale`` corrected for the iris's foreshortening (:func:`iris_facing`), read on
+    the fresh detections' frames (the scale's own) or tracked frames evenly spread.
+    Unchanged without depth or with the pose correction off."""
+    if track.z is None or not pose.ENABLED or not track.valid.any():
+        return scale
+    frames = np.unique(track.fresh_frames)
+    frames = frames[track.valid[frames]] if len(frames) else frames
+    if not len(frames):
+        ok = np.flatnonzero(track.valid)
+        frames = ok[np.linspace(0, len(ok) - 1, min(FACING_FRAMES, len(ok))).astype(int)]
+    facing = iris_facing(track.xy[frames], track.z[frames])
+    mm_per_px = scale.mm_per_px * facing
+    return replace(scale, mm_per_px=mm_per_px, ipd_mm=scale.ipd_px * mm_per_px,
+                   iris_facing=facing)
 
 
 REST_FRAMES_MAX = 30

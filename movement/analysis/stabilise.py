@@ -43,7 +43,9 @@ class Scale:
     frames_used: int  # tracked frames the iris was read on
     fresh_factor: float = 1.0  # fresh / tracking-mode iris (median over fresh detections)
     fresh_used: int = 0  # fresh detections behind fresh_factor (0: no correction)
-    iris_facing: float = 1.0  # the horizontal iris's foreshortening by the gaze's angle
+    # The horizontal iris's foreshortening by the gaze's angle, already in mm_per_px
+    # (restface.facing_scale; 1.0 when not corrected).
+    iris_facing: float = 1.0
 
 
 @dataclass
@@ -125,8 +127,7 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
         d = d * float(np.median(factor))
     med = float(np.median(d))
     q1, q3 = np.percentile(d, [25, 75])
-    facing = _iris_facing(track, frames)
-    mm_per_px = IRIS_DIAMETER_MM * facing / med
+    mm_per_px = IRIS_DIAMETER_MM / med
     return Scale(
         mm_per_px=mm_per_px,
         spread=float((q3 - q1) / med),
@@ -136,26 +137,7 @@ def estimate_scale(track: LandmarkTrack) -> Scale:
         frames_used=int(ok.sum()),
         fresh_factor=float(np.median(factor)) if fresh else 1.0,
         fresh_used=used if fresh else 0,
-        iris_facing=facing,
     )
-
-
-FACING_FRAMES = 120
-"""Frames the gaze's angle is read on (the fresh detections' frames, else evenly spread)."""
-
-
-def _iris_facing(track: LandmarkTrack, frames: np.ndarray) -> float:
-    """The iris's foreshortening (:func:`movement.analysis.restface.iris_facing`) over the
-    fresh detections' frames (or tracked frames evenly spread); 1.0 without depth."""
-    from movement.analysis import pose
-    from movement.analysis.restface import iris_facing
-
-    if track.z is None or not pose.ENABLED:
-        return 1.0
-    if not len(frames):
-        ok = np.flatnonzero(track.valid)
-        frames = ok[np.linspace(0, len(ok) - 1, min(FACING_FRAMES, len(ok))).astype(int)]
-    return iris_facing(track.xy[frames], track.z[frames])
 
 
 def stabilise(track: LandmarkTrack, scale: Scale, smooth: int = 3) -> Trajectories:
