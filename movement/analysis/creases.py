@@ -422,6 +422,43 @@ def crease_change(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class LineFrame:
+    """One frame given to :func:`step_lines`: grey image and its landmarks.
+
+    ``resolved_px_per_mm``: what the camera resolved when ``gray`` is an upsampled crop.
+    """
+
+    gray: np.ndarray
+    pts: np.ndarray
+    resolved_px_per_mm: float | None = None
+
+
+def step_lines(
+    rest: Sequence[LineFrame], peak: Sequence[LineFrame], region: CreaseRegion, side: str
+) -> CreaseChange:
+    """A step's dynamic-line value for one region and side from its rest and peak frames."""
+    def read(f: LineFrame) -> CreaseReading:
+        return read_region(f.gray, f.pts, region, side, resolved_px_per_mm=f.resolved_px_per_mm)
+
+    return crease_change([read(f) for f in rest], [read(f) for f in peak])
+
+
+def line_flags(c: CreaseChange) -> tuple[str, ...]:
+    """Why a step's line value is not a finding (empty when it is)."""
+    if not c.readable:
+        return (f"region unreadable: {c.reason}",)
+    if c.rest > CLUTTER_PCT:
+        return (
+            # Each side's index at rest is in metrics.csv (rest_mm); leaving it out
+            # here lets a reason both sides share be said once.
+            f"region unreadable: strong edges in it at rest (crease index over "
+            f"{CLUTTER_PCT:g}: hair, the brow's edge, glasses or etched lines) whose "
+            "movement reads as lines; see the pictures",
+        )
+    return ()
+
+
 # --------------------------------------------------------------------------- drawing
 
 
