@@ -16,10 +16,18 @@ Pipeline for one region, one side, one frame (:func:`read_region`):
 3. Oriented Gaussian second derivative across the line direction, steered over
    ``orientation_deg +- STEER_DEG``, scale-normalised so that a Gaussian valley of the
    region's width and log-depth ``A`` reads ``A`` (x100: percent).
-4. Strength = RMS of the directional responses over the region hull (percent).
+4. Strength = RMS of the directional responses over the region hull (percent), the
+   eye openings (lid margins grown by :data:`EYE_MARGIN_MM`) left out.
 
-:func:`crease_change` turns rest and peak readings into the step's value: peak minus
-mean rest, in percent of local skin brightness ("fold contrast").
+For a step (:func:`step_lines`) the rest frames are moved onto each peak frame by the
+skin's movement (:func:`skin_motion`, refined by image registration), so strengths at
+rest and at the peak are taken over the same skin: a line already there at rest that
+moves with the skin is no change, one that deepens is. The value is
+:func:`added_contrast` of the two, in percent of local skin brightness ("fold
+contrast"); negative when the lines at rest softened (:func:`line_flags` says so).
+
+Kept as one module: the reading, the same-skin comparison and the drawing share the
+patch geometry and filters, and only :func:`step_lines` is the way in for a step.
 """
 
 from __future__ import annotations
@@ -66,14 +74,6 @@ NOISE_FLOOR_PCT = 1.8
 without creases, head motion + sensor noise read up to 0.8, a lighting change up to
 0.7, static hair/beard/glasses up to 1.0 and JPEG q30 blocking up to 1.7 (measured in
 tests/test_creases.py, docs/METHOD.md §9). A 10 % fold reads about 2.3, a 25 % fold 6."""
-
-CLUTTER_PCT = 4.0
-"""A region whose line strength is above this *at rest* holds strong static edges
-(a hair fringe, the brow's own edge, glasses rims, deeply etched lines). Their
-movement relative to the region reads as lines: on the generator's face, whose
-fringe reaches within ~1 cm of the brows, a raise with no folds at all read -3 to
-+7 on the forehead (rest 4.3-9.5), while clean skin regions rest at 0.6-2.4.
-Such a value is not reported as a finding."""
 
 SIDES = ("right", "left")
 
@@ -581,9 +581,18 @@ def _fill(delta: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(valid, delta, smooth).astype(np.float32)
 
 
-MAX_REST_COMPARED = 5
-"""Rest frames averaged (after moving each onto the peak) into the rest picture a peak
-frame is compared with: noise falls with their number, the cost grows with it."""
+MAX_REST_COMPARED, MAX_PEAK_COMPARED = 4, 3
+"""Rest and peak frames compared (evenly spread over the rest frames and the peak
+window): each pair costs an image registration (a few ms to tens of ms), and the rest
+strength is an RMS and the peak a median, both stable after a few frames."""
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spread (first and last kept)."""
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
 
 def _compare(
     peak: _Patch, lm_peak: np.ndarray, px_per_mm: float,
@@ -621,8 +630,8 @@ def step_lines(
 ) -> CreaseChange:
     """A step's dynamic-line value for one region and side from its rest and peak frames.
 
-    Each readable peak frame is compared with the rest frames (up to
-    MAX_REST_COMPARED, evenly spread), each moved onto it by the skin's movement
+    Each readable peak frame (up to MAX_PEAK_COMPARED) is compared with the rest
+    frames (up to MAX_REST_COMPARED), each moved onto it by the skin's movement
     (:func:`skin_motion`): the strengths (:func:`ridge_response`) are taken over the
     same skin, off the eye openings of every frame compared, so a line already there
     at rest that only moves (or is squeezed with the skin) does not change the value,
@@ -651,11 +660,10 @@ def step_lines(
     rest_ok = [(f.gray if f.gray.ndim == 2 else cv2.cvtColor(f.gray, cv2.COLOR_BGR2GRAY),
                 np.asarray(f.pts, float))
                for f, p in zip(rest, rest_p, strict=True) if isinstance(p, _Patch)]
-    if len(rest_ok) > MAX_REST_COMPARED:
-        pick = np.linspace(0, len(rest_ok) - 1, MAX_REST_COMPARED).round().astype(int)
-        rest_ok = [rest_ok[i] for i in pick]
+    rest_ok = _spread(rest_ok, MAX_REST_COMPARED)
     got = []
-    for f, p in zip(peak, peak_p, strict=True):
+    for f, p in _spread([(f, p) for f, p in zip(peak, peak_p, strict=True)
+                         if isinstance(p, _Patch)], MAX_PEAK_COMPARED):
         if isinstance(p, _Patch):
             lm = np.asarray(f.pts, float)
             pk, rs = _compare(p, lm, float(iris_diameter_px(lm) / IRIS_DIAMETER_MM), rest_ok,
