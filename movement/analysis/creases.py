@@ -356,12 +356,17 @@ def _to_patch(a: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _eye_mask(polys: Sequence[np.ndarray], shape: tuple[int, int], grow_px: float) -> np.ndarray:
-    """The eye opening(s), given as patch-pixel polygons, grown by ``grow_px``."""
-    m = np.zeros(shape, np.uint8)
+    """Polygons in patch pixels (the eye openings) filled and grown by ``grow_px``,
+    drawn on a margin around the patch so that an eye just beyond its edge still
+    reaches in."""
+    pad = int(math.ceil(max(grow_px, 0.0))) + 1
+    h, w = shape
+    m = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
     for p in polys:
         if np.all(np.isfinite(p)):
-            cv2.fillPoly(m, [np.round(p * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    return grow_mask(m, grow_px).astype(bool)
+            cv2.fillPoly(m, [np.round((p + pad) * 16).astype(np.int32)], 1, cv2.LINE_8,
+                         shift=4)
+    return grow_mask(m, grow_px)[pad:pad + h, pad:pad + w].astype(bool)
 
 
 def _patch(
