@@ -14,7 +14,8 @@ Reported per face and overall, and per region:
 - deeper side right: share of clearly different pairs (one side at least 1.6 times
   the other and at least 0.12 deep) named by the protocol's crease rule;
 - Spearman between each side's true depth and its index, per region and face;
-- false calls: fold-free consults where a side is named deeper;
+- false calls: fold-free consults where a side is named deeper, and pairs of equal
+  depth where one is;
 - not saturated: the index at depth 0.9 above that at 0.6, and 0.6 above 0.3.
 
 Run: ``python benchmarks/lines.py [--faces NAMES] [--jobs N] [--write-docs]``.
@@ -296,6 +297,8 @@ class Score:
     false_calls: int
     ladder_rungs: int
     ladder_ok: int
+    balanced: int = 0  # pairs of equal depth
+    balanced_sided: int = 0  # ... of which a side was named deeper
 
     @property
     def right_pct(self) -> float:
@@ -340,7 +343,9 @@ def score(results: Sequence[Result], by_face: bool = True) -> Score:
                 ok += bool(hi.usable and lo.usable
                            and hi.value[s] >= NOT_SATURATED * max(lo.value[s], 0.0)
                            and hi.value[s] > 0)
-    return Score(len(dec), right, unusable, rho, len(free), false, rungs, ok)
+    bal = [r for r in fold if r.consult.kind == "balanced"]
+    sided = sum(r.call in ("right", "left") for r in bal)
+    return Score(len(dec), right, unusable, rho, len(free), false, rungs, ok, len(bal), sided)
 
 
 def summary_rows(results: Sequence[Result]) -> list[list[str]]:
@@ -352,14 +357,16 @@ def summary_rows(results: Sequence[Result]) -> list[list[str]]:
         rows.append([
             name, f"{s.right}/{s.decisive} ({s.right_pct:.0f} %)", str(s.unusable),
             *(f"{s.spearman.get(reg, math.nan):.2f}" for reg in REGIONS),
-            f"{s.false_calls}/{s.fold_free}", f"{s.ladder_ok}/{s.ladder_rungs}",
+            f"{s.false_calls}/{s.fold_free}", f"{s.balanced_sided}/{s.balanced}",
+            f"{s.ladder_ok}/{s.ladder_rungs}",
         ])
     return rows
 
 
 REGIONS = ("forehead", "glabella", "crow_feet")
 HEADER = ["face", "deeper side right", "of which unusable", "rho forehead",
-          "rho glabella", "rho crow's feet", "false calls (fold-free)", "deeper reads deeper"]
+          "rho glabella", "rho crow's feet", "false calls (fold-free)",
+          "equal folds, a side named", "deeper reads deeper"]
 
 
 def region_rows(results: Sequence[Result]) -> list[list[str]]:
@@ -392,6 +399,7 @@ def summary_lines(results: Sequence[Result]) -> list[str]:
         "LINES Spearman per region (worst face): "
         + ", ".join(f"{k} {v:.2f}" for k, v in s.spearman.items()),
         f"LINES false calls on fold-free consults: {s.false_calls}/{s.fold_free}",
+        f"LINES equal folds read with a side deeper: {s.balanced_sided}/{s.balanced}",
         f"LINES deeper folds read deeper: {s.ladder_ok}/{s.ladder_rungs} rungs",
     ]
 
@@ -407,6 +415,8 @@ def figures_page(info: object, results: Sequence[Result], lines: list[str],
              f"{s.right_pct:.0f} % of {s.decisive}, {len(faces)} faces"),
             ("crease: Spearman with fold depth, worst region and face", f"{s.worst_rho:.2f}"),
             ("crease: false calls, fold-free consults", f"{s.false_calls} of {s.fold_free}"),
+            ("crease: equal folds read with a side deeper",
+             f"{s.balanced_sided} of {s.balanced}"),
         ]),
         "\n## Per face\n\nSpearman per region within the face; `all`: over every face's "
         "sides together.\n\n" + table(HEADER, summary_rows(results)),

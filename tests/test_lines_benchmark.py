@@ -40,14 +40,17 @@ def test_score_counts_wrong_and_unusable_calls_and_false_calls():
         _r("raise", "left", (0.1, 0.5), (2.0, 10.0), "right"),  # wrong side
         _r("raise", "left", (0.1, 0.6), (2.0, 12.0), "unusable", usable=False),
         _r("raise", "balanced", (0.3, 0.3), (6.0, 6.0), "balanced"),
+        _r("raise", "balanced", (0.4, 0.4), (6.0, 12.0), "left"),
         _r("frown", "none", (0.0, 0.0), (0.5, 3.0), "left"),
         _r("frown", "none", (0.0, 0.0), (0.5, 0.3), "uncertain"),
     ]
     s = score(rs)
     assert (s.decisive, s.right, s.unusable) == (3, 1, 1)
     assert (s.fold_free, s.false_calls) == (2, 1)
+    assert (s.balanced, s.balanced_sided) == (2, 1)
     assert s.spearman["forehead"] == pytest.approx(
-        spearman([0.5, 0.1, 0.1, 0.5, 0.1, 0.6, 0.3, 0.3], [10, 2, 2, 10, 2, 12, 6, 6]))
+        spearman([0.5, 0.1, 0.1, 0.5, 0.1, 0.6, 0.3, 0.3, 0.4, 0.4],
+                 [10, 2, 2, 10, 2, 12, 6, 6, 6, 12]))
 
 
 def test_a_saturating_ladder_fails_its_rungs():
