@@ -586,6 +586,14 @@ def _fill(delta: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(valid, delta, smooth).astype(np.float32)
 
 
+REST_DOUBT = 0.25
+"""Share of the rest's line energy that the comparison may leave uncancelled: the
+skin's movement is found only so well (landmarks, then registration), and lines etched
+at rest or hair that end up a fraction of a fold width off, or squeezed a little
+differently, change the energy. The value's interval is widened by it (in energy), so
+a region full of static edges gives an `uncertain` call rather than a wrong one (the
+fold-free consults of docs/figures/lines.md)."""
+
 MAX_REST_COMPARED, MAX_PEAK_COMPARED = 4, 3
 """Rest and peak frames compared (evenly spread over the rest frames and the peak
 window): each pair costs an image registration (a few ms to tens of ms), and the rest
@@ -685,6 +693,9 @@ def step_lines(
     rest_v = float(np.sqrt(np.mean(np.square(rs))))
     lo, hi, rest_se, peak_se = crease_interval(np.array(rs), np.array([g[1] for g in got]),
                                                rest_v, pk_v)
+    doubt = REST_DOUBT * rest_v * rest_v
+    lo = added_contrast_of(math.copysign(lo * lo, lo) - doubt)
+    hi = added_contrast_of(math.copysign(hi * hi, hi) + doubt)
     return replace(base, value=value, rest=rest_v, peak=pk_v, lo=lo, hi=hi,
                    rest_se=rest_se, peak_se=peak_se)
 
@@ -706,6 +717,11 @@ def added_contrast(peak: float, rest: float) -> float:
     """
     d = peak * peak - rest * rest
     return math.copysign(math.sqrt(abs(d)), d)
+
+
+def added_contrast_of(energy: float) -> float:
+    """``sign * sqrt(|energy|)``: an energy difference back in percent contrast."""
+    return math.copysign(math.sqrt(abs(energy)), energy)
 
 
 def crease_change(
