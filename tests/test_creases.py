@@ -363,3 +363,25 @@ def test_varied_designs_are_seeded_and_varied():
     assert still.image.min() >= 0  # 0.9 is accepted (MAX_DEPTH)
     with pytest.raises(ValueError):
         sc.crease_shade(np.zeros((1, 2)), "forehead", sc.MAX_DEPTH + 0.01, 0.0)
+
+
+def test_a_fringe_at_rest_leaves_the_call_open_not_a_side():
+    """Hair over the forehead at rest and peak, no folds, the skin slid: the interval
+    is widened by the rest's line energy, so neither side is called deeper."""
+    from movement.analysis.dominance import _crease_call
+
+    th = load_protocol("standard").thresholds
+    reg = REGIONS["forehead"]
+    hair = (sc.hair_texture(darkness=0.7, n=30),)
+    rest = sc.render_still(None, textures=hair, noise_sigma=NOISE, seed=1, **REST_POSE)
+    peak = sc.render_still(None, textures=hair, noise_sigma=NOISE, seed=2, **PEAK_POSE)
+    centre = peak.landmarks[list(reg.right + reg.left)].mean(axis=0)
+    img, lm = skin_warp(peak.image, peak.landmarks, centre, 2.5, 6.0, peak.px_per_mm)
+    got = [cr.step_lines([frame(rest)], [frame(peak, img, lm)], reg, s) for s in SIDES]
+    assert all(c.readable for c in got)
+    assert max(c.rest for c in got) > 4.0  # the fringe is strong at rest
+    for c in got:  # the interval spans at least a fifth of the rest energy each way
+        span = c.hi * abs(c.hi) - c.lo * abs(c.lo)
+        assert span >= 0.4 * c.rest ** 2, (c.lo, c.hi, c.rest)
+    call = _crease_call((got[0].lo, got[0].hi), (got[1].lo, got[1].hi), th)
+    assert call in ("balanced", "uncertain"), [(c.value, c.lo, c.hi, c.rest) for c in got]
