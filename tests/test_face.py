@@ -27,6 +27,17 @@ def test_iris_diameter_is_rotation_invariant():
     assert iris_diameter_px(_face(17)) == pytest.approx(20.0)
 
 
+@pytest.mark.parametrize("roll", [0.0, 17.0])
+def test_iris_diameter_is_the_horizontal_axis(roll):
+    """11.7 mm is the horizontal visible iris diameter: a ring FaceMesh draws 0.8 as tall
+    as wide (lids) reads its width, along the eye's own axis whatever the head's roll."""
+    lm = _face(roll)
+    for ring in ((468, 469, 470, 471, 472), (473, 474, 475, 476, 477)):
+        c = lm[ring[0]]
+        lm[[ring[2], ring[4]]] = c + (lm[[ring[2], ring[4]]] - c) * 0.8
+    assert iris_diameter_px(lm) == pytest.approx(20.0)
+
+
 def test_face_axes_point_to_patient_left_and_forehead():
     lat, up = face_axes(_face())
     assert lat == pytest.approx([1, 0])

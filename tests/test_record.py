@@ -42,7 +42,7 @@ from movement.record.server import (
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "reports" / "test-artifacts"
 SIZE = (640, 360)
-FACE = 0.7  # face height / frame height: 1.56 px per mm at 640x360
+FACE = 0.7  # face height / frame height: 1.69 px per mm at 640x360
 
 
 # ---------------------------------------------------------------- the schedule, cues, page
@@ -179,8 +179,8 @@ def test_check_passes_a_good_face_with_the_analysis_scale(server, good_frame):
     v = _check(url, good_frame)
     assert v["ok"], v
     assert v["instruction"] == "Good. Hold still."
-    # The generator's own scale at this size is 1.56 px per mm.
-    assert v["px_per_mm"] == pytest.approx(1.56, rel=0.06)
+    # The generator's own scale at this size is 1.69 px per mm (horizontal iris = 11.7 mm).
+    assert v["px_per_mm"] == pytest.approx(1.69, rel=0.06)
     assert abs(v["yaw_deg"]) < 5 and abs(v["roll_deg"]) < 5
 
 

@@ -24,6 +24,7 @@ from movement.analysis.steps import StepWindow
 from movement.analysis.uncertainty import Spread, value_interval
 from movement.analysis.video import VideoInfo
 from movement.protocol import load_protocol
+from movement.report.figures import UNCERTAIN_COLOUR, face_map
 from movement.report.session_page import _table, findings, render_report
 
 FPS = 30.0
@@ -205,6 +206,13 @@ def test_an_uncertain_call_says_why_with_its_interval(built):
     assert "dom-uncertain" in table and "1.3–1.8" in table and "0.3–0.8" in table
     # Clear calls carry their interval and no doubt.
     assert not any("uncertain" in x for x in findings(session))
+    # The summary faces hatch an uncertain call's regions (neither a side's colour nor
+    # balanced grey) and say so under the face; the clear calls keep their fills.
+    unsure_map = face_map(unsure).html
+    assert "(uncertain)" in unsure_map and "(uncertain)" not in face_map(session).html
+    hatched = [tr for tr in re.findall(r'"fillpattern":\{[^}]*\}', unsure_map)
+               if UNCERTAIN_COLOUR in tr]
+    assert len(hatched) == 2, hatched  # the squint's primary group, right and left
 
 
 def test_bars_carry_each_sides_interval_as_an_error_bar(built):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 IRIS_DIAMETER_MM = 11.7
-"""Visible iris diameter of adults; the usual scale reference."""
+"""Horizontal visible iris diameter (HVID) of adults: the anatomical scale reference,
+read on the iris ring's horizontal axis (:func:`iris_diameter_px`)."""
 
 # Refined FaceMesh iris rings: centre then 4 ring points (patient's right, left).
 RIGHT_IRIS = (468, 469, 470, 471, 472)
@@ -18,16 +19,27 @@ RIGHT_EYE_INNER, LEFT_EYE_INNER = 133, 362
 
 
 def iris_diameter_px(lm: np.ndarray) -> np.ndarray:
-    """Mean visible iris diameter in pixels, over both eyes and both ring axes.
+    """Horizontal visible iris diameter in pixels, the mean of both eyes.
 
     Returns an array of shape ``lm.shape[:-2]``.
+
+    Notes
+    -----
+    11.7 mm is the anatomical *horizontal* visible iris diameter. FaceMesh's iris ring
+    has a horizontal pair of points (the first and third after the centre) and a
+    vertical pair; it places the vertical at 0.80-0.87 of the horizontal (partly under
+    the lids), against ~0.91 anatomically, so calling the mean of both axes 11.7 mm would
+    make every millimetre read 8-10 % large. The pair lies along the eye's own axis, so
+    head roll does not shorten it. Over frames (relative to the inter-iris distance) it
+    is also the steadier axis: robust spread 1.3 % against 1.8 % for the vertical on
+    the bundled sample, 4.9 % against 6.5 % on the real clip, whose roll of -10 to 23
+    degrees moved it by 1 % per 10 degrees against 2.5 % for the vertical.
     """
-    d = []
-    for ring in (RIGHT_IRIS, LEFT_IRIS):
-        a, b, c, e = ring[1:]
-        d.append(np.linalg.norm(lm[..., a, :] - lm[..., c, :], axis=-1))
-        d.append(np.linalg.norm(lm[..., b, :] - lm[..., e, :], axis=-1))
-    return np.mean(d, axis=0)
+    a, c = RIGHT_IRIS[1], RIGHT_IRIS[3]
+    b, e = LEFT_IRIS[1], LEFT_IRIS[3]
+    right = np.linalg.norm(lm[..., a, :] - lm[..., c, :], axis=-1)
+    left = np.linalg.norm(lm[..., b, :] - lm[..., e, :], axis=-1)
+    return (right + left) / 2
 
 
 DETECTION_JITTER = 0.1

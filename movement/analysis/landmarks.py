@@ -369,7 +369,10 @@ def track_landmarks(
                         pick = max(range(len(cands)), key=lambda k: cands[k][:, 0].mean())
                     else:
                         pick = max(range(len(cands)), key=lambda k: _face_height(cands[k]))
-                    pts = cands[pick]
+                    # Rounded to the float32 the track keeps (FaceMesh's own precision):
+                    # what runs on each frame now (the step-finding tracker, the crops)
+                    # sees exactly what a later pass over the stored track sees.
+                    pts = cands[pick].astype(np.float32).astype(np.float64)
                     # FaceMesh's z is scaled like x (by the width) and negative toward
                     # the camera.
                     depth = -mesh3[pick][:, 2] * wh[0]

@@ -389,7 +389,7 @@ def session_record(session: Session) -> dict:
             dict(
                 stage="landmarks", method="MediaPipe FaceMesh 0.10.21, tracking mode, refined iris"
             ),
-            dict(stage="scale", method="visible iris diameter = 11.7 mm relative to the "
+            dict(stage="scale", method="horizontal visible iris diameter = 11.7 mm relative to the "
                  "inter-iris distance, median over tracked frames, corrected by fresh "
                  "(static-mode) detections every 0.5 s, each on four cuts of the frame"),
             dict(stage="stabilise", method="iris-anchored face frame (coarse, whole video)"),

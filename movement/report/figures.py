@@ -25,6 +25,7 @@ from movement.analysis.pipeline import Session
 RIGHT_COLOUR = "#1f6fb4"  # patient's right
 LEFT_COLOUR = "#d9541e"  # patient's left
 NEUTRAL_COLOUR = "#9aa5b1"  # not dominant / balanced
+UNCERTAIN_COLOUR = "#8a6d00"  # which side dominates is uncertain: hatched, never a side's colour
 SIDE_COLOUR = {"right": RIGHT_COLOUR, "left": LEFT_COLOUR, "balanced": "#4d8f4d"}
 DRIFT_GAIN = 10.0
 """Midline drift arrows on the summary faces are drawn 10x: a few tenths of a
@@ -145,10 +146,13 @@ def _region(pts: np.ndarray) -> np.ndarray | None:
 
 
 def _region_style(row: pd.Series, side: str, min_diff: float) -> tuple[str, str, str]:
-    """(fill, line colour, line dash) of one side's region."""
+    """(fill, line colour, line dash) of one side's region; an uncertain call's regions
+    are outlined dashed and hatched, so they read neither as a side nor as balanced."""
     q, dom = row["quality"], row["dominant_side"]
     if q in ("unusable", "missing") or dom == "undetermined":
         return "rgba(255,255,255,0)", NEUTRAL_COLOUR, "dot"
+    if dom == "uncertain":
+        return "rgba(255,255,255,0)", UNCERTAIN_COLOUR, "dash"
     if dom == side:
         diff = abs(row["right_mm"] - row["left_mm"])
         strength = float(np.clip(diff / (STRONG_DIFF * min_diff), 0, 1))
@@ -170,6 +174,8 @@ def _value_label(row: pd.Series) -> str:
             txt = f'<b><span style="color:{SIDE_COLOUR[side]}">{txt}</span></b>'
         parts.append(txt)
     label = " · ".join(parts) + " mm"
+    if row["dominant_side"] == "uncertain":
+        label += f' <span style="color:{UNCERTAIN_COLOUR}">(uncertain)</span>'
     if row["quality"] == "low":
         label += ' <span style="color:#8a5a00">(low)</span>'
     return label
@@ -189,8 +195,8 @@ def face_map(session: Session) -> FaceMap | None:
 
     Seen facing the patient (patient's right on the viewer's left). The
     dominant side's region is filled with its colour, stronger for a bigger
-    difference; the other side and balanced regions are grey; unusable or
-    missing values are dotted outlines.
+    difference; the other side and balanced regions are grey; an uncertain call's
+    regions are hatched; unusable or missing values are dotted outlines.
     """
     face = _rest_face(session)
     steps = [r for r in session.results]
@@ -239,6 +245,8 @@ def face_map(session: Session) -> FaceMap | None:
                 if poly is None:
                     continue
                 fill, line, dash = _region_style(rr, side, proto.thresholds.min_diff_mm)
+                hatch = (dict(shape="/", fgcolor=UNCERTAIN_COLOUR, size=6, solidity=0.25)
+                         if line == UNCERTAIN_COLOUR else None)
                 val = rr["right_mm"] if side == "right" else rr["left_mm"]
                 verdict = rr["dominant_side"]
                 name = (
@@ -248,7 +256,7 @@ def face_map(session: Session) -> FaceMap | None:
                 fig.add_trace(
                     go.Scatter(
                         x=poly[:, 0], y=poly[:, 1], mode="lines", fill="toself",
-                        fillcolor=fill,
+                        fillcolor=fill, fillpattern=hatch,
                         line=dict(color=line, width=1.5 if g.primary else 1, dash=dash),
                         hoveron="fills", hoverinfo="name", name=name, showlegend=False,
                         hoverlabel=dict(namelength=-1),

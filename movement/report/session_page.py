@@ -37,7 +37,14 @@ from movement.analysis.stabilise import yaw_degrees
 from movement.protocol import Thresholds
 from movement.report import figures
 from movement.report import images as face_images
-from movement.report.figures import LEFT_COLOUR, NEUTRAL_COLOUR, RIGHT_COLOUR, fmt, nice
+from movement.report.figures import (
+    LEFT_COLOUR,
+    NEUTRAL_COLOUR,
+    RIGHT_COLOUR,
+    UNCERTAIN_COLOUR,
+    fmt,
+    nice,
+)
 from movement.report.htmlkit import macro, render, safe
 from movement.report.images import ARROW_GAIN, LinesFigure, Picture, lines_name
 
@@ -643,7 +650,7 @@ def render_report(
         alerts=_checks(session),
         colours=dict(
             right=RIGHT_COLOUR, left=LEFT_COLOUR, neutral=NEUTRAL_COLOUR,
-            neutral_fill=figures.rgba(NEUTRAL_COLOUR, 0.5),
+            neutral_fill=figures.rgba(NEUTRAL_COLOUR, 0.5), uncertain=UNCERTAIN_COLOUR,
         ),  # fmt: skip
         face_map=figures.face_map(session),
         findings=findings(session),

@@ -344,10 +344,23 @@ class Texture:
 _SUPER = 4  # textures are drawn 4x supersampled, then reduced: anti-aliased strands
 
 
+TEXTURE_EYE_DISTANCE_MM = 65.4
+"""Inter-iris distance the hair, beard and glasses sizes are drawn for. They are sized to
+the face (its eyes' distance in px), not to the ruler: 65.4 mm is the default face's
+inter-iris distance under the mean-axis iris scale they were drawn with, so the
+horizontal-diameter ruler leaves them the same size relative to its features."""
+
+
+def texture_px_per_mm(size: int = BASE_SIZE) -> float:
+    """Pixels per (texture) millimetre of the base face: its inter-iris distance over
+    :data:`TEXTURE_EYE_DISTANCE_MM`."""
+    lm = base_face(size).landmarks
+    return float(np.linalg.norm(lm[468] - lm[473])) / TEXTURE_EYE_DISTANCE_MM
+
+
 def _texture_canvas(centre: np.ndarray, half_mm: tuple[float, float], size: int
                     ) -> tuple[np.ndarray, tuple[float, float], float]:
-    face = base_face(size)
-    ppm = face.px_per_mm
+    ppm = texture_px_per_mm(size)
     hw, hh = half_mm[0] * ppm, half_mm[1] * ppm
     x0, y0 = float(centre[0] - hw), float(centre[1] - hh)
     w, h = int(math.ceil(2 * hw)), int(math.ceil(2 * hh))
@@ -373,7 +386,8 @@ def hair_texture(size: int = BASE_SIZE, seed: int = 1, n: int = 14,
     face = base_face(size)
     lm = face.landmarks
     top = (lm[108] + lm[337]) / 2
-    dark, origin, ppm = _texture_canvas(top - 8 * face.up * face.px_per_mm, (45.0, 18.0), size)
+    dark, origin, ppm = _texture_canvas(top - 8 * face.up * texture_px_per_mm(size),
+                                        (45.0, 18.0), size)
     rng = np.random.default_rng(seed)
     for _ in range(n):
         x = rng.uniform(-40, 40)
