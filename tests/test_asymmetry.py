@@ -102,3 +102,15 @@ def test_softened_line_regions_share_one_reason_whatever_their_index():
     assert flags(-3.0, -1.0) and "softened" in flags(-3.0, -1.0)[0]
     assert flags(-3.0, 0.5) == ()  # the interval reaches 0: not surely softened
     assert flags(4.0, 5.0) == ()
+
+
+def test_cluttered_line_regions_share_one_reason_whatever_their_index():
+    """Each side's strength at rest stays out of the reason, so both sides' are one."""
+
+    def flags(rest: float) -> tuple[str, ...]:
+        return _line_flags(CreaseChange(2.0, rest, rest, np.zeros((2, 2)), np.eye(3), True,
+                                        lo=1.0, hi=3.0))
+
+    assert flags(9.5) == flags(14.0)
+    assert flags(9.5) and flags(9.5)[0].startswith("region unreadable")
+    assert flags(6.0) == ()  # etched skin rests below the rule
