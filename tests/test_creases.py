@@ -313,8 +313,9 @@ def test_etched_lines_that_deepen_are_folds():
 
 def test_softened_lines_read_negative_and_the_flag_says_why():
     reg = REGIONS["forehead"]
-    rest = sc.render_still({"forehead": (0.4, 0.4)}, noise_sigma=NOISE, seed=1)
-    peak = sc.render_still({"forehead": (0.1, 0.1)}, noise_sigma=NOISE, seed=2,
+    # Etched lines (below the clutter rule at rest) that the step smooths.
+    rest = sc.render_still({"forehead": (0.2, 0.2)}, noise_sigma=NOISE, seed=1)
+    peak = sc.render_still({"forehead": (0.05, 0.05)}, noise_sigma=NOISE, seed=2,
                            **PEAK_POSE)
     c = cr.step_lines([frame(rest)] * 3, [frame(peak)], reg, "right")
     assert c.value < -2 * cr.NOISE_FLOOR_PCT and c.hi < 0, (c.value, c.hi)
