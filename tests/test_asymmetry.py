@@ -91,14 +91,26 @@ def test_a_reason_both_sides_share_is_said_once():
     assert row.reason == why
 
 
+def test_softened_line_regions_share_one_reason_whatever_their_index():
+    """A side's own figures kept out of the reason let both sides' reasons be one."""
+
+    def flags(value: float, hi: float) -> tuple[str, ...]:
+        return _line_flags(CreaseChange(value, 5.0, 4.0, np.zeros((2, 2)), np.eye(3), True,
+                                        lo=value - 1.0, hi=hi))
+
+    assert flags(-3.0, -1.0) == flags(-8.0, -6.0)
+    assert flags(-3.0, -1.0) and "softened" in flags(-3.0, -1.0)[0]
+    assert flags(-3.0, 0.5) == ()  # the interval reaches 0: not surely softened
+    assert flags(4.0, 5.0) == ()
+
+
 def test_cluttered_line_regions_share_one_reason_whatever_their_index():
-    """Each side's strength at rest went into the reason (5.4 and 9.1 on the sample),
-    so the two sides' reasons differed and both were printed in full."""
+    """Each side's strength at rest stays out of the reason, so both sides' are one."""
 
     def flags(rest: float) -> tuple[str, ...]:
-        return _line_flags(CreaseChange(float("nan"), rest, rest, np.zeros((2, 2)),
-                                        np.eye(3), True))
+        return _line_flags(CreaseChange(2.0, rest, rest, np.zeros((2, 2)), np.eye(3), True,
+                                        lo=1.0, hi=3.0))
 
-    assert flags(5.4) == flags(9.1)
-    assert flags(5.4) and flags(5.4)[0].startswith("region unreadable")
-    assert flags(1.0) == ()
+    assert flags(9.5) == flags(14.0)
+    assert flags(9.5) and flags(9.5)[0].startswith("region unreadable")
+    assert flags(6.0) == ()  # etched skin rests below the rule

@@ -238,3 +238,151 @@ def test_the_protocol_folds_the_regions_the_generator_draws():
             steps.setdefault(c.name, set()).add(st.name)
     assert steps == {n: {s for s, r in sc.STEP_CREASES.items() if n in r} for n in REGIONS}
     assert set(REGIONS) == {"forehead", "glabella", "crow_feet", "bunny_lines", "chin"}
+
+
+# --------------------------------------------------------------------------- (f) same skin
+#
+# step_lines compares each peak frame with the rest frames moved onto it by the skin's
+# movement (landmarks, then image registration), off the eye openings.
+
+def skin_warp(img: np.ndarray, lm: np.ndarray, centre: np.ndarray, up_mm: float,
+              sigma_mm: float, px_per_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image and landmarks with the skin around ``centre`` slid up ``up_mm`` (a
+    Gaussian bump of displacement, as a raise moves the forehead): etched lines there
+    move relative to the landmarks' hull."""
+    h, w = img.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+    def shift(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r2 = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (sigma_mm * px_per_mm) ** 2
+        return (up_mm * px_per_mm * np.exp(-r2 / 2)).astype(np.float32)
+
+    # Backward map: the frame pixel (x, y) shows the skin that was at (x, y + shift).
+    out = cv2.remap(img, gx, gy + shift(gx, gy), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT)
+    moved = lm.copy()
+    for _ in range(3):  # landmark y moves to y' with y' + shift(y') = y
+        moved[:, 1] = lm[:, 1] - shift(moved[:, 0], moved[:, 1])
+    return out, moved
+
+
+def frame(still: sc.Still, img: np.ndarray | None = None, lm: np.ndarray | None = None):
+    return cr.LineFrame(gray(still.image if img is None else img),
+                        still.landmarks if lm is None else lm)
+
+
+def same_skin(rest_depth: float, peak_depth: float, region: str, up_mm: float = 2.5
+              ) -> dict[str, tuple[float, float]]:
+    """side -> (step_lines value, region-following value) with lines ``rest_depth`` deep
+    at rest (etched) and ``peak_depth`` at the peak, the skin slid ``up_mm`` at the peak."""
+    reg = REGIONS[region]
+    rest = sc.render_still({region: (rest_depth, rest_depth)} if rest_depth else None,
+                           noise_sigma=NOISE, seed=1)
+    peak = sc.render_still({region: (peak_depth, peak_depth)} if peak_depth else None,
+                           noise_sigma=NOISE, seed=2)
+    centre = peak.landmarks[list(reg.right + reg.left)].mean(axis=0)
+    img, lm = skin_warp(peak.image, peak.landmarks, centre, up_mm, 6.0, peak.px_per_mm)
+    out = {}
+    for side in SIDES:
+        new = cr.step_lines([frame(rest)], [frame(peak, img, lm)], reg, side)
+        old = cr.crease_change([cr.read_region(gray(rest.image), rest.landmarks, reg, side)],
+                               [cr.read_region(gray(img), lm, reg, side)])
+        assert new.readable, new.reason
+        out[side] = (new.value, old.value)
+    return out
+
+
+@pytest.mark.parametrize("region", ["glabella", "forehead", "crow_feet"])
+def test_etched_lines_that_move_are_not_folds(region):
+    got = same_skin(0.35, 0.35, region)
+    for side, (new, old) in got.items():
+        assert abs(new) < cr.NOISE_FLOOR_PCT, (region, side, new)
+        if region == "glabella":
+            # The confound is real: following the region's landmarks alone reads the
+            # lines sliding through it as a change (else this test would prove nothing).
+            assert abs(old) > 1.5 * cr.NOISE_FLOOR_PCT, (region, side, new, old)
+
+
+def test_etched_lines_that_deepen_are_folds():
+    deepen = same_skin(0.15, 0.45, "forehead")
+    still = same_skin(0.15, 0.15, "forehead")
+    for side in SIDES:
+        assert deepen[side][0] > 3 * cr.NOISE_FLOOR_PCT, (side, deepen)
+        assert deepen[side][0] > 3 * abs(still[side][0]), (side, deepen, still)
+
+
+def test_softened_lines_read_negative_and_the_flag_says_why():
+    reg = REGIONS["forehead"]
+    # Etched lines (below the clutter rule at rest) that the step smooths.
+    rest = sc.render_still({"forehead": (0.2, 0.2)}, noise_sigma=NOISE, seed=1)
+    peak = sc.render_still({"forehead": (0.05, 0.05)}, noise_sigma=NOISE, seed=2,
+                           **PEAK_POSE)
+    c = cr.step_lines([frame(rest)] * 3, [frame(peak)], reg, "right")
+    assert c.value < -2 * cr.NOISE_FLOOR_PCT and c.hi < 0, (c.value, c.hi)
+    assert any("softened" in f for f in cr.line_flags(c))
+    grown = cr.step_lines([frame(peak)], [frame(rest)], reg, "right")
+    assert grown.value > 2 * cr.NOISE_FLOOR_PCT and not cr.line_flags(grown)
+
+
+def test_eye_closing_is_not_a_line():
+    """The eye opening painted over with skin at the peak (the lids closed, lashes
+    gone): nothing of it reaches the crow's-feet value."""
+    reg = REGIONS["crow_feet"]
+    rest = sc.render_still(None, noise_sigma=NOISE, seed=1)
+    peak = sc.render_still(None, noise_sigma=NOISE, seed=2)
+    img = peak.image.copy()
+    for ring in cr.EYE_RING.values():
+        poly = np.round(peak.landmarks[list(ring)]).astype(np.int32)
+        x0, y0 = poly.min(axis=0)
+        skin = img[y0 - 12:y0 - 4, x0:x0 + 20].reshape(-1, 3).mean(axis=0)
+        cv2.fillPoly(img, [poly], skin.tolist())
+        cv2.polylines(img, [poly], True, skin.tolist(), 3)
+    assert np.abs(img.astype(int) - peak.image.astype(int)).max() > 40  # the eye did change
+    for side in SIDES:
+        c = cr.step_lines([frame(rest)], [frame(peak, img)], reg, side)
+        assert c.readable and abs(c.value) < cr.NOISE_FLOOR_PCT, (side, c.value)
+
+
+def test_deep_folds_read_deeper_not_saturated():
+    reg = REGIONS["crow_feet"]
+    rest = sc.render_still(None, noise_sigma=NOISE, seed=1, **REST_POSE)
+    vals = []
+    for d in (0.3, 0.6, 0.9):
+        peak = sc.render_still({"crow_feet": (d, d)}, noise_sigma=NOISE, seed=2, **PEAK_POSE)
+        vals.append(cr.step_lines([frame(rest)], [frame(peak)], reg, "left").value)
+    assert vals[1] > 1.3 * vals[0] and vals[2] > 1.3 * vals[1], vals
+
+
+def test_varied_designs_are_seeded_and_varied():
+    assert sc.varied_design("forehead", 0) is sc.DESIGNS["forehead"]
+    a, b = sc.varied_design("forehead", 5), sc.varied_design("forehead", 5)
+    assert a == b
+    designs = [sc.varied_design(n, s) for n in ("forehead", "crow_feet") for s in range(1, 13)]
+    assert len({len(d.lines) for d in designs}) >= 4
+    assert len({round(d.width_mm, 2) for d in designs}) >= 10
+    still = sc.render_still({"crow_feet": (0.9, 0.9)})
+    assert still.image.min() >= 0  # 0.9 is accepted (MAX_DEPTH)
+    with pytest.raises(ValueError):
+        sc.crease_shade(np.zeros((1, 2)), "forehead", sc.MAX_DEPTH + 0.01, 0.0)
+
+
+def test_a_fringe_at_rest_leaves_the_call_open_not_a_side():
+    """Hair over the forehead at rest and peak, no folds, the skin slid: the interval
+    is widened by the rest's line energy, so neither side is called deeper."""
+    from movement.analysis.dominance import _crease_call
+
+    th = load_protocol("standard").thresholds
+    reg = REGIONS["forehead"]
+    hair = (sc.hair_texture(darkness=0.7, n=30),)
+    rest = sc.render_still(None, textures=hair, noise_sigma=NOISE, seed=1, **REST_POSE)
+    peak = sc.render_still(None, textures=hair, noise_sigma=NOISE, seed=2, **PEAK_POSE)
+    centre = peak.landmarks[list(reg.right + reg.left)].mean(axis=0)
+    img, lm = skin_warp(peak.image, peak.landmarks, centre, 2.5, 6.0, peak.px_per_mm)
+    got = [cr.step_lines([frame(rest)], [frame(peak, img, lm)], reg, s) for s in SIDES]
+    assert all(c.readable for c in got)
+    assert max(c.rest for c in got) > 4.0  # the fringe is strong at rest
+    for c in got:  # the interval spans at least a fifth of the rest energy each way
+        span = c.hi * abs(c.hi) - c.lo * abs(c.lo)
+        assert span >= 0.4 * c.rest ** 2, (c.lo, c.hi, c.rest)
+    call = _crease_call((got[0].lo, got[0].hi), (got[1].lo, got[1].hi), th)
+    assert call in ("balanced", "uncertain"), [(c.value, c.lo, c.hi, c.rest) for c in got]

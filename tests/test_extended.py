@@ -126,14 +126,16 @@ def test_dynamic_lines_name_the_deeper_side_and_are_drawn(extended):
     for st in truth["steps"]:
         for c in st["creases"]:
             row = lines.loc[(st["name"], c["region"])]
-            if c["region"] == "forehead":
-                # This face's fringe reaches within ~1 cm of the brows: the region
-                # is refused (strong edges at rest), never reported as a finding.
-                assert row["quality"] == "unusable" and "strong edges" in row["reason"]
-                assert row["dominant_side"] == "undetermined"
-                continue
             r, lft = c["right_depth"], c["left_depth"]
             expected = "balanced" if r == lft else ("right" if r > lft else "left")
+            if c["region"] == "forehead":
+                # This face's fringe reaches within ~1 cm of the brows: refused where
+                # it covers the region (strong edges at rest), else compared with
+                # itself it leaves the call open at worst, never on the wrong side.
+                refused = row["quality"] == "unusable" and "strong edges" in row["reason"]
+                assert refused or row["dominant_side"] in (expected, "uncertain"), (
+                    c, row.to_dict())
+                continue
             assert row["quality"] == "ok", (st["name"], row["reason"])
             assert row["dominant_side"] == expected, (st["name"], c, row.to_dict())
             checked += 1

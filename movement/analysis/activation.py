@@ -17,11 +17,12 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 
 from movement.analysis.creases import (
-    CLUTTER_PCT,
     CreaseChange,
     CreaseReading,
-    crease_change,
+    LineFrame,
+    line_flags,
     read_region,
+    step_lines,
 )
 from movement.analysis.face import (
     IRIS_DIAMETER_MM,
@@ -37,11 +38,10 @@ from movement.analysis.steps import StepWindow
 from movement.analysis.uncertainty import (
     POSE_DOUBT,
     Spread,
-    crease_interval,
     value_interval,
     value_spread,
 )
-from movement.protocol import MuscleGroup, Protocol, Step
+from movement.protocol import CreaseRegion, MuscleGroup, Protocol, Step
 
 SIDES = ("right", "left")
 PEAK_FRACTION = 0.9
@@ -651,58 +651,44 @@ def _measure_lines(
 
     Only these frames are read (never the whole video). Regions are placed by the
     frame's own landmarks in the cached face crop, so head motion does not move
-    them; the crop's scale comes from the iris.
+    them; the crop's scale comes from the iris. The value compares the same skin at
+    rest and at the peak (:func:`movement.analysis.creases.step_lines`).
     """
     if not step.creases or not peak_frames:
         return []
     rest = np.asarray(win.rest)
     if len(rest) > MAX_REST_LINE_FRAMES:
         rest = rest[np.linspace(0, len(rest) - 1, MAX_REST_LINE_FRAMES).round().astype(int)]
-    readings: dict[int, dict[tuple[str, str], CreaseReading]] = {}
+    frames: dict[int, LineFrame] = {}
     # The keyframe is read too: it is the rest picture the report draws.
     for f in (*rest.tolist(), win.keyframe, *peak_frames):
-        if f in readings:
+        if f in frames:
             continue
-        grey = cache.image(int(f))
-        pts = cache.to_crop(track.xy[int(f)], int(f)).astype(np.float64)
         # The crop may upsample a small face; what the camera resolved is the
         # original image's pixels per mm.
         camera_px_per_mm = float(iris_diameter_px(track.xy[int(f)]) / IRIS_DIAMETER_MM)
-        readings[f] = {
-            (reg.name, side): read_region(grey, pts, reg, side, resolved_px_per_mm=camera_px_per_mm)
-            for reg in step.creases
-            for side in SIDES
-        }
+        frames[f] = LineFrame(cache.image(int(f)),
+                              cache.to_crop(track.xy[int(f)], int(f)).astype(np.float64),
+                              camera_px_per_mm)
+    mid = peak_frames[len(peak_frames) // 2]
     out = []
     for reg in step.creases:
         for side in SIDES:
-            k = (reg.name, side)
-            rest_r = [readings[f][k] for f in rest.tolist()]
-            peak_r = [readings[f][k] for f in peak_frames]
-            change = crease_change(rest_r, peak_r)
-            lo, hi, rest_se, peak_se = crease_interval(
-                np.array([r.strength for r in rest_r if r.readable]),
-                np.array([r.strength for r in peak_r if r.readable]),
-                change.rest, change.peak)
-            mid = peak_frames[len(peak_frames) // 2]
-            out.append(LineReading(reg.name, side, change, int(mid), readings[mid][k],
-                                   win.keyframe, readings[win.keyframe][k], lo, hi,
-                                   rest_se, peak_se))
+            def read(f: int, reg: CreaseRegion = reg, side: str = side) -> CreaseReading:
+                fr = frames[f]
+                return read_region(fr.gray, fr.pts, reg, side,
+                                   resolved_px_per_mm=fr.resolved_px_per_mm)
+
+            change = step_lines([frames[f] for f in rest.tolist()],
+                                [frames[f] for f in peak_frames], reg, side)
+            out.append(LineReading(reg.name, side, change, int(mid), read(mid),
+                                   win.keyframe, read(win.keyframe), change.lo, change.hi,
+                                   change.rest_se, change.peak_se))
     return out
 
 
 def _line_flags(c: CreaseChange) -> tuple[str, ...]:
-    if not c.readable:
-        return (f"region unreadable: {c.reason}",)
-    if c.rest > CLUTTER_PCT:
-        return (
-            # Each side's index at rest is in metrics.csv (rest_mm); leaving it out
-            # here lets a reason both sides share be said once.
-            f"region unreadable: strong edges in it at rest (crease index over "
-            f"{CLUTTER_PCT:g}: hair, the brow's edge, glasses or etched lines) whose "
-            "movement reads as lines; see the pictures",
-        )
-    return ()
+    return line_flags(c)
 
 
 def _mean(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> float | np.ndarray:

@@ -16,22 +16,31 @@ Pipeline for one region, one side, one frame (:func:`read_region`):
 3. Oriented Gaussian second derivative across the line direction, steered over
    ``orientation_deg +- STEER_DEG``, scale-normalised so that a Gaussian valley of the
    region's width and log-depth ``A`` reads ``A`` (x100: percent).
-4. Strength = RMS of the directional responses over the region hull (percent).
+4. Strength = RMS of the directional responses over the region hull (percent), the
+   eye openings (lid margins grown by :data:`EYE_MARGIN_MM`) left out.
 
-:func:`crease_change` turns rest and peak readings into the step's value: peak minus
-mean rest, in percent of local skin brightness ("fold contrast").
+For a step (:func:`step_lines`) the rest frames are moved onto each peak frame by the
+skin's movement (:func:`skin_motion`, refined by image registration), so strengths at
+rest and at the peak are taken over the same skin: a line already there at rest that
+moves with the skin is no change, one that deepens is. The value is
+:func:`added_contrast` of the two, in percent of local skin brightness ("fold
+contrast"); negative when the lines at rest softened (:func:`line_flags` says so).
+
+Kept as one module: the reading, the same-skin comparison and the drawing share the
+patch geometry and filters, and only :func:`step_lines` is the way in for a step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from movement.analysis.face import IRIS_DIAMETER_MM, face_axes, iris_diameter_px
+from movement.analysis.uncertainty import crease_interval
 from movement.protocol import CreaseRegion
 
 PATCH_PX_PER_FOLD = 8.0
@@ -66,13 +75,13 @@ without creases, head motion + sensor noise read up to 0.8, a lighting change up
 0.7, static hair/beard/glasses up to 1.0 and JPEG q30 blocking up to 1.7 (measured in
 tests/test_creases.py, docs/METHOD.md §9). A 10 % fold reads about 2.3, a 25 % fold 6."""
 
-CLUTTER_PCT = 4.0
-"""A region whose line strength is above this *at rest* holds strong static edges
-(a hair fringe, the brow's own edge, glasses rims, deeply etched lines). Their
-movement relative to the region reads as lines: on the generator's face, whose
-fringe reaches within ~1 cm of the brows, a raise with no folds at all read -3 to
-+7 on the forehead (rest 4.3-9.5), while clean skin regions rest at 0.6-2.4.
-Such a value is not reported as a finding."""
+CLUTTER_PCT = 9.0
+"""A region whose line strength at rest (over the skin compared) is above this is
+covered by strong static edges rather than skin: a fringe of hair, a glasses rim.
+Lines etched in skin rest below it (the older face of docs/figures/lines.md rests at
+up to about 8 on the forehead); hair does not move with the skin, and the comparison
+leaves more of it than the interval's REST_DOUBT covers. Such a value is not reported
+as a finding."""
 
 SIDES = ("right", "left")
 
@@ -116,6 +125,12 @@ class CreaseChange:
     patch_to_image: np.ndarray
     readable: bool
     reason: str = ""
+    # step_lines only: the value's 95 % interval and the standard errors of the rest
+    # and peak strengths (movement.analysis.uncertainty.crease_interval).
+    lo: float = float("nan")
+    hi: float = float("nan")
+    rest_se: float = float("nan")
+    peak_se: float = float("nan")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -261,10 +276,165 @@ def ridge_response(
 
 # --------------------------------------------------------------------------- reading
 
+EYE_RING: dict[str, tuple[int, ...]] = {
+    "right": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+    "left": (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
+}
+"""FaceMesh lid margins of each eye: the eye opening, which the lids close in a squint."""
+
+INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13,
+              82, 81, 80, 191)
+"""The mouth opening's margin: it moves unlike the skin around it."""
+
+EYE_MARGIN_MM = 2.0
+"""The eye opening is kept out of every region with this much around it (the lashes,
+the lid margin's own shadow), at rest and at the peak."""
+
+WARP_FIT_MM = 35.0
+"""Landmarks within this distance of a region carry the skin's movement to it."""
+
+WARP_LOCAL_MM = 4.0
+"""Scale over which the skin's movement between landmarks is interpolated: a
+Gaussian-weighted mean of the landmarks' departures from the local affine fit."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Patch:
+    """A region rectified from one frame (see :func:`_patch`)."""
+
+    logp: np.ndarray  # (h, w) float32 log intensity on the patch grid
+    valid: np.ndarray  # (h, w) bool: in the region and clear
+    clear: np.ndarray  # (h, w) bool: exposed, off the eyes, in the frame, a filter radius in
+    a: np.ndarray  # (2, 3) patch -> image affine
+    sigma_px: float
+    rad: int  # filter radius (px) kept from clipped pixels and the frame's edge
+    blur: float  # pre-filter (image px) applied before sampling the patch grid
+    res: float  # patch pixels per mm
+
 
 def _unreadable(reason: str, patch_to_image: np.ndarray | None = None) -> CreaseReading:
     a = patch_to_image if patch_to_image is not None else np.zeros((2, 3))
     return CreaseReading(float("nan"), np.zeros((1, 1), np.float32), a, False, reason)
+
+
+def _log_sample(gray: np.ndarray, xy: np.ndarray, blur: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log intensity, well-exposed share, inside share) of ``gray`` at image points
+    ``xy`` (h, w, 2), bilinear; only the points' bounding box is converted."""
+    x, y = xy[..., 0], xy[..., 1]
+    ih, iw = gray.shape
+    c0 = max(int(np.floor(np.nanmin(x))) - 3, 0)
+    r0 = max(int(np.floor(np.nanmin(y))) - 3, 0)
+    c1 = min(int(np.ceil(np.nanmax(x))) + 4, iw)
+    r1 = min(int(np.ceil(np.nanmax(y))) + 4, ih)
+    shape = xy.shape[:2]
+    if c0 >= c1 or r0 >= r1:
+        z = np.zeros(shape, np.float32)
+        return z, z, z
+    crop = gray[r0:r1, c0:c1].astype(np.float32)
+    if blur > 0:
+        crop = cv2.GaussianBlur(crop, (0, 0), blur)
+    logc = np.log(crop + 1.0)
+    ok = ((crop > DARK) & (crop < SATURATED)).astype(np.float32)
+    mx = (x - c0).astype(np.float32)
+    my = (y - r0).astype(np.float32)
+    logp = cv2.remap(logc, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    okp = cv2.remap(ok, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=0.0)
+    inside = cv2.remap(np.ones_like(ok), mx, my, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    # A point beyond the source image is outside even where the crop was clamped.
+    outside = (x < -0.5) | (y < -0.5) | (x > iw - 0.5) | (y > ih - 0.5)
+    inside[outside] = 0.0
+    okp[outside] = 0.0
+    return logp, okp, inside
+
+
+def _grid(a: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Image position (h, w, 2) of every patch pixel under the patch -> image affine."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    return np.stack([a[0, 0] * gx + a[0, 1] * gy + a[0, 2],
+                     a[1, 0] * gx + a[1, 1] * gy + a[1, 2]], axis=-1)
+
+
+def _to_patch(a: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Image points (N, 2) -> patch pixels under the inverse of ``a``."""
+    inv = cv2.invertAffineTransform(np.asarray(a, np.float64))
+    return np.asarray(xy, float) @ inv[:, :2].T + inv[:, 2]
+
+
+def _eye_mask(polys: Sequence[np.ndarray], shape: tuple[int, int], grow_px: float) -> np.ndarray:
+    """Polygons in patch pixels (the eye openings) filled and grown by ``grow_px``,
+    drawn on a margin around the patch so that an eye just beyond its edge still
+    reaches in."""
+    pad = int(math.ceil(max(grow_px, 0.0))) + 1
+    h, w = shape
+    m = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    for p in polys:
+        if np.all(np.isfinite(p)):
+            cv2.fillPoly(m, [np.round((p + pad) * 16).astype(np.int32)], 1, cv2.LINE_8,
+                         shift=4)
+    return grow_mask(m, grow_px)[pad:pad + h, pad:pad + w].astype(bool)
+
+
+def _patch(
+    gray: np.ndarray, lm: np.ndarray, region: CreaseRegion, side: str,
+    px_per_mm: float | None, resolved_px_per_mm: float | None,
+) -> _Patch | CreaseReading:
+    """The region of one frame rectified (see the module's steps 1-2), or why not."""
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+    if not np.all(np.isfinite(lm[list(region.points(side)) + [33, 263]])):
+        return _unreadable("landmarks of the region not tracked")
+    if px_per_mm is None:
+        px_per_mm = float(iris_diameter_px(lm) / IRIS_DIAMETER_MM)
+    if not np.isfinite(px_per_mm) or px_per_mm <= 0:
+        return _unreadable("no image scale (iris not found)")
+    resolved = px_per_mm if resolved_px_per_mm is None else resolved_px_per_mm
+    if resolved * region.width_mm < MIN_PX_PER_FOLD:
+        need = MIN_PX_PER_FOLD / region.width_mm
+        return _unreadable(
+            f"face too small: {resolved:.2f} px/mm, {region.name} lines need "
+            f">= {need:.2f} px/mm (move closer or film at higher resolution)"
+        )
+    res = patch_px_per_mm(region)
+    sigma_mm = region.width_mm / 2.355  # width is the fold's full width at half depth
+    pad_mm = 3.5 * sigma_mm
+    hull, a, (w, h) = region_geometry(lm, region, side, px_per_mm, res, pad_mm)
+    # Downsampling to the patch grid: low-pass first so skin pores don't alias.
+    blur = 0.5 * px_per_mm / res if px_per_mm > 2 * res else 0.0
+    logp, okp, inside = _log_sample(gray, _grid(a, w, h), blur)
+
+    region_mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(region_mask, np.round(hull * 16).astype(np.int32), 1,
+                       lineType=cv2.LINE_8, shift=4)
+    region_mask = grow_mask(region_mask, region.margin_mm * res)
+    in_region = region_mask.astype(bool)
+    n_region = int(in_region.sum())
+    if n_region == 0:
+        return _unreadable(f"{region.name} region is empty", a)
+    frac_inside = float((inside[in_region] > 0.99).mean())
+    if frac_inside < MIN_VALID_FRACTION:
+        return _unreadable(
+            f"{region.name} region {100 * (1 - frac_inside):.0f} % outside the image", a)
+
+    sigma_px = sigma_mm * res
+    # A clipped pixel next to skin makes a false step; keep a filter radius away.
+    rad = max(1, int(round(1.5 * sigma_px)))
+    eye = _eye_mask([_to_patch(a, lm[list(EYE_RING[s])]) for s in SIDES], (h, w),
+                    EYE_MARGIN_MM * res)
+    clear = grow_mask(((okp > 0.99) & ~eye).astype(np.uint8), -rad).astype(bool)
+    valid = clear & in_region
+    frac_valid = valid.sum() / n_region
+    if frac_valid < MIN_VALID_FRACTION:
+        return _unreadable(
+            f"{region.name} region {100 * (1 - frac_valid):.0f} % clipped (over- or "
+            "under-exposed), over the eye or outside the image", a)
+    vals = logp[valid]
+    q25, q75 = np.percentile(vals, [25, 75])
+    if (q75 - q25) / 1.349 < MIN_TEXTURE:
+        return _unreadable(f"{region.name} region is blank (no skin texture)", a)
+    return _Patch(logp, valid, clear, a, sigma_px, rad, blur, res)
 
 
 def read_region(
@@ -286,88 +456,256 @@ def read_region(
     Notes
     -----
     Only the bounding box of the region is converted to log intensity and warped, so
-    the cost does not grow with the frame size.
+    the cost does not grow with the frame size. The eye openings (lid margins grown
+    by EYE_MARGIN_MM) are left out.
     """
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
-    lm = np.asarray(pts_xy, dtype=float)
-    if not np.all(np.isfinite(lm[list(region.points(side)) + [33, 263]])):
-        return _unreadable("landmarks of the region not tracked")
-    if px_per_mm is None:
-        px_per_mm = float(iris_diameter_px(lm) / IRIS_DIAMETER_MM)
-    if not np.isfinite(px_per_mm) or px_per_mm <= 0:
-        return _unreadable("no image scale (iris not found)")
-    resolved = px_per_mm if resolved_px_per_mm is None else resolved_px_per_mm
-    if resolved * region.width_mm < MIN_PX_PER_FOLD:
-        need = MIN_PX_PER_FOLD / region.width_mm
-        return _unreadable(
-            f"face too small: {resolved:.2f} px/mm, {region.name} lines need "
-            f">= {need:.2f} px/mm (move closer or film at higher resolution)"
-        )
-
-    res = patch_px_per_mm(region)
-    sigma_mm = region.width_mm / 2.355  # width is the fold's full width at half depth
-    pad_mm = 3.5 * sigma_mm
-    hull, a, (w, h) = region_geometry(lm, region, side, px_per_mm, res, pad_mm)
-
-    # Source crop holding the patch (plus a pixel for interpolation).
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ a.T
-    c0, r0 = np.floor(corners.min(axis=0)).astype(int) - 2
-    c1, r1 = np.ceil(corners.max(axis=0)).astype(int) + 3
-    ih, iw = gray.shape
-    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, iw), min(r1, ih)
-    if cc0 >= cc1 or rr0 >= rr1:
-        return _unreadable(f"{region.name} region outside the image", a)
-    crop = gray[rr0:rr1, cc0:cc1].astype(np.float32)
-    if px_per_mm > 2 * res:
-        # Downsampling to the patch grid: low-pass first so skin pores don't alias.
-        crop = cv2.GaussianBlur(crop, (0, 0), 0.5 * px_per_mm / res)
-    logc = np.log(crop + 1.0)
-    ok = ((crop > DARK) & (crop < SATURATED)).astype(np.float32)
-    a_crop = a.copy()
-    a_crop[:, 2] -= (cc0, rr0)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    logp = cv2.warpAffine(logc, a_crop, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    # Outside the frame counts as invalid: a constant 0 border for the validity map.
-    okp = cv2.warpAffine(ok, a_crop, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0.0)
-    inside = cv2.warpAffine(np.ones_like(ok), a_crop, (w, h), flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-
-    region_mask = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(region_mask, np.round(hull * 16).astype(np.int32), 1,
-                       lineType=cv2.LINE_8, shift=4)
-    region_mask = grow_mask(region_mask, region.margin_mm * res)
-    in_region = region_mask.astype(bool)
-    n_region = int(in_region.sum())
-    if n_region == 0:
-        return _unreadable(f"{region.name} region is empty", a)
-    frac_inside = float((inside[in_region] > 0.99).mean())
-    if frac_inside < MIN_VALID_FRACTION:
-        return _unreadable(
-            f"{region.name} region {100 * (1 - frac_inside):.0f} % outside the image", a)
-
-    sigma_px = sigma_mm * res
-    # A clipped pixel next to skin makes a false step; keep a filter radius away.
-    rad = max(1, int(round(1.5 * sigma_px)))
-    valid = cv2.erode((okp > 0.99).astype(np.uint8), cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1)), borderValue=0).astype(bool)
-    valid &= in_region
-    frac_valid = valid.sum() / n_region
-    if frac_valid < MIN_VALID_FRACTION:
-        return _unreadable(
-            f"{region.name} region {100 * (1 - frac_valid):.0f} % clipped (over- or "
-            "under-exposed) or outside the image", a)
-    vals = logp[valid]
-    q25, q75 = np.percentile(vals, [25, 75])
-    if (q75 - q25) / 1.349 < MIN_TEXTURE:
-        return _unreadable(f"{region.name} region is blank (no skin texture)", a)
-
-    valley, energy = ridge_response(logp, sigma_px, region.orientation_deg)
+    p = _patch(gray, np.asarray(pts_xy, dtype=float), region, side, px_per_mm,
+               resolved_px_per_mm)
+    if isinstance(p, CreaseReading):
+        return p
+    valley, energy = ridge_response(p.logp, p.sigma_px, region.orientation_deg)
     # Log units -> percent of local brightness.
-    heat = np.where(valid, 100.0 * valley, 0.0).astype(np.float32)
-    strength = 100.0 * math.sqrt(float(energy[valid].mean()))
-    return CreaseReading(strength, heat, a, True, "")
+    heat = np.where(p.valid, 100.0 * valley, 0.0).astype(np.float32)
+    strength = 100.0 * math.sqrt(float(energy[p.valid].mean()))
+    return CreaseReading(strength, heat, p.a, True, "")
+
+
+# --------------------------------------------------------------------------- rest vs peak
+
+
+def _skin_points() -> np.ndarray:
+    """FaceMesh points that move with the skin: not the lid margins, iris or inner lips."""
+    drop = set(EYE_RING["right"]) | set(EYE_RING["left"]) | set(INNER_LIPS)
+    return np.array([i for i in range(468) if i not in drop])
+
+
+_SKIN = _skin_points()
+
+
+def skin_motion(lm_from: np.ndarray, lm_to: np.ndarray, centre: np.ndarray,
+                px_per_mm: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Where image points of ``lm_to``'s frame were in ``lm_from``'s frame.
+
+    The skin's movement between the two frames, from the landmarks that move with
+    the skin within WARP_FIT_MM of ``centre`` (image px of the ``to`` frame): a
+    distance-weighted affine fit (head motion, the region's overall stretch), plus
+    a Gaussian-weighted mean (WARP_LOCAL_MM) of the landmarks' departures from it,
+    which fades to the affine away from the landmarks.
+
+    Returns a function taking (N, 2) points of the ``to`` frame to the ``from`` frame.
+    """
+    src = np.asarray(lm_to, float)[_SKIN]
+    dst = np.asarray(lm_from, float)[_SKIN]
+    ok = np.all(np.isfinite(src), axis=1) & np.all(np.isfinite(dst), axis=1)
+    src, dst = src[ok], dst[ok]
+    r2 = np.sum((src - centre) ** 2, axis=1) / px_per_mm**2
+    near = r2 < WARP_FIT_MM**2
+    src, dst, r2 = src[near], dst[near], r2[near]
+    if len(src) < 3:
+        return lambda p: np.asarray(p, float) + np.nan
+    w = np.sqrt(np.exp(-r2 / (2 * (WARP_FIT_MM / 2) ** 2)))
+    x = np.hstack([src, np.ones((len(src), 1))])
+    b, *_ = np.linalg.lstsq(x * w[:, None], dst * w[:, None], rcond=None)
+    resid = dst - x @ b
+    s2 = 2 * (WARP_LOCAL_MM * px_per_mm) ** 2
+
+    def move(p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, float).reshape(-1, 2)
+        g = np.exp(-np.sum((p[:, None, :] - src[None]) ** 2, axis=2) / s2)
+        # The 0.3 lets the correction fade to the affine where no landmark is near.
+        corr = (g @ resid) / (g.sum(axis=1, keepdims=True) + 0.3)
+        return np.hstack([p, np.ones((len(p), 1))]) @ b + corr
+
+    return move
+
+
+FLOW_WINDOW_MM = 6.0
+"""Window of the image registration that refines the landmarks' movement."""
+
+FLOW_SMOOTH_MM = 2.0
+"""The registration's flow is smoothed over this scale (several fold widths), so it
+can shift and stretch skin but not squeeze rest texture into a fold the step added:
+the strengths compared do not depend on where in the region a line lies, only on
+which skin is in the region, which is what the registration settles."""
+
+
+def _residual_flow(peak: np.ndarray, moved: np.ndarray, res: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Dense flow (patch px) with ``peak(x) ~ moved(x + flow(x))``: Farneback on the log
+    patches (float, so faint skin texture is not lost to 8-bit steps), smoothed."""
+    win = max(5, int(round(FLOW_WINDOW_MM * res)) | 1)
+    # Log units x 400: the grey-level range Farneback's parameters are made for.
+    flow = cv2.calcOpticalFlowFarneback(np.float32(400.0) * peak, np.float32(400.0) * moved,
+                                        None, 0.5, 4, win, 6, 5, 1.1, 0)
+    flow = cv2.GaussianBlur(flow, (0, 0), FLOW_SMOOTH_MM * res)
+    return flow[..., 0], flow[..., 1]
+
+
+def _warped(
+    gray: np.ndarray, lm_from: np.ndarray, peak: _Patch, lm_to: np.ndarray,
+    px_per_mm: float, shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Frame ``gray`` moved onto ``peak``'s patch by the skin's movement: (log patch,
+    validity, that frame's eye openings in patch pixels)."""
+    h, w = shape
+    centre = peak.a @ np.array([w / 2, h / 2, 1.0])
+    move = skin_motion(lm_from, lm_to, centre, px_per_mm)
+    # The movement is smooth: evaluated on a coarse grid (node k at patch pixel
+    # k * step), then interpolated.
+    step = 4
+    cw, ch = (w - 1) // step + 2, (h - 1) // step + 2
+    gx, gy = np.meshgrid(np.arange(cw) * step, np.arange(ch) * step)
+    pts = np.stack([gx, gy, np.ones_like(gx)], axis=-1).reshape(-1, 3) @ peak.a.T
+    src = move(pts).reshape(ch, cw, 2).astype(np.float32)
+    mx, my = np.meshgrid(np.arange(w, dtype=np.float32) / step,
+                         np.arange(h, dtype=np.float32) / step)
+    xs = cv2.remap(src[..., 0], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ys = cv2.remap(src[..., 1], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    logp, okp, _ = _log_sample(gray, np.stack([xs, ys], axis=-1), peak.blur)
+    # The landmarks follow the skin only roughly between them (the mesh's forehead
+    # keeps its shape); the rest of the way is found in the images themselves.
+    fx, fy = _residual_flow(peak.logp, logp, peak.res)
+    mx, my = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    mx, my = mx + fx, my + fy
+    xs = cv2.remap(xs, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ys = cv2.remap(ys, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    logp, okp, _ = _log_sample(gray, np.stack([xs, ys], axis=-1), peak.blur)
+    valid = grow_mask((okp > 0.99).astype(np.uint8), -peak.rad).astype(bool)
+    # That frame's eye openings, carried to the peak frame (inverting the movement
+    # by two fixed-point steps: it is close to a shift).
+    eyes = []
+    for s in SIDES:
+        y = np.asarray(lm_from, float)[list(EYE_RING[s])]
+        x = y.copy()
+        for _ in range(2):
+            x = x + (y - move(x))
+        eyes.append(_to_patch(peak.a, x))
+    return logp, valid, eyes
+
+
+def _fill(delta: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``delta`` with its invalid pixels replaced by a smooth extension of the valid
+    ones, so the filters see no step at the edge of the eye or a clipped area."""
+    m = valid.astype(np.float32)
+    k = 3.0 * sigma_px
+    num = cv2.GaussianBlur(delta * m, (0, 0), k)
+    den = cv2.GaussianBlur(m, (0, 0), k)
+    smooth = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0).astype(np.float32)
+    return np.where(valid, delta, smooth).astype(np.float32)
+
+
+REST_DOUBT = 0.25
+"""Share of the rest's line energy that the comparison may leave uncancelled: the
+skin's movement is found only so well (landmarks, then registration), and lines etched
+at rest or hair that end up a fraction of a fold width off, or squeezed a little
+differently, change the energy. The value's interval is widened by it (in energy), so
+a region full of static edges gives an `uncertain` call rather than a wrong one (the
+fold-free consults of docs/figures/lines.md)."""
+
+MAX_REST_COMPARED, MAX_PEAK_COMPARED = 4, 3
+"""Rest and peak frames compared (evenly spread over the rest frames and the peak
+window): each pair costs an image registration (a few ms to tens of ms), and the rest
+strength is an RMS and the peak a median, both stable after a few frames."""
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spread (first and last kept)."""
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _compare(
+    peak: _Patch, lm_peak: np.ndarray, px_per_mm: float,
+    rests: Sequence[tuple[np.ndarray, np.ndarray]], region: CreaseRegion,
+) -> tuple[float, list[float]]:
+    """Line strength (percent) of the peak patch and of each rest frame moved onto it,
+    all over the same pixels: the region's skin, off the eye openings of every frame
+    compared. NaN where too little of the region is left."""
+    h, w = peak.logp.shape
+    moved, clear, eyes = [], peak.clear.copy(), []
+    for gray, lm in rests:
+        logp, ok, eye = _warped(gray, lm, peak, lm_peak, px_per_mm, (h, w))
+        moved.append(logp)
+        clear &= ok
+        eyes += eye
+    res = peak.res
+    clear &= ~grow_mask(_eye_mask(eyes, (h, w), EYE_MARGIN_MM * res).astype(np.uint8),
+                        peak.rad).astype(bool)
+    valid = peak.valid & clear
+    if not valid.any() or valid.sum() < MIN_VALID_FRACTION * peak.valid.sum():
+        return float("nan"), []
+
+    def strength(logp: np.ndarray) -> float:
+        # Pixels hidden in any frame compared (an eye, a clipped highlight) are
+        # filled smoothly in all of them, so the filters see the same edges.
+        _, energy = ridge_response(_fill(logp, clear, peak.sigma_px), peak.sigma_px,
+                                   region.orientation_deg)
+        return 100.0 * math.sqrt(float(energy[valid].mean()))
+
+    return strength(peak.logp), [strength(m) for m in moved]
+
+
+def step_lines(
+    rest: Sequence[LineFrame], peak: Sequence[LineFrame], region: CreaseRegion, side: str
+) -> CreaseChange:
+    """A step's dynamic-line value for one region and side from its rest and peak frames.
+
+    Each readable peak frame (up to MAX_PEAK_COMPARED) is compared with the rest
+    frames (up to MAX_REST_COMPARED), each moved onto it by the skin's movement
+    (:func:`skin_motion`): the strengths (:func:`ridge_response`) are taken over the
+    same skin, off the eye openings of every frame compared, so a line already there
+    at rest that only moves (or is squeezed with the skin) does not change the value,
+    and one that deepens does. Per peak frame the value is ``added_contrast(peak,
+    RMS of the rests)``; the step's value is that of the median peak frame, its
+    interval from the spread of the frames (:func:`crease_interval`). Negative: the
+    lines at rest softened.
+    """
+    def prep(f: LineFrame) -> _Patch | CreaseReading:
+        return _patch(f.gray, np.asarray(f.pts, float), region, side, None,
+                      f.resolved_px_per_mm)
+
+    def reading(p: _Patch | CreaseReading) -> CreaseReading:
+        if isinstance(p, CreaseReading):
+            return p
+        valley, energy = ridge_response(p.logp, p.sigma_px, region.orientation_deg)
+        heat = np.where(p.valid, 100.0 * valley, 0.0).astype(np.float32)
+        return CreaseReading(100.0 * math.sqrt(float(energy[p.valid].mean())), heat, p.a,
+                             True, "")
+
+    rest_p = [prep(f) for f in rest]
+    peak_p = [prep(f) for f in peak]
+    base = crease_change([reading(p) for p in rest_p], [reading(p) for p in peak_p])
+    if not base.readable:
+        return base
+    rest_ok = [(f.gray if f.gray.ndim == 2 else cv2.cvtColor(f.gray, cv2.COLOR_BGR2GRAY),
+                np.asarray(f.pts, float))
+               for f, p in zip(rest, rest_p, strict=True) if isinstance(p, _Patch)]
+    rest_ok = _spread(rest_ok, MAX_REST_COMPARED)
+    got = []
+    for f, p in _spread([(f, p) for f, p in zip(peak, peak_p, strict=True)
+                         if isinstance(p, _Patch)], MAX_PEAK_COMPARED):
+        if isinstance(p, _Patch):
+            lm = np.asarray(f.pts, float)
+            pk, rs = _compare(p, lm, float(iris_diameter_px(lm) / IRIS_DIAMETER_MM), rest_ok,
+                              region)
+            if np.isfinite(pk) and rs:
+                got.append((added_contrast(pk, float(np.sqrt(np.mean(np.square(rs))))),
+                            pk, rs))
+    if not got:
+        return replace(base, value=float("nan"), readable=False,
+                       reason=f"{region.name} region not readable once the rest frames "
+                       "are moved onto the peak (over the eye or outside the image)")
+    order = np.argsort([g[0] for g in got])
+    value, pk_v, rs = got[int(order[len(order) // 2])]
+    rest_v = float(np.sqrt(np.mean(np.square(rs))))
+    lo, hi, rest_se, peak_se = crease_interval(np.array(rs), np.array([g[1] for g in got]),
+                                               rest_v, pk_v)
+    doubt = REST_DOUBT * rest_v * rest_v
+    lo = added_contrast_of(math.copysign(lo * lo, lo) - doubt)
+    hi = added_contrast_of(math.copysign(hi * hi, hi) + doubt)
+    return replace(base, value=value, rest=rest_v, peak=pk_v, lo=lo, hi=hi,
+                   rest_se=rest_se, peak_se=peak_se)
 
 
 def read_sides(
@@ -387,6 +725,11 @@ def added_contrast(peak: float, rest: float) -> float:
     """
     d = peak * peak - rest * rest
     return math.copysign(math.sqrt(abs(d)), d)
+
+
+def added_contrast_of(energy: float) -> float:
+    """``sign * sqrt(|energy|)``: an energy difference back in percent contrast."""
+    return math.copysign(math.sqrt(abs(energy)), energy)
 
 
 def crease_change(
@@ -420,6 +763,36 @@ def crease_change(
     return CreaseChange(
         added_contrast(peak_v, rest_v), rest_v, peak_v, best.heat, best.patch_to_image, True
     )
+
+
+@dataclass(frozen=True, eq=False)
+class LineFrame:
+    """One frame given to :func:`step_lines`: grey image and its landmarks.
+
+    ``resolved_px_per_mm``: what the camera resolved when ``gray`` is an upsampled crop.
+    """
+
+    gray: np.ndarray
+    pts: np.ndarray
+    resolved_px_per_mm: float | None = None
+
+
+def line_flags(c: CreaseChange) -> tuple[str, ...]:
+    """Why a step's line value is not a finding (empty when it is)."""
+    if not c.readable:
+        return (f"region unreadable: {c.reason}",)
+    if c.rest > CLUTTER_PCT:
+        return (
+            # Each side's strength at rest is in metrics.csv (rest_mm); leaving it out
+            # here lets a reason both sides share be said once.
+            f"region unreadable: covered by strong edges at rest (line strength over "
+            f"{CLUTTER_PCT:g}: hair, glasses), which do not move with the skin; see the "
+            "pictures",
+        )
+    if c.hi < 0:
+        return ("lines present at rest softened at the peak (the step smoothed them): "
+                "a negative index, no fold added",)
+    return ()
 
 
 # --------------------------------------------------------------------------- drawing

@@ -41,8 +41,10 @@ STEP_CREASES: dict[str, tuple[str, ...]] = {
 }
 """Which crease designs a step's activation folds."""
 
-MAX_DEPTH = 0.6
-"""Deepest fold the generator accepts (60 % darker); real dynamic lines rarely pass 35 %."""
+MAX_DEPTH = 0.95
+"""Deepest fold the generator accepts (95 % darker at the fold centre): deep enough to
+check that the index keeps growing past the 35 % most dynamic lines reach (a deep
+fold in side light, or etched skin, is much darker)."""
 
 
 @dataclass(frozen=True)
@@ -150,10 +152,48 @@ class _Placed:
     half_len: np.ndarray  # (L,)
 
 
-@face_cache(maxsize=32)
-def _placed(name: str, side: str, size: int) -> _Placed:
-    face = base_face(size)
+def varied_design(name: str, seed: int) -> CreaseDesign:
+    """Design ``name`` redrawn with seeded variety: another count of folds, spacing,
+    width, length, position and angle, within what faces show (``seed`` 0 is the
+    standard design itself).
+
+    Count goes 2-5 (parallel lines) or 3-7 (crow's feet spokes), spacing and length
+    x0.7-1.4, width x0.6-1.6, each fold shifted up to 1 mm and turned up to 8 degrees.
+    """
     d = DESIGNS[name]
+    if seed == 0:
+        return d
+    rng = np.random.default_rng(seed)
+    k_len = float(rng.uniform(0.7, 1.4))
+    k_space = float(rng.uniform(0.7, 1.4))
+    if name == "crow_feet":
+        n = int(rng.integers(3, 8))
+        spokes = tuple(float(a) for a in np.linspace(-30.0, 35.0, n) + rng.uniform(-5, 5, n))
+        base = _fan(3.0 * k_space, 9.0 * k_len, spokes)
+    elif name == "chin":
+        base = _dimples(seed, int(rng.integers(5, 13)), (1.0, 7.5), (-5.5, 2.0))
+    else:
+        first = d.lines[0]
+        n = int(rng.integers(2, 6))
+        if name == "glabella":
+            n = min(n, 3)
+        spacing = {"forehead": 2.2, "glabella": 3.0, "bunny_lines": 2.5}[name] * k_space
+        mid = np.mean([[ln.out_mm, ln.up_mm] for ln in d.lines], axis=0)
+        base = _parallel(n, spacing, float(mid[0]), float(mid[1]), first.angle_deg,
+                         first.length_mm * k_len)
+    lines = tuple(
+        CreaseLine(ln.out_mm + float(rng.uniform(-1, 1)), ln.up_mm + float(rng.uniform(-1, 1)),
+                   ln.angle_deg + float(rng.uniform(-8, 8)),
+                   ln.length_mm * float(rng.uniform(0.8, 1.2)))
+        for ln in base
+    )
+    return CreaseDesign(d.name, d.anchor, lines, d.width_mm * float(rng.uniform(0.6, 1.6)),
+                        f"{d.note} (variant {seed})")
+
+
+@face_cache(maxsize=64)
+def _placed(d: CreaseDesign, side: str, size: int) -> _Placed:
+    face = base_face(size)
     anchor = face.landmarks[d.anchor[0] if side == "right" else d.anchor[1]]
     outward = -face.lateral if side == "right" else face.lateral
     ppm = face.px_per_mm
@@ -187,7 +227,7 @@ def _fold_profile(pts: np.ndarray, placed: _Placed, sigma_px: float) -> np.ndarr
 
 
 def crease_shade(
-    pts_base: np.ndarray, name: str, depth_right: float, depth_left: float,
+    pts_base: np.ndarray, name: str | CreaseDesign, depth_right: float, depth_left: float,
     activation: float = 1.0, size: int = BASE_SIZE,
 ) -> np.ndarray:
     """Multiplicative shading (N,) in (0, 1] of design ``name`` at base-photo points.
@@ -207,23 +247,26 @@ def crease_shade(
     if a == 0.0:
         return shade.astype(np.float32)
     face = base_face(size)
-    sigma = DESIGNS[name].width_mm / 2.355 * (0.75 + 0.25 * a) * face.px_per_mm
+    d = DESIGNS[name] if isinstance(name, str) else name
+    sigma = d.width_mm / 2.355 * (0.75 + 0.25 * a) * face.px_per_mm
     dark = np.zeros(len(pts))
     for side, dep in (("right", depth_right), ("left", depth_left)):
         if dep > 0:
-            np.maximum(dark, a * dep * _fold_profile(pts, _placed(name, side, size), sigma),
+            np.maximum(dark, a * dep * _fold_profile(pts, _placed(d, side, size), sigma),
                        out=dark)
     shade -= dark
     return shade.astype(np.float32)
 
 
-def crease_bbox(name: str, size: int = BASE_SIZE) -> tuple[float, float, float, float]:
+def crease_bbox(name: str | CreaseDesign, size: int = BASE_SIZE
+                ) -> tuple[float, float, float, float]:
     """(x0, y0, x1, y1) in base-photo px outside which ``crease_shade`` is 1 (to < 1e-4)."""
     face = base_face(size)
-    sigma = DESIGNS[name].width_mm / 2.355 * face.px_per_mm
+    d = DESIGNS[name] if isinstance(name, str) else name
+    sigma = d.width_mm / 2.355 * face.px_per_mm
     pts = []
     for side in ("right", "left"):
-        p = _placed(name, side, size)
+        p = _placed(d, side, size)
         ends = np.concatenate([p.centre + p.direction * p.half_len[:, None],
                                p.centre - p.direction * p.half_len[:, None]])
         pts.append(ends)
@@ -241,7 +284,7 @@ def _in_box(base_map: np.ndarray, box: tuple[float, float, float, float]) -> np.
 
 def apply_creases(
     img: np.ndarray, base_map: np.ndarray, depths: Mapping[str, tuple[float, float]],
-    activation: float = 1.0, size: int = BASE_SIZE,
+    activation: float = 1.0, size: int = BASE_SIZE, variant: int = 0,
 ) -> np.ndarray:
     """Fold the skin of a rendered frame; returns a new image of ``img``'s dtype.
 
@@ -251,13 +294,15 @@ def apply_creases(
     base_map : (H, W, 2) base-photo position of each frame pixel (a ``source_map``
         minus ``base_face().offset``), before any mirroring
     depths : design name -> (right, left) depth at activation 1
+    variant : 0 for the standard designs, else the seed of :func:`varied_design`
     """
     out = img.astype(np.float32)
     for name, (dr, dl) in depths.items():
-        m = _in_box(base_map, crease_bbox(name, size))
+        d = varied_design(name, variant)
+        m = _in_box(base_map, crease_bbox(d, size))
         if not m.any():
             continue
-        s = crease_shade(base_map[m], name, dr, dl, activation, size)
+        s = crease_shade(base_map[m], d, dr, dl, activation, size)
         out[m] *= s[:, None] if out.ndim == 3 else s
     return _like(out, img)
 

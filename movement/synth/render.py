@@ -167,7 +167,8 @@ class Renderer:
             if a > 0:
                 depths = {n: (s.crease_right, s.crease_left) for n in STEP_CREASES.get(s.name, ())}
                 offset = np.asarray(self.face.offset, dtype=np.float32)
-                return apply_creases(img, ymap - offset, depths, a, self.size)
+                return apply_creases(img, ymap - offset, depths, a, self.size,
+                                     s.crease_variant)
         return img
 
     def _apply_field(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from movement.protocol import Protocol
+from movement.synth.creases import MAX_DEPTH
 from movement.synth.face import ASTRONAUT
 from movement.synth.fields import FIELD_DESIGNS, protocol
 
@@ -45,6 +46,7 @@ class StepMotion:
     syllable_hz: float = 0.0  # > 0: repeated movement (speech), see :func:`envelope`
     crease_right: float = 0.0  # fold depth of the step's dynamic lines at activation 1
     crease_left: float = 0.0  # (0.2 = 20 % darker; movement.synth.creases)
+    crease_variant: int = 0  # 0: the standard fold designs; else a varied_design seed
 
     def __post_init__(self) -> None:
         if not self.start_s < self.peak_s - HOLD_S < self.peak_s + HOLD_S < self.end_s:
@@ -54,8 +56,8 @@ class StepMotion:
             )
         if self.right_mm < 0 or self.left_mm < 0:
             raise ValueError(f"step {self.name}: amplitudes must be >= 0 mm")
-        if not (0 <= self.crease_right <= 0.6 and 0 <= self.crease_left <= 0.6):
-            raise ValueError(f"step {self.name}: crease depths must be 0-0.6")
+        if not (0 <= self.crease_right <= MAX_DEPTH and 0 <= self.crease_left <= MAX_DEPTH):
+            raise ValueError(f"step {self.name}: crease depths must be 0-{MAX_DEPTH:g}")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def standard_steps(
         nothing), so the timing of the other steps does not depend on what is skipped.
     protocol_name : the protocol whose steps are laid out ("standard", "extended")
         A repeated-movement step (speech) lasts its protocol duration, with syllables.
-    creases : {step: (right, left)} fold depth of the step's dynamic lines (0-0.6)
+    creases : {step: (right, left)} fold depth of the step's dynamic lines (0-MAX_DEPTH)
     """
     creases = creases or {}
     skip = set(skip)
