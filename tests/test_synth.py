@@ -417,3 +417,17 @@ def test_another_face_keeps_the_truth_exact(tmp_path: Path, face: S.BaseFace) ->
     # Back to the astronaut: the caches hold nothing of the other face.
     np.testing.assert_allclose(S.base_face().landmarks, face.landmarks)
     assert S.Renderer(S.standard_spec(REQUESTS)).face.mm_per_px == face.mm_per_px
+
+
+def test_sample_regeneration_takes_one_folder_and_nothing_else(tmp_path, monkeypatch, capsys):
+    """``python -m movement.synth --help`` prints its usage; it once wrote the samples
+    into a folder named ``--help``."""
+    from movement.synth.render import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv, code in ((["--help"], 0), (["-x"], 2), (["a", "b"], 2)):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == code
+        assert "usage: python -m movement.synth" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -423,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        # One optional folder; anything else (``--help`` included) is not a folder to
+        # fill with videos.
+        print("usage: python -m movement.synth [OUT_DIR]  (regenerates the sample videos;"
+              " default ./videos)", file=sys.stderr)
+        raise SystemExit(0 if args[:1] in (["-h"], ["--help"]) else 2)
     out_dir = Path(args[0]) if args else Path("videos")
     path = make_sample(out_dir)
     print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
