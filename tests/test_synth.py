@@ -420,8 +420,8 @@ def test_another_face_keeps_the_truth_exact(tmp_path: Path, face: S.BaseFace) ->
 
 
 def test_sample_regeneration_takes_one_folder_and_nothing_else(tmp_path, monkeypatch, capsys):
-    """``python -m movement.synth --help`` prints its usage; it once wrote the samples
-    into a folder named ``--help``."""
+    """``python -m movement.synth --help`` prints its usage rather than filling a folder
+    named ``--help`` with videos; other extra arguments are a usage error."""
     from movement.synth.render import main
 
     monkeypatch.chdir(tmp_path)
