@@ -61,3 +61,22 @@ def test_angles_invert_rotation(yaw: float, pitch: float, roll: float) -> None:
     assert pose.angles(rot) == pytest.approx((yaw, pitch, roll), abs=1e-9)
     y, p, r = Rotation.from_matrix(rot).as_euler("yxz", degrees=True)
     assert pose.angles(rot) == pytest.approx((y, -p, r), abs=1e-9)
+
+
+def test_importing_movement_keeps_blas_to_one_thread_unless_the_user_chose():
+    """OpenBLAS's worker threads only contend with the analysis's own (pose.smooth_normals
+    waited seconds on them on a busy machine): ``import movement`` asks for one, before
+    NumPy loads it, and leaves a user's own setting alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import movement, numpy, os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "1"
+    env["OPENBLAS_NUM_THREADS"] = "3"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "3"

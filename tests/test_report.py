@@ -183,6 +183,28 @@ def test_findings_name_side_group_and_millimetres(built):
     assert "The frown step was not found in the video; nothing is reported for it." in f
 
 
+def test_face_map_annotations_as_added_one_at_a_time(built, monkeypatch):
+    """The map sets its annotations in one go (add_annotation is quadratic in their
+    number); the figure is the one that adding them one at a time builds."""
+    import plotly.graph_objects as go
+
+    from movement.report import figures
+
+    made: list[go.Figure] = []
+    real = figures.fig_html
+    monkeypatch.setattr(figures, "fig_html", lambda fig, *a, **k: (made.append(fig),
+                                                                   real(fig, *a, **k))[1])
+    face_map(built[0])
+    fig = made[0]
+    notes = [a.to_plotly_json() for a in fig.layout.annotations]
+    assert len(notes) > 20 and any(n.get("showarrow") for n in notes)
+    one_by_one = go.Figure(fig)
+    one_by_one.layout.annotations = ()
+    for n in notes:
+        one_by_one.add_annotation(**n)
+    assert one_by_one.to_plotly_json() == fig.to_plotly_json()
+
+
 def test_an_uncertain_call_says_why_with_its_interval(built):
     session = built[0]
     a = session.asymmetry.copy()

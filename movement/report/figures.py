@@ -215,6 +215,9 @@ def face_map(session: Session) -> FaceMap | None:
     ratio = nrows * (y_top - y_bot + 4) / (cols * 2 * x_half)
     extra = MAP_TOP_PX + MAP_BOTTOM_PX + (nrows - 1) * MAP_GAP_PX
     height = int(1070 * ratio + extra)
+    # The annotations are added in one go at the end: add_annotation re-validates all
+    # those added so far each time (quadratic in their number, ~70 on a full protocol).
+    notes: list[dict] = []
     fig = make_subplots(
         rows=nrows, cols=cols, horizontal_spacing=0.012,
         vertical_spacing=min(0.3, MAP_GAP_PX / height) if nrows > 1 else 0.0,
@@ -269,7 +272,7 @@ def face_map(session: Session) -> FaceMap | None:
             if not pts or not np.isfinite(drift):
                 continue
             x0, y0 = np.nanmean(face[pts], axis=0)
-            fig.add_annotation(
+            notes.append(dict(
                 x=x0 + DRIFT_GAIN * drift, y=y0, ax=x0, ay=y0, xref=xid, yref=yid,
                 axref=xid, ayref=yid, showarrow=True, arrowhead=2, arrowsize=1,
                 arrowwidth=2, arrowcolor=SIDE_COLOUR["left" if drift > 0 else "right"],
@@ -277,27 +280,27 @@ def face_map(session: Session) -> FaceMap | None:
                     f"{name} midline drift {abs(drift):.2f} mm toward the patient's "
                     f"{'left' if drift > 0 else 'right'} (arrow x{DRIFT_GAIN:g})"
                 ),
-            )  # fmt: skip
+            ))  # fmt: skip
         title = f"<b>{_esc(nice(step.name).capitalize())}</b>"
         sub = nice(step.primary.name)
-        fig.add_annotation(
+        notes.append(dict(
             x=0, y=y_top, yshift=32, xref=xid, yref=yid, text=title, showarrow=False,
             font=dict(size=14, color="#16324f"),
-        )  # fmt: skip
-        fig.add_annotation(
+        ))  # fmt: skip
+        notes.append(dict(
             x=0, y=y_top, yshift=15, xref=xid, yref=yid, text=_esc(sub), showarrow=False,
             font=dict(size=11, color="#556"),
-        )  # fmt: skip
+        ))  # fmt: skip
         label = _value_label(primary_row) if primary_row is not None else ""
-        fig.add_annotation(
+        notes.append(dict(
             x=0, y=y_bot, yshift=-14, xref=xid, yref=yid, text=label, showarrow=False,
             font=dict(size=12, color="#333"),
-        )  # fmt: skip
+        ))  # fmt: skip
         for sx, txt in ((-x_half + 2, "R"), (x_half - 2, "L")):
-            fig.add_annotation(
+            notes.append(dict(
                 x=sx, y=(y_top + y_bot) / 2, xref=xid, yref=yid, text=txt, showarrow=False,
                 font=dict(size=11, color="#8a96a3"),
-            )  # fmt: skip
+            ))  # fmt: skip
         fig.update_xaxes(
             visible=False, range=[-x_half, x_half], fixedrange=True, row=row_i, col=col_i
         )
@@ -305,6 +308,7 @@ def face_map(session: Session) -> FaceMap | None:
             visible=False, range=[y_bot - 2, y_top + 2], fixedrange=True,
             scaleanchor=xid, scaleratio=1, constrain="domain", row=row_i, col=col_i,
         )  # fmt: skip
+    fig.update_layout(annotations=[*fig.layout.annotations, *notes])
     fig.update_layout(
         height=height,
         margin=dict(l=12, r=12, t=MAP_TOP_PX, b=MAP_BOTTOM_PX),
