@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from movement.analysis.activation import GroupMeasure, StepResult, _line_flags
+from movement.analysis.activation import GroupMeasure, StepResult
 from movement.analysis.asymmetry import asymmetry_index, tables
-from movement.analysis.creases import CreaseChange
+from movement.analysis.creases import CreaseChange, line_flags
 from movement.analysis.dominance import dominant_side, side_call
 from movement.analysis.steps import StepWindow
 from movement.protocol import Thresholds, load_protocol
@@ -95,7 +95,7 @@ def test_softened_line_regions_share_one_reason_whatever_their_index():
     """A side's own figures kept out of the reason let both sides' reasons be one."""
 
     def flags(value: float, hi: float) -> tuple[str, ...]:
-        return _line_flags(CreaseChange(value, 5.0, 4.0, np.zeros((2, 2)), np.eye(3), True,
+        return line_flags(CreaseChange(value, 5.0, 4.0, np.zeros((2, 2)), np.eye(3), True,
                                         lo=value - 1.0, hi=hi))
 
     assert flags(-3.0, -1.0) == flags(-8.0, -6.0)
@@ -108,7 +108,7 @@ def test_cluttered_line_regions_share_one_reason_whatever_their_index():
     """Each side's strength at rest stays out of the reason, so both sides' are one."""
 
     def flags(rest: float) -> tuple[str, ...]:
-        return _line_flags(CreaseChange(2.0, rest, rest, np.zeros((2, 2)), np.eye(3), True,
+        return line_flags(CreaseChange(2.0, rest, rest, np.zeros((2, 2)), np.eye(3), True,
                                         lo=1.0, hi=3.0))
 
     assert flags(9.5) == flags(14.0)

@@ -601,7 +601,7 @@ def measure_step(
         res.measures.append(
             GroupMeasure(
                 step.name, lr.region, "crease", "crease", "image", False, lr.side, c.value,
-                c.rest, c.peak, float("nan"), _line_flags(c),
+                c.rest, c.peak, float("nan"), line_flags(c),
                 spread=Spread(hold=lr.peak_se, rest=lr.rest_se),
             )
         )
@@ -685,10 +685,6 @@ def _measure_lines(
                                    win.keyframe, read(win.keyframe), change.lo, change.hi,
                                    change.rest_se, change.peak_se))
     return out
-
-
-def _line_flags(c: CreaseChange) -> tuple[str, ...]:
-    return line_flags(c)
 
 
 def _mean(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> float | np.ndarray:

@@ -459,8 +459,12 @@ def read_region(
     the cost does not grow with the frame size. The eye openings (lid margins grown
     by EYE_MARGIN_MM) are left out.
     """
-    p = _patch(gray, np.asarray(pts_xy, dtype=float), region, side, px_per_mm,
-               resolved_px_per_mm)
+    return _reading(_patch(gray, np.asarray(pts_xy, dtype=float), region, side, px_per_mm,
+                           resolved_px_per_mm), region)
+
+
+def _reading(p: _Patch | CreaseReading, region: CreaseRegion) -> CreaseReading:
+    """The line strength of a rectified patch (an unreadable one passes through)."""
     if isinstance(p, CreaseReading):
         return p
     valley, energy = ridge_response(p.logp, p.sigma_px, region.orientation_deg)
@@ -665,17 +669,10 @@ def step_lines(
         return _patch(f.gray, np.asarray(f.pts, float), region, side, None,
                       f.resolved_px_per_mm)
 
-    def reading(p: _Patch | CreaseReading) -> CreaseReading:
-        if isinstance(p, CreaseReading):
-            return p
-        valley, energy = ridge_response(p.logp, p.sigma_px, region.orientation_deg)
-        heat = np.where(p.valid, 100.0 * valley, 0.0).astype(np.float32)
-        return CreaseReading(100.0 * math.sqrt(float(energy[p.valid].mean())), heat, p.a,
-                             True, "")
-
     rest_p = [prep(f) for f in rest]
     peak_p = [prep(f) for f in peak]
-    base = crease_change([reading(p) for p in rest_p], [reading(p) for p in peak_p])
+    base = crease_change([_reading(p, region) for p in rest_p],
+                         [_reading(p, region) for p in peak_p])
     if not base.readable:
         return base
     rest_ok = [(f.gray if f.gray.ndim == 2 else cv2.cvtColor(f.gray, cv2.COLOR_BGR2GRAY),
@@ -723,8 +720,7 @@ def added_contrast(peak: float, rest: float) -> float:
     percent contrast, proportional to fold depth (a fold twice as deep reads twice
     as high). Negative when the region has fewer lines at the peak than at rest.
     """
-    d = peak * peak - rest * rest
-    return math.copysign(math.sqrt(abs(d)), d)
+    return added_contrast_of(peak * peak - rest * rest)
 
 
 def added_contrast_of(energy: float) -> float:
