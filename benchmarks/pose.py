@@ -84,6 +84,7 @@ SETS = {
         Condition("pitch+10", pitch=10), Condition("pitch-10", pitch=-10),
         Condition("turn+10", turn=10), Condition("yaw+15", yaw=15), Condition("yaw-15", yaw=-15),
     ],
+    "turn": [Condition("yaw0"), Condition("turn+10", turn=10)],
     "none": [],
     "extra3": [Condition("turn+10", turn=10), Condition("yaw+15", yaw=15),
                Condition("pitch+10", pitch=10)],

@@ -195,3 +195,20 @@ def test_an_outline_width_is_marked_when_the_head_is_turned_at_rest():
     assert (far["quality"] == "low").all()
     assert "left side's landmarks are placed less surely" in far.loc["brow_lateral", "reason"]
     assert "jaw contour" in far.loc["lower_face_width", "reason"]
+
+
+def test_every_resting_row_is_marked_when_the_head_is_tilted_at_rest():
+    """Chin up or down beyond REST_PITCH_LOW_DEG at rest: every row is low, with the
+    tilt's direction in words; a slight tilt marks nothing."""
+    from movement.analysis.restface import REST_PITCH_LOW_DEG
+
+    proto = load_protocol("standard")
+    rest = pd.DataFrame([dict(measure=m.name, right_mm=10.0, left_mm=10.0, diff_mm=0.0,
+                              larger_side="left") for m in proto.rest_measures])
+    level = rest_rows(rest, proto, 0.0, REST_PITCH_LOW_DEG - 2)
+    assert (level["quality"] == "ok").all()
+    down = rest_rows(rest, proto, 0.0, -(REST_PITCH_LOW_DEG + 2)).set_index("muscle_group")
+    assert (down["quality"] == "low").all()
+    assert "chin-down" in down.loc["brow_lateral", "reason"]
+    up = rest_rows(rest, proto, 0.0, REST_PITCH_LOW_DEG + 2)
+    assert up["reason"].str.contains("chin-up").all()

@@ -249,3 +249,113 @@ def test_the_iris_scale_knows_where_the_eyes_look() -> None:
     assert restface.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=0.004)
     track, _ = rest_view(rest_head(), 0.0)
     assert restface.iris_facing(track.xy, track.z) == pytest.approx(1.0, abs=1e-6)
+
+
+def _aligned_turn(x: np.ndarray, rest: np.ndarray, turn: np.ndarray, anchors: tuple[int, ...]
+                  ) -> np.ndarray:
+    """The anchors' displacements from rest after the head turned by ``turn`` (yaw,
+    pitch) and the frame was aligned to rest by a least-squares similarity, as the
+    image tracker aligns it: (A, 2)."""
+    idx = list(anchors)
+    view0 = (x @ pose.rotation(*rest).T)[idx, :2]
+    view1 = (x @ pose.rotation(rest[0] + turn[0], rest[1] + turn[1]).T)[idx, :2]
+    lin, shift = pose.similarity_2d(view1, view0)
+    return view1 @ lin.T + shift - view0
+
+
+def test_a_turning_heads_fit_is_judged_with_the_turn_modelled() -> None:
+    """A flat similarity leaves a turned head's anchors millimetres apart (parallax),
+    so the tracker's fit error alone would drop the frame; with the turn modelled the
+    same anchors fit to the noise floor. Too few anchors: no error can be given."""
+    from movement.analysis.imagetrack import FIT_MAX_ERROR_MM, FIT_NOISE_MM, head_fit_error
+
+    x = head()
+    anchors = tuple(range(300, 360))
+    measured = (RIGHT_CORNER, LEFT_CORNER)
+    rest = np.array([2.0, 1.0, 0.0])
+    obs = np.stack([_aligned_turn(x, rest, np.array([t, 0.0]), anchors)
+                    for t in (0.0, 10.0)])
+    ang = np.array([rest, rest + (10.0, 0.0, 0.0)])
+    err = pose.turn_fit_errors(obs, x, rest, ang, anchors, measured)
+    # 60 anchors at the noise floor: the fit is known to a fraction of it.
+    assert (err < FIT_NOISE_MM / 2).all()
+    # The flat fit of the turned frame: anchors off by parallax, error far over the limit.
+    view0 = (x @ pose.rotation(*rest).T)[:, :2]
+    src = view0[list(anchors)] + obs[1]
+    flat = head_fit_error(src, view0[list(anchors)], np.column_stack([np.eye(2), np.zeros(2)]),
+                          view0[list(measured)], FIT_NOISE_MM)
+    assert flat > 2 * FIT_MAX_ERROR_MM
+    # Modelled with the wrong turn (none), the error says so.
+    wrong = pose.turn_fit_errors(obs[1:], x, rest, rest[None], anchors, measured)
+    assert wrong[0] > FIT_MAX_ERROR_MM
+    lost = obs.copy()
+    lost[:, 3:] = np.nan
+    assert np.isinf(pose.turn_fit_errors(lost, x, rest, ang, anchors, measured)).all()
+
+
+def test_the_turn_during_a_step_is_the_larger_of_the_two_readings() -> None:
+    """StepPose.turn_deg: the anchors' parallax under-reads a turn, FaceMesh's midline
+    yaw does not; either one alone is used when the other is missing."""
+    frames = np.arange(5)
+    kw = dict(frames=frames, pitch_deg=np.zeros(5), roll_deg=np.zeros(5), rest_yaw_deg=0.0,
+              rest_pitch_deg=0.0, applied=True)
+    anchors_yaw = np.array([0.0, 2.0, 5.0, 7.5, 7.0])
+    both = pose.StepPose(yaw_deg=anchors_yaw, mesh_yaw_deg=np.array([0.5, 3, 6, 10, 10.5]),
+                         **kw)
+    assert both.turn_deg == pytest.approx(10.0)
+    only = pose.StepPose(yaw_deg=anchors_yaw, **kw)
+    assert only.turn_deg == pytest.approx(7.5)
+    none = pose.StepPose(yaw_deg=np.full(5, np.nan), mesh_yaw_deg=np.full(5, np.nan), **kw)
+    assert np.isnan(none.turn_deg)
+
+
+def _graded(step_pose: pose.StepPose, yaw_index: np.ndarray | None = None):
+    """assess_step of a found step of 10 frames (rest 0-3, step 4-9) with this pose."""
+    from types import SimpleNamespace
+
+    from movement.analysis.activation import StepResult
+    from movement.analysis.quality import assess_step
+    from movement.analysis.steps import StepWindow
+
+    win = StepWindow("smile", True, start=4, peak=6, end=9, rest=(0, 1, 2, 3), keyframe=1)
+    n = 10
+    track = SimpleNamespace(valid=np.ones(n, bool))
+    traj = SimpleNamespace(yaw_index=np.zeros(n) if yaw_index is None else yaw_index,
+                           roll_deg=np.zeros(n))
+    scale = SimpleNamespace(mm_per_px=0.2)
+    return assess_step(StepResult(win, pose=step_pose), track, traj, scale, None)
+
+
+def _step_pose(yaw: np.ndarray, pitch: np.ndarray, mesh_yaw: np.ndarray | None = None
+               ) -> pose.StepPose:
+    n = len(yaw)
+    return pose.StepPose(frames=np.arange(n), yaw_deg=yaw, pitch_deg=pitch,
+                         roll_deg=np.zeros(n), rest_yaw_deg=float(yaw[0]),
+                         rest_pitch_deg=float(pitch[0]), applied=True,
+                         mesh_yaw_deg=np.zeros(0) if mesh_yaw is None else mesh_yaw)
+
+
+@pytest.mark.parametrize(("pitch", "verdict", "words"), [
+    (5.0, "ok", ""), (-18.0, "low", "chin-down 18°"), (20.0, "low", "chin-up 20°"),
+    (-33.0, "unusable", "chin-down 33°")])
+def test_a_tilted_head_is_graded_and_said(pitch: float, verdict: str, words: str) -> None:
+    q = _graded(_step_pose(np.zeros(10), np.full(10, pitch)))
+    assert q.verdict == verdict
+    assert words in q.reason
+    if verdict != "ok":
+        assert "keep the chin level" in q.instruction
+
+
+def test_a_turn_during_the_step_is_read_by_the_pose_not_the_image_index() -> None:
+    """The image-plane yaw index reads a curved face's turn too large; with a pose the
+    step is graded on the pose's turn (the larger of the anchors' and FaceMesh's)."""
+    still = _step_pose(np.zeros(10), np.zeros(10), np.r_[np.zeros(5), np.full(5, 3.0)])
+    # An image yaw index whose range alone reads a 14-degree turn.
+    index = np.linspace(0.0, np.sin(np.radians(14.0)) / 1.6, 10)
+    assert _graded(_step_pose(np.full(10, np.nan), np.zeros(10)), index).verdict == "low"
+    q = _graded(still, yaw_index=index)
+    assert q.verdict == "ok", q.reason
+    turning = _step_pose(np.linspace(0, 7.0, 10), np.zeros(10), np.linspace(0, 9.5, 10))
+    q = _graded(turning)
+    assert q.verdict == "low"
+    assert "head turned by 10° during the step" in q.reason

@@ -439,7 +439,6 @@ def measure_step(
             key_xy,
         ),
         key_xy=key_xy,
-        max_fit_error_mm=FIT_MAX_ERROR_MM,
     )
     # Face-on positions: what the head's pose did to the image reading is undone
     # (movement.analysis.pose); wt's positions are replaced in place.
@@ -448,6 +447,10 @@ def measure_step(
     step_pose = correct_window(wt, track, win.rest, protocol.anchor_points(step),
                                tuple(p for g in step.groups if not g.outline
                                      for p in g.all_points), first, key_xy)
+    # Frames whose head fit is too uncertain are left unmeasured only now: the pose
+    # stage fits a turning head's anchors with the turn modelled, which the
+    # tracker's flat similarity cannot (pose.turn_fit_errors).
+    wt.drop_unfit(FIT_MAX_ERROR_MM)
     rest_pos = np.asarray(win.rest) - first
     img_cols = {int(p): i for i, p in enumerate(wt.points)}
     lm_cols = {i: i for i in range(478)}

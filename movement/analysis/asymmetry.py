@@ -25,7 +25,12 @@ import pandas as pd
 from movement.analysis.activation import GroupMeasure, StepResult
 from movement.analysis.dominance import rule_words, side_call
 from movement.analysis.pose import POSE_COLUMNS, pose_fields
-from movement.analysis.restface import FACE_OVAL, OUTLINE_REST_YAW_DEG, REST_YAW_LOW_DEG
+from movement.analysis.restface import (
+    FACE_OVAL,
+    OUTLINE_REST_YAW_DEG,
+    REST_PITCH_LOW_DEG,
+    REST_YAW_LOW_DEG,
+)
 from movement.analysis.stabilise import Trajectories
 from movement.analysis.uncertainty import difference_interval, doubt_words
 from movement.protocol import Protocol, Thresholds
@@ -335,7 +340,8 @@ REST_MEASURE_UNITS = {"height": "height_mm", "aperture": "aperture_mm", "width":
 
 
 def rest_rows(rest: pd.DataFrame, protocol: Protocol,
-              rest_yaw_deg: float = float("nan")) -> pd.DataFrame:
+              rest_yaw_deg: float = float("nan"),
+              rest_pitch_deg: float = float("nan")) -> pd.DataFrame:
     """The resting measures as ``asymmetry`` rows with step ``rest``.
 
     ``dominant_side`` is the side that sits higher (heights), more open
@@ -344,7 +350,8 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol,
     on the face's outline alone (the jaw contour) is ``low`` when the head at rest is
     turned by more than :data:`movement.analysis.restface.OUTLINE_REST_YAW_DEG`
     (``rest_yaw_deg``): the outline is then another line of skin; every row is ``low``
-    beyond :data:`movement.analysis.restface.REST_YAW_LOW_DEG`.
+    beyond :data:`movement.analysis.restface.REST_YAW_LOW_DEG`, and beyond
+    :data:`movement.analysis.restface.REST_PITCH_LOW_DEG` of pitch (``rest_pitch_deg``).
     """
     kinds = {m.name: m.kind for m in protocol.rest_measures}
     outline = {m.name for m in protocol.rest_measures
@@ -371,6 +378,11 @@ def rest_rows(rest: pd.DataFrame, protocol: Protocol,
                 quality = "low"
                 reason = (f"{turned}: the {far} side's landmarks are placed less surely "
                           "(face the camera)")
+            elif abs(rest_pitch_deg) > REST_PITCH_LOW_DEG:
+                quality = "low"
+                reason = (f"head tilted chin-{'up' if rest_pitch_deg > 0 else 'down'} "
+                          f"{abs(rest_pitch_deg):.0f}° at rest: brows and mouth corners are "
+                          "placed less surely (keep the chin level)")
         rows.append(
             dict(
                 step="rest", muscle_group=r["measure"],

@@ -192,6 +192,23 @@ class WindowTrack:
         pos = {int(p): i for i, p in enumerate(self.points)}
         return np.array([pos[i] for i in idx])
 
+    def drop_unfit(self, max_error_mm: float) -> None:
+        """Leave unmeasured (NaN, no inliers) the frames whose head fit is more
+        uncertain than ``max_error_mm`` at the measured points (FIT_MAX_ERROR_MM).
+
+        Applied after the pose stage has had its say (``pose.correct_window`` may
+        lower a frame's error): the tracker's similarity cannot describe a head
+        turning out of the image plane, so its residual alone would throw away most
+        frames of a turn that the pose model fits to a tenth of a millimetre.
+        """
+        if self.fit_error_mm is None:
+            return
+        bad = ~(self.fit_error_mm <= max_error_mm)
+        self.image_mm[bad] = np.nan
+        if self.landmarks_mm.shape[1]:
+            self.landmarks_mm[bad] = np.nan
+        self.inliers[bad] = 0
+
 
 _LK = dict(
     maxLevel=LK_LEVELS,
@@ -813,7 +830,9 @@ def track_window(
     places the points on the keyframe (``landmarks.keyframe_landmarks``); by default
     the landmark model's keyframe positions. The face frame and scale stay the model's.
     With ``max_fit_error_mm``, a frame whose head fit is that uncertain at the
-    measured points (:func:`head_fit_error`) is left unmeasured (NaN, no inliers).
+    measured points (:func:`head_fit_error`) is left unmeasured (NaN, no inliers;
+    :meth:`WindowTrack.drop_unfit`). Without it every fitted frame is kept and its
+    error recorded, for a later stage to judge.
     """
     model_key = track.xy[keyframe]
     if key_xy is None:
@@ -874,8 +893,6 @@ def track_window(
         inl = inl.ravel().astype(bool)
         fit_err[j] = head_fit_error(src[good][inl], dst[good][inl], m, img_px[j, measured],
                                     FIT_NOISE_MM / mm_per_px) * mm_per_px
-        if max_fit_error_mm is not None and not fit_err[j] <= max_fit_error_mm:
-            continue
         inliers[j] = int(inl.sum())
         aligned[j] = img_px[j] @ m[:, :2].T + m[:, 2]
         if with_landmarks and np.isfinite(track.xy[frames[j], 0, 0]):
@@ -898,7 +915,7 @@ def track_window(
     def to_mm(p: np.ndarray) -> np.ndarray:
         return ((p - origin) @ rot.T) * mm_per_px
 
-    return WindowTrack(
+    wt = WindowTrack(
         frames=frames,
         points=idx,
         image_mm=to_mm(aligned),
@@ -908,6 +925,9 @@ def track_window(
         mm_per_px=mm_per_px,
         fit_error_mm=fit_err,
     )
+    if max_fit_error_mm is not None:
+        wt.drop_unfit(max_fit_error_mm)
+    return wt
 
 
 def head_fit_error(

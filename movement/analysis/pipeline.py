@@ -286,7 +286,7 @@ def analyze(
     rest = clips[0].rest_table
     # Resting position first, then each step's movement; the step column tells them apart.
     # (an empty frame in a concat turns every column to object dtype)
-    parts = [t for t in (rest_rows(rest, protocol, clips[0].rest_pose[0]), asym)
+    parts = [t for t in (rest_rows(rest, protocol, *clips[0].rest_pose), asym)
              if not t.empty]
     if parts:
         asym = pd.concat(parts, ignore_index=True)

@@ -34,6 +34,12 @@ YAW_DEG_IMAGE = (5.0, 20.0)
 same benchmark a 10-degree turn moved a symmetric eee's R-L by 0.76 mm and turned an
 asymmetric eee from left-dominant to balanced, all graded ``ok`` under the former
 20-degree threshold."""
+PITCH_DEG = (15.0, 30.0)
+"""Head pitch (chin up or down) with the face-on correction: on the 3D pose benchmark
+the corrected R-L at 10 degrees of pitch stayed near its frontal reading (see
+docs/figures/pose.md); beyond 15 the brows and the lip contours are seen steeply
+enough that FaceMesh places them less surely, and at 30 the brows or the mouth
+start to hide. Only where a pose was read (FaceMesh's depth)."""
 YAW_CHANGE_DEG = (8.0, 15.0)
 ROLL_DEG = (15.0, 25.0)
 PX_PER_MM = (1.2, 0.6)
@@ -125,18 +131,18 @@ def assess_step(
     yaw = yaw_degrees(traj.yaw_index[span])
     yaw_r = _range(yaw)
     yaw_th = YAW_DEG_IMAGE
+    pitch_r = (float("nan"), float("nan"))
     turn = yaw_r[1] - yaw_r[0]
     if r.pose is not None:
         # The pose the correction used (FaceMesh's depth at rest, the anchors' turn).
         yaw_r = _range(r.pose.yaw_deg)
         yaw_th = YAW_DEG
-        # A turn during the step is the larger of the two readings: the anchors'
-        # parallax under-reads it (a 10-degree turn reads about 7.5) and reads almost
-        # nothing where a hand hides the face's sides (the real clip's crying frown:
-        # 11 degrees where the landmarks saw 29), and such a step must not become a
-        # finding that a re-encode of the same video reverses.
-        turn = max((x for x in (turn, yaw_r[1] - yaw_r[0]) if np.isfinite(x)),
-                   default=float("nan"))
+        pitch_r = _range(r.pose.pitch_deg)
+        # The turn during the step as the pose reads it (StepPose.turn_deg): the
+        # image-plane yaw index reads a curved face's turn too large. (It still
+        # speaks when the pose read no yaw at all.)
+        if np.isfinite(r.pose.turn_deg):
+            turn = r.pose.turn_deg
     roll_r = _range(traj.roll_deg[span])
     px_per_mm = 1.0 / scale.mm_per_px
     bright = sharp_ratio = float("nan")
@@ -166,6 +172,10 @@ def assess_step(
     side = "left" if abs(yaw_r[1]) >= abs(yaw_r[0]) else "right"
     grade(big_yaw, yaw_th, f"head turned {big_yaw:.0f}° to the patient's {side}",
           "face the camera", below=False)
+    big_pitch = (max(pitch_r, key=abs) if np.isfinite(pitch_r[0]) else np.nan)
+    grade(abs(big_pitch), PITCH_DEG,
+          f"head tilted chin-{'up' if big_pitch > 0 else 'down'} {abs(big_pitch):.0f}°",
+          "keep the chin level", below=False)
     grade(turn, YAW_CHANGE_DEG, f"head turned by {turn:.0f}° "
           "during the step", "keep the head still", below=False)
     big_roll = max(abs(roll_r[0]), abs(roll_r[1])) if np.isfinite(roll_r[0]) else np.nan

@@ -97,6 +97,12 @@ side's brow and mouth corner less surely as the head turns (the image plane show
 well, so no geometry removes it): on the 3D generator the rows' R-L moved at most
 0.8 mm at 8 degrees read (a 10 degree turn) but up to 1.6 mm (brows) and 0.95 mm
 (commissure) at 13-15 degrees read (a 15 degree turn)."""
+REST_PITCH_LOW_DEG = 8.0
+"""Every resting row is marked ``low`` beyond this pitch at rest (chin up or down). The
+face-on correction turns the head back about its lateral axis, but FaceMesh places the
+brows and the mouth corners by their contours, which a tilted head shows differently:
+on the 3D generator the resting rows' R-L at 10 degrees of pitch moved beyond the
+0.5 mm a resting row is allowed (benchmarks/pose.py, docs/figures/pose.md)."""
 
 
 @dataclass(frozen=True)
