@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,27 +107,54 @@ def decode_and_mesh(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def full_analysis(path: Path, out: Path) -> tuple[float, float]:
-    """Wall time of the whole command and its peak resident memory (MB); the session
+def _disk_bytes(folder: Path) -> int:
+    """Bytes allocated on disk under ``folder`` (sparse files count what they hold)."""
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.lstat().st_blocks * 512
+        except OSError:  # removed while we looked
+            pass
+    return total
+
+
+def full_analysis(path: Path, out: Path) -> tuple[float, float, float]:
+    """Wall time of the whole command, its peak resident memory (MB) and the peak disk
+    its temporary files took (MB, sampled every 0.2 s: the frame cache); the session
     (with its per-stage timing) is left in ``out``."""
+    tmp = Path(tempfile.mkdtemp(prefix="movement-speed-tmp-"))
+    peak_disk = [0]
     t0 = time.perf_counter()
-    res = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, "analyze", str(path), "--out", str(out), "-q", "--force"],
-        capture_output=True, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            peak_disk[0] = max(peak_disk[0], _disk_bytes(tmp))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, stderr = proc.communicate()
+    done.set()
+    watcher.join()
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        said = [x for x in res.stderr.strip().splitlines() if not x.startswith("MAXRSS_KB")]
-        raise SystemExit(f"analyze failed (exit {res.returncode}): {said[-1] if said else ''}")
-    kb = next(int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("MAXRSS_KB"))
-    return wall, kb / 1024
+    shutil.rmtree(tmp, ignore_errors=True)
+    if proc.returncode != 0:
+        said = [x for x in stderr.strip().splitlines() if not x.startswith("MAXRSS_KB")]
+        raise SystemExit(f"analyze failed (exit {proc.returncode}): {said[-1] if said else ''}")
+    kb = next(int(x.split()[1]) for x in stderr.splitlines() if x.startswith("MAXRSS_KB"))
+    return wall, kb / 1024, peak_disk[0] / 2**20
 
 
 def measure(path: Path, folder: Path) -> dict:
     n, ta = decode_only(path)
     _, tb = decode_and_mesh(path)
     out = folder / f"{path.stem}-session"
-    tc, mem = full_analysis(path, out)
+    tc, mem, _ = full_analysis(path, out)
     fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS)
     stages = json.loads((out / "session.json").read_text())["clips"][0]["timing_s"]
     return dict(video=path.name, frames=n, duration_s=n / fps, a_fps=n / ta, b_fps=n / tb,
@@ -214,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
             if not path.exists():
                 make(folder, name, (960, 540), repeats=reps)
             mem.append(full_analysis(path, folder / f"{name}-session") + (reps * 28.5,))
-        memory = (f"memory: {mem[0][2]:.0f} s video {mem[0][1]:.0f} MB, {mem[1][2]:.0f} s video "
-                  f"{mem[1][1]:.0f} MB, ratio {mem[1][1] / mem[0][1]:.2f}")
+        memory = (f"memory: {mem[0][3]:.0f} s video {mem[0][1]:.0f} MB, {mem[1][3]:.0f} s video "
+                  f"{mem[1][1]:.0f} MB, ratio {mem[1][1] / mem[0][1]:.2f}; temporary files "
+                  f"at most {mem[0][2]:.0f} and {mem[1][2]:.0f} MB")
         print(memory)
     r = rows[0]
     summary = (f"SPEED 1080p30: full {r['c_fps']:.1f} frames/s = {r['realtime']:.2f}x real time, "

@@ -1,4 +1,5 @@
-"""A 10-minute video: frames are streamed, so memory stays flat in the video's length."""
+"""A 10-minute video: frames are streamed, so memory stays flat in the video's length,
+and the frame cache keeps to its disk budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from movement import synth
+from movement.analysis import landmarks
 from movement.protocol import load_protocol
 
 # The benchmark's own measurement: a fresh `movement analyze` process and its peak RSS.
@@ -18,8 +20,6 @@ from speed import full_analysis  # noqa: E402
 pytestmark = pytest.mark.slow  # ten minutes of video
 
 
-def _peak_mb(video: Path, out: Path) -> float:
-    return full_analysis(video, out)[1]
 
 
 def test_ten_minute_video_memory_stays_flat(tmp_path):
@@ -36,8 +36,8 @@ def test_ten_minute_video_memory_stays_flat(tmp_path):
     minute = tmp_path / "minute.mp4"
     subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-stream_loop", "1", "-i", str(short),
                     "-c", "copy", str(minute)], check=True)
-    small = _peak_mb(minute, tmp_path / "s")
-    big = _peak_mb(long, tmp_path / "l")
+    _, small, _ = full_analysis(minute, tmp_path / "s")
+    _, big, disk = full_analysis(long, tmp_path / "l")
     frames = 20 * 900
     # Allowed growth: the per-frame landmark arrays (478 landmarks in image px
     # and in stabilised mm, float32; the ~100 points tracked for finding steps,
@@ -50,3 +50,7 @@ def test_ten_minute_video_memory_stays_flat(tmp_path):
     print(f"peak memory: 1 min {small:.0f} MB, 10 min {big:.0f} MB "
           f"(landmark arrays {per_frame_mb:.0f} MB)")
     assert big <= 1.5 * small + per_frame_mb
+    # Every crop kept would be 5 GB: the cache stays within its budget (the steps'
+    # frames decoded again fit in it).
+    print(f"temporary files of the 10-minute video: at most {disk:.0f} MB")
+    assert disk <= landmarks.CACHE_BUDGET_BYTES / 2**20 + 50

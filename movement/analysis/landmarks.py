@@ -6,8 +6,9 @@ One pass over the video produces
   face was found), timestamps and the number of faces seen, and every half second
   a fresh detection of the face (for the millimetre scale);
 * a :class:`FrameCache`: a grey-level crop around the face of every frame, on
-  disk (memory-mapped), so the image tracker can revisit any frame without
-  decoding the video again and memory stays flat in the video's length.
+  disk, so the image tracker can revisit the steps' frames without decoding the
+  video again and memory stays flat in the video's length (beyond its disk
+  budget, the steps' frames are decoded once more).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,18 @@ class NoFaceError(Exception):
     """No face was found anywhere in the video."""
 
 
+CACHE_BUDGET_BYTES = 1 << 30
+"""Disk the frame cache may take (about 3,600 crops, two minutes at 30 fps). A longer
+video's crops beyond it are let go once written; after the steps are found the ones
+the measurement reads are decoded again (:meth:`FrameCache.ensure`). A 10-minute
+consult kept every crop before: 5 GB of temporary files."""
+RECENT_FRAMES = 128
+"""Crops of the latest frames always kept: the step-finding tracker reads each frame a
+little after it is written (its queue holds 64)."""
+
+
 class FrameCache:
-    """Grey-level face crops of every frame, kept in a file on disk.
+    """Grey-level face crops of the video's frames, kept in a file on disk.
 
     A crop of frame ``t`` covers original pixels ``p`` with
     ``crop = p * scale - offset[t]``.
@@ -116,25 +127,109 @@ class FrameCache:
     video. Read back, a frame is an ordinary 300 KB array; the operating
     system's file cache keeps recent frames fast without charging the process.
     Positioned I/O is safe from several threads at once.
+
+    The file holds at most ``budget_bytes`` (CACHE_BUDGET_BYTES) while the video is
+    read: the first crops that fit, then a ring of the RECENT_FRAMES latest. The
+    stages after finding the steps read only the steps' frames, so :meth:`ensure`
+    decodes again those the budget let go (from ``source``) into the slots of frames
+    no longer needed; a frame read that is not cached is decoded on demand. The crops
+    are cut at the offsets of the first pass, so they are the same bytes.
     """
 
-    def __init__(self, folder: Path, scale: float, size: int) -> None:
+    def __init__(self, folder: Path, scale: float, size: int,
+                 source: VideoInfo | None = None, budget_bytes: int | None = None) -> None:
         self.folder, self.scale, self.size = folder, scale, size
         self.offsets: list[tuple[int, int]] = []
+        self.source = source
+        self.decoded_again = 0  # crops decoded again from the video (ensure)
         self._nbytes = size * size
+        budget = CACHE_BUDGET_BYTES if budget_bytes is None else budget_bytes
+        self._first = max(budget // self._nbytes - RECENT_FRAMES, 0)
+        self._slots: dict[int, int] = {}  # frame -> slot in the file
+        self._in_slot: dict[int, int] = {}  # slot -> the frame the first pass wrote there
+        self._written = 0
+        self._blank: set[int] = set()  # frames before the first face: blank crops
+        self._n_slots = 0
+        self._lock = threading.Lock()  # the slot map
+        self._filling = threading.Lock()  # one decoding pass at a time
         self._fd = os.open(folder / "crops.u8", os.O_RDWR | os.O_CREAT, 0o600)
 
+    def _write(self, slot: int, gray: np.ndarray) -> None:
+        os.pwrite(self._fd, np.ascontiguousarray(gray, dtype=np.uint8).tobytes(),
+                  slot * self._nbytes)
+        self._n_slots = max(self._n_slots, slot + 1)
+
     def append(self, gray: np.ndarray, offset: tuple[int, int]) -> None:
-        i = len(self.offsets)
-        os.pwrite(self._fd, np.ascontiguousarray(gray, dtype=np.uint8).tobytes(), i * self._nbytes)
+        i, k = len(self.offsets), self._written
+        slot = k if k < self._first else self._first + (k - self._first) % RECENT_FRAMES
+        with self._lock:
+            gone = self._in_slot.get(slot)
+            if gone is not None and self._slots.get(gone) == slot:
+                del self._slots[gone]
+            self._slots[i], self._in_slot[slot] = slot, i
+        self._write(slot, gray)
+        self._written += 1
         self.offsets.append(offset)
+
+    def append_blank(self) -> None:
+        """A frame before the first face: a blank crop, nothing written."""
+        self._blank.add(len(self.offsets))
+        self.offsets.append((0, 0))
 
     def __len__(self) -> int:
         return len(self.offsets)
 
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes the crops' file takes."""
+        return self._n_slots * self._nbytes
+
     def image(self, t: int) -> np.ndarray:
-        buf = os.pread(self._fd, self._nbytes, t * self._nbytes)
+        if t in self._blank:
+            return np.zeros((self.size, self.size), np.uint8)
+        with self._lock:
+            slot = self._slots.get(t)
+        if slot is None:
+            # Not one of the frames the stages said they read: decoded on demand.
+            slot = self._fill([t], keep_all=True)[t]
+        buf = os.pread(self._fd, self._nbytes, slot * self._nbytes)
         return np.frombuffer(buf, dtype=np.uint8).reshape(self.size, self.size)
+
+    def ensure(self, frames: Iterable[int]) -> int:
+        """Make the crops of ``frames`` (video frame indices) readable, decoding again
+        those the budget let go; the slots of the other frames are reused. Returns how
+        many were decoded."""
+        want = {int(t) for t in frames if 0 <= int(t) < len(self.offsets)}
+        before = self.decoded_again
+        self._fill(sorted(want), keep_all=False)
+        return self.decoded_again - before
+
+    def _fill(self, want: list[int], keep_all: bool) -> dict[int, int]:
+        with self._filling:
+            with self._lock:
+                if not keep_all:
+                    for t in [t for t in self._slots if t not in set(want)]:
+                        del self._slots[t]
+                used = set(self._slots.values())
+                missing = [t for t in want if t not in self._slots and t not in self._blank]
+            free = iter(sorted(set(range(self._n_slots)) - used))
+            # New slots past any the first pass can still write (its ring).
+            new = max(self._n_slots, self._first + RECENT_FRAMES)
+            if missing:
+                if self.source is None:
+                    raise LookupError(f"frame {missing[0]} is not in the frame cache")
+                for t, image in read_frames(self.source, missing, seek=False):
+                    slot = next(free, None)
+                    if slot is None:
+                        slot, new = new, new + 1
+                    self._write(slot, _crop_at(image, self.offsets[t], self))
+                    with self._lock:
+                        self._slots[t] = slot
+                    self.decoded_again += 1
+            with self._lock:
+                if lost := [t for t in missing if t not in self._slots]:
+                    raise LookupError(f"frame {lost[0]} could not be decoded again")
+                return {t: self._slots[t] for t in want if t in self._slots}
 
     def to_crop(self, pts: np.ndarray, t: int) -> np.ndarray:
         ox, oy = self.offsets[t]
@@ -387,10 +482,10 @@ def track_landmarks(
                     fresh_jobs.append((len(ts), fresh_pool.submit(
                         _detect_on_cuts, fresh_mesh, rgb, fr.image.shape[1], pts, cuts)))
                 if cache is None and faces:
-                    cache = FrameCache(tmp, *crop_geometry(pts))
+                    cache = FrameCache(tmp, *crop_geometry(pts), source=info)
                     # Frames before the first face get blank crops.
                     for _ in range(len(ts)):
-                        cache.append(np.zeros((cache.size, cache.size), np.uint8), (0, 0))
+                        cache.append_blank()
                 if cache is not None:
                     if np.isfinite(pts[0, 0]):
                         last_center = np.nanmean(pts[:468], axis=0)

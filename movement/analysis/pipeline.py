@@ -135,6 +135,10 @@ def analyze_clip(
         else:
             windows = find_steps(traj, protocol, fps, image)
         clock.lap("steps")
+        # From here on only the steps' frames are read: those the cache's disk budget
+        # let go are decoded again (none for a video of a couple of minutes).
+        cache.ensure(step_frames(windows))
+        clock.lap("frames decoded again")
         key_xy = keyframe_landmarks(info, track, cache, [w.keyframe for w in windows if w.found])
         clock.lap("keyframe detections")
         results = measure_all(protocol, windows, track, cache, scale, fps, key_xy)
@@ -211,6 +215,18 @@ def whole_video_track(
     wt = track_window(cache, track, scale, 0, len(track) - 1, keyframe, points, anchors,
                       ring=False, tracked=tracked, with_landmarks=False)
     return ImageTrack(wt.image_mm, wt.points)
+
+
+def step_frames(windows: list[StepWindow]) -> list[int]:
+    """Every frame the measurement of the found steps reads: from the first rest frame
+    or the step's start to the last rest frame or its end (activation.measure_step)."""
+    out: set[int] = set()
+    for w in windows:
+        if w.found and w.start >= 0:
+            lo = min([w.start, *w.rest, *([w.keyframe] if w.keyframe >= 0 else [])])
+            hi = max([w.end, *w.rest, *([w.keyframe] if w.keyframe >= 0 else [])])
+            out.update(range(lo, hi + 1))
+    return sorted(out)
 
 
 def _effective_fps(t: np.ndarray, nominal: float) -> float:
