@@ -101,8 +101,8 @@ REST_PITCH_LOW_DEG = 8.0
 """Every resting row is marked ``low`` beyond this pitch at rest (chin up or down). The
 face-on correction turns the head back about its lateral axis, but FaceMesh places the
 brows and the mouth corners by their contours, which a tilted head shows differently:
-on the 3D generator the resting rows' R-L at 10 degrees of pitch moved beyond the
-0.5 mm a resting row is allowed (benchmarks/pose.py, docs/figures/pose.md)."""
+on the 3D generator at 10 degrees of pitch the rows moved by up to 1.8 mm per side
+(the lower-face width) and 0.56 mm in R-L (benchmarks/pose.py, docs/figures/pose.md)."""
 
 
 @dataclass(frozen=True)
