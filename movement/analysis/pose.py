@@ -515,9 +515,7 @@ def turn_fit_errors(obs: np.ndarray, x_head: np.ndarray, rest_angles: np.ndarray
     anc = np.asarray(anchors, int)
     view_rest = x_head @ rotation(*rest_angles).T
     target = view_rest[anc, :2] + obs
-    if aligned is None:
-        aligned = fit_alignments(obs, x_head, rest_angles, angles_now, anchors)
-    lin, shift = aligned
+    lin, shift = aligned or fit_alignments(obs, x_head, rest_angles, angles_now, anchors)
     rots = rotations(np.asarray(angles_now, float))
     seen = np.einsum("ak,fjk->faj", x_head[anc], np.nan_to_num(rots))[..., :2]
     at = view_rest[np.asarray(measured, int), :2]
@@ -662,27 +660,29 @@ def correct_window(wt: object, track: object, rest: tuple[int, ...], anchors: tu
                                   r_rest, anc, aligned)
     wt.image_mm[:] = img
     if wt.fit_error_mm is not None and len(exclude):
-        # The turn-modelled fit may explain the anchors better than the tracker's
-        # similarity did; the frame keeps the smaller of the two errors.
-        turned_err = turn_fit_errors(obs, x_head, rest_ang, ang, anc, tuple(sorted(exclude)),
-                                     aligned)
-        fitted = np.isfinite(wt.fit_error_mm)
-        wt.fit_error_mm[fitted] = np.fmin(wt.fit_error_mm, turned_err)[fitted]
+        from movement.analysis.imagetrack import FIT_MAX_ERROR_MM
+
+        # Only frames the flat fit cannot explain (a turn's parallax) ask the turn
+        # model: its two extra parameters also absorb anchors' small real movements
+        # (asked everywhere, 2D intervals held the truth 92.0 % instead of 93.3 %).
+        over = np.isfinite(wt.fit_error_mm) & ~(wt.fit_error_mm <= FIT_MAX_ERROR_MM)
+        if over.any():
+            wt.fit_error_mm[over] = np.fmin(wt.fit_error_mm[over], turn_fit_errors(
+                obs[over], x_head, rest_ang, ang[over], anc, tuple(sorted(exclude)),
+                (aligned[0][over], aligned[1][over])))
     if wt.landmarks_mm.shape[1]:
         lm, _ = correct_positions(wt.landmarks_mm, np.arange(478), rest_pos, x_head, normals,
                                   rots, r_rest, anc, aligned)
         wt.landmarks_mm[:] = lm
-    # FaceMesh's own yaw per frame, for how far the head turned (StepPose.turn_deg).
+    # FaceMesh's own yaw per frame, for how far the head turned (StepPose.turn_deg);
+    # frames without a face take their neighbours' yaw for the median filter only.
     mesh_yaw = np.array([head_angles(p3[j], exclude)[0] if np.isfinite(p3[j, 0, 0])
                          else np.nan for j in range(len(frames))])
-    seen = np.isfinite(mesh_yaw)
-    if seen.sum() > SMOOTH_FRAMES:
+    if (seen := np.isfinite(mesh_yaw)).sum() > SMOOTH_FRAMES:
         from scipy.ndimage import median_filter
 
-        # Frames without a face take their neighbours' yaw for the filter only.
         filled = np.interp(np.arange(len(mesh_yaw)), np.flatnonzero(seen), mesh_yaw[seen])
-        mesh_yaw = np.where(seen, median_filter(filled, size=SMOOTH_FRAMES, mode="nearest"),
-                            np.nan)
+        mesh_yaw = np.where(seen, median_filter(filled, SMOOTH_FRAMES, mode="nearest"), np.nan)
     ry, rp, _ = rest_ang
     return StepPose(frames=frames, yaw_deg=ang[:, 0], pitch_deg=ang[:, 1],
                     roll_deg=ang[:, 2], rest_yaw_deg=float(ry), rest_pitch_deg=float(rp),
