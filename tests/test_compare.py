@@ -337,6 +337,20 @@ def _with_pose(folder: Path, yaw: float | None) -> Path:
     return folder
 
 
+@pytest.mark.parametrize(("base", "now", "said"), [
+    ((0.0, 0.0), (3.0, -4.0), ""),
+    ((-2.0, 1.0), (-9.0, 1.0), "turned 7° more to the patient's right than at baseline; "
+                               "both read face-on"),
+    ((0.0, 2.0), (1.0, -10.0), "filmed 12° more chin-down than at baseline; read face-on, "
+                               "but beyond the 10° the correction is checked for: part of "
+                               "the change may be the pose's"),
+    ((0.0, -3.0), (6.0, 3.0), "turned 6° more to the patient's left and filmed 6° more "
+                              "chin-up than at baseline; both read face-on"),
+])
+def test_a_pose_difference_is_said_in_words(base, now, said):
+    assert compare.pose_difference(base, now) == said
+
+
 def test_a_change_of_head_pose_is_said(tmp_path):
     st = tmp_path / "store"
     store.record_session(st, _with_pose(make_session(tmp_path, "a"), -1.0), "p1", "baseline",
@@ -345,7 +359,8 @@ def test_a_change_of_head_pose_is_said(tmp_path):
                          "2-week", "2026-01-19")
     cmp = compare.build(store.history(st, "p1"))
     frown = next(g for g in cmp.groups if g.step == "frown")
-    assert "head pose differed: yaw -1° → +12°" in frown.statement
+    assert ("turned 13° more to the patient's left than at baseline; read face-on, but "
+            "beyond the 10° the correction is checked for") in frown.statement
     assert not any("without the head-pose correction" in n for n in cmp.notes)
     # A session read before the correction existed is named.
     store.record_session(st, _with_pose(make_session(tmp_path, "c", video="c"), None), "p1",
