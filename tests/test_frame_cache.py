@@ -56,6 +56,9 @@ def test_crops_past_the_budget_are_decoded_again_the_same(video: Path, tmp_path:
         assert small.disk_bytes == 18 * 64 * 64
         assert full.disk_bytes == (N_FRAMES - 2) * 64 * 64
         steps = [*range(20, 34), *range(40, 45)]
+        # Within its budget a cache keeps every crop: nothing decoded, now or later.
+        assert full.ensure(steps) == 0
+        assert np.array_equal(full.image(5), full.image(5)) and full.decoded_again == 0
         assert small.ensure(steps) == len(steps)
         assert small.disk_bytes <= 20 * 64 * 64  # the slots of unneeded frames reused
         assert small.ensure(steps) == 0  # already there

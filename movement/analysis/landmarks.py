@@ -207,11 +207,14 @@ class FrameCache:
     def _fill(self, want: list[int], keep_all: bool) -> dict[int, int]:
         with self._filling:
             with self._lock:
-                if not keep_all:
-                    for t in [t for t in self._slots if t not in set(want)]:
+                missing = [t for t in want if t not in self._slots and t not in self._blank]
+                if missing and not keep_all:
+                    # Room for them: the frames no stage reads any more give their slots
+                    # (a video within the budget keeps every crop).
+                    keep = set(want)
+                    for t in [t for t in self._slots if t not in keep]:
                         del self._slots[t]
                 used = set(self._slots.values())
-                missing = [t for t in want if t not in self._slots and t not in self._blank]
             free = iter(sorted(set(range(self._n_slots)) - used))
             # New slots past any the first pass can still write (its ring).
             new = max(self._n_slots, self._first + RECENT_FRAMES)
