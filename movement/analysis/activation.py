@@ -411,8 +411,7 @@ def measure_step(
     )
     # The rest frames (and the keyframe among them) may come from after the step
     # (steps.choose_rest): the tracked span holds them wherever they are.
-    first = min(min(win.rest), win.start)
-    last = max(max(win.rest), win.end)
+    first, last = win.span
     outward = _outward(step, key_xy)
     wt: WindowTrack = track_window(
         cache,

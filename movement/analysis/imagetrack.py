@@ -809,7 +809,6 @@ def track_window(
     fit: tuple[int, ...] = (),
     outline: dict[int, np.ndarray] | None = None,
     key_xy: np.ndarray | None = None,
-    max_fit_error_mm: float | None = None,
 ) -> WindowTrack:
     """Track ``points`` and ``anchors`` over frames ``first..last`` from ``keyframe``.
 
@@ -829,10 +828,9 @@ def track_window(
     outline's widening at their height (see OUTLINE_MIN_COS). ``key_xy`` (478, 2)
     places the points on the keyframe (``landmarks.keyframe_landmarks``); by default
     the landmark model's keyframe positions. The face frame and scale stay the model's.
-    With ``max_fit_error_mm``, a frame whose head fit is that uncertain at the
-    measured points (:func:`head_fit_error`) is left unmeasured (NaN, no inliers;
-    :meth:`WindowTrack.drop_unfit`). Without it every fitted frame is kept and its
-    error recorded, for a later stage to judge.
+    Every fitted frame is kept and its head fit's error recorded
+    (:func:`head_fit_error`); the caller leaves the uncertain ones unmeasured
+    (:meth:`WindowTrack.drop_unfit`) once the pose stage has judged them.
     """
     model_key = track.xy[keyframe]
     if key_xy is None:
@@ -915,7 +913,7 @@ def track_window(
     def to_mm(p: np.ndarray) -> np.ndarray:
         return ((p - origin) @ rot.T) * mm_per_px
 
-    wt = WindowTrack(
+    return WindowTrack(
         frames=frames,
         points=idx,
         image_mm=to_mm(aligned),
@@ -925,9 +923,6 @@ def track_window(
         mm_per_px=mm_per_px,
         fit_error_mm=fit_err,
     )
-    if max_fit_error_mm is not None:
-        wt.drop_unfit(max_fit_error_mm)
-    return wt
 
 
 def head_fit_error(

@@ -218,14 +218,12 @@ def whole_video_track(
 
 
 def step_frames(windows: list[StepWindow]) -> list[int]:
-    """Every frame the measurement of the found steps reads: from the first rest frame
-    or the step's start to the last rest frame or its end (activation.measure_step)."""
+    """Every frame the measurement of the found steps reads (StepWindow.span)."""
     out: set[int] = set()
     for w in windows:
-        if w.found and w.start >= 0:
-            lo = min([w.start, *w.rest, *([w.keyframe] if w.keyframe >= 0 else [])])
-            hi = max([w.end, *w.rest, *([w.keyframe] if w.keyframe >= 0 else [])])
-            out.update(range(lo, hi + 1))
+        if w.found and w.rest:
+            first, last = w.span
+            out.update(range(first, last + 1))
     return sorted(out)
 
 

@@ -126,8 +126,8 @@ def assess_step(
                            f"re-record '{w.name}': {reason}; rest for two seconds before "
                            "each step", 0.0, (np.nan, np.nan), (np.nan, np.nan), np.nan,
                            np.nan, np.nan, False)
-    first = min(min(w.rest), w.start)
-    span = np.arange(first, max(max(w.rest), w.end) + 1)
+    first, last = w.span
+    span = np.arange(first, last + 1)
     tracked = float(track.valid[span].mean())
     yaw = yaw_degrees(traj.yaw_index[span])
     yaw_r = _range(yaw)

@@ -50,6 +50,13 @@ class StepWindow:
     score: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def span(self) -> tuple[int, int]:
+        """First and last frame a step's measurement reads: its rest frames (the
+        keyframe among them; they may come after the step, :func:`choose_rest`) and
+        the step itself. Only for a found step with rest frames."""
+        return min(min(self.rest), self.start), max(max(self.rest), self.end)
+
 
 def _side_signal(
     pos: np.ndarray, baseline: np.ndarray, g: MuscleGroup, kind: str, col: dict[int, int]

@@ -262,8 +262,8 @@ def pose_difference(base: tuple[float, float], now: tuple[float, float]) -> str:
         return ""
     text = " and ".join(parts) + " than at baseline"
     if max(abs(d_yaw), abs(d_pitch)) > POSE_CHECKED_DEG:
-        return text + ("; read face-on, but beyond the 10° the correction is checked for: "
-                       "part of the change may be the pose's")
+        return text + (f"; read face-on, but beyond the {POSE_CHECKED_DEG:.0f}° the "
+                       "correction is checked for: part of the change may be the pose's")
     return text + "; both read face-on"
 
 
