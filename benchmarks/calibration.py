@@ -219,6 +219,7 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
         "mm rescaled by the generator's mm/px, mean and standard deviation. A mean clear of 1\n"
         "is the method's bias; the spread is what the recording's own parts do not show.")
     ratios: dict[str, list[float]] = {}
+    small: dict[str, list[float]] = {}
     for res in results:
         k = res.get("scale_ratio", float("nan"))
         if not np.isfinite(k):
@@ -229,11 +230,18 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
             for t, m in zip(s["truth"], s["measured"], strict=True):
                 if t >= 1.0 and np.isfinite(m):
                     ratios.setdefault(s["label"], []).append(m / k / t)
+                elif np.isfinite(m) and np.isfinite(t):
+                    small.setdefault(s["label"], []).append(m / k - t)
     for label in [k for k in per_step if k in ratios] + sorted(
             k for k in ratios if k not in per_step):
         r = np.asarray(ratios[label])
         sd = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
         out(f"{label:<28} n {len(r):3d}  reads {r.mean():.3f}  spread {sd:.3f}")
+    out("Per group, values under 1 mm: the root-mean-square error (mm, rescaled the same\n"
+        "way), the protocol's reads_floor_mm: what a share of a small value does not reach.")
+    for label, e in sorted(small.items()):
+        a = np.asarray(e)
+        out(f"{label:<28} n {len(a):3d}  floor {float(np.sqrt(np.mean(a * a))):.3f} mm")
 
     out("TARGETS, intervals and calls:")
     for steps, label, ok, val in targets:

@@ -64,6 +64,7 @@ class Condition:
     pitch: float = 0.0
     turn: float = 0.0
     depth: float = 1.0
+    seed: int = 3
 
     @property
     def tol(self) -> float:
@@ -92,6 +93,8 @@ SETS = {
               Condition("yaw+10-d0.8", yaw=10, depth=0.8),
               Condition("yaw+10-d1.2", yaw=10, depth=1.2),
               Condition("yaw0-d1.2", depth=1.2)],
+    "repeat": [Condition("yaw0"), Condition("yaw0-s4", seed=4), Condition("yaw0-s5", seed=5),
+               Condition("yaw+1", yaw=1), Condition("yaw-1", yaw=-1)],
 }
 
 
@@ -100,7 +103,7 @@ def render(cond: Condition, pattern: str, video: Path) -> None:
     from movement.synth.pose3d import PoseSpec, make_pose_video
 
     spec = standard_spec(PATTERNS[pattern], fps=30.0, frame_size=(960, 540),
-                         noise_sigma=1.5, seed=3)
+                         noise_sigma=1.5, seed=cond.seed)
     make_pose_video(spec, PoseSpec(yaw_deg=cond.yaw, pitch_deg=cond.pitch,
                                    turn_deg=cond.turn, depth_scale=cond.depth), video)
 

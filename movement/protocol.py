@@ -52,6 +52,9 @@ class MuscleGroup:
     reads: float = 1.0
     # How much that share varies from consult to consult (1 sigma, relative).
     reads_spread: float = 0.03
+    # The method's error on small movements (1 sigma, mm), which a share of the value
+    # does not show: a movement of 0.2 mm does not read within 0.03 x 0.2 mm.
+    reads_floor_mm: float = 0.05
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -275,6 +278,12 @@ DEFAULT_READS_SPREAD = 0.03
 primaries' (0.02-0.045, accuracy benchmark at the generator's own scale)."""
 
 
+DEFAULT_READS_FLOOR_MM = 0.05
+"""A group's ``reads_floor_mm`` when its protocol gives none: the order of the standard
+steps' error on movements under 1 mm (0.02-0.05 mm but the frown's, accuracy benchmark
+at the generator's own scale)."""
+
+
 def _share(raw: dict, key: str, where: str, default: float = 1.0) -> float:
     """An optional share of the truth, in [0, 2) (``default`` when absent)."""
     what = "a number from 0 to 2"
@@ -306,6 +315,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             repeat_mm=_positive_mm(raw, "repeat_mm", where),
             reads=_share(raw, "reads", where),
             reads_spread=_share(raw, "reads_spread", where, default=DEFAULT_READS_SPREAD),
+            reads_floor_mm=_positive_mm(raw, "reads_floor_mm", where) or DEFAULT_READS_FLOOR_MM,
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None

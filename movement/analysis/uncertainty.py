@@ -14,7 +14,9 @@ move it, each as a standard error (1 sigma) in the value's unit:
 - ``pose``: the share of the face-on correction that may be wrong, where one was made;
 - ``method``: the value times the protocol's ``reads_spread``, how much the method's
   reading of a movement varies from consult to consult at the generator's own scale
-  (point placement, texture): what the recording's own parts do not show.
+  (point placement, texture): what the recording's own parts do not show; added in
+  quadrature to the group's ``reads_floor_mm``, its error on movements under 1 mm,
+  which a share of a small value does not reach.
 
 They are independent, so they add in quadrature; the interval is the value +- 1.96
 times that, widened toward the truth where the method is known to read short (the
@@ -193,7 +195,8 @@ def value_spread(
     size = abs(value) if np.isfinite(value) else 0.0
     return Spread(
         hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,
-        method=size * g.reads_spread, points_used=used, points_total=len(up),
+        method=math.hypot(size * g.reads_spread, g.reads_floor_mm),
+        points_used=used, points_total=len(up),
     )
 
 
