@@ -135,7 +135,7 @@ def test_an_effective_count_shrinks_with_the_frames_correlation():
 @pytest.mark.parametrize("value", [0.0, 0.2, 3.0])
 def test_the_method_part_has_a_floor_for_small_movements(value: float):
     """A movement of 0.2 mm is not read to within a share of it: the method's part is
-    never below the group's reads_floor_mm, and grows with the value beyond it."""
+    never below the group's reads_floor_mm, and is the value's share beyond it."""
     from types import SimpleNamespace
 
     from movement.analysis.uncertainty import value_spread
@@ -150,5 +150,6 @@ def test_the_method_part_has_a_floor_for_small_movements(value: float):
     s = value_spread(np.full(n, value), pos, rest, g, "right", cols, np.arange(10, n),
                      np.arange(0, 5), value, SimpleNamespace(spread=0.0), None)
     assert g.reads_floor_mm == pytest.approx(0.11)
-    assert s.method == pytest.approx(math.hypot(value * g.reads_spread, g.reads_floor_mm))
+    assert s.method == pytest.approx(max(value * g.reads_spread, g.reads_floor_mm))
+    assert (s.method > g.reads_floor_mm) == (value * g.reads_spread > g.reads_floor_mm)
     assert s.method >= g.reads_floor_mm

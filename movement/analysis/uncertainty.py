@@ -14,9 +14,11 @@ move it, each as a standard error (1 sigma) in the value's unit:
 - ``pose``: the share of the face-on correction that may be wrong, where one was made;
 - ``method``: the value times the protocol's ``reads_spread``, how much the method's
   reading of a movement varies from consult to consult at the generator's own scale
-  (point placement, texture): what the recording's own parts do not show; added in
-  quadrature to the group's ``reads_floor_mm``, its error on movements under 1 mm,
-  which a share of a small value does not reach.
+  (point placement, texture): what the recording's own parts do not show; never
+  below the group's ``reads_floor_mm``, its error on movements under 1 mm, which a
+  share of a small value does not reach. (The larger of the two, not their sum: the
+  spread is measured on values of 1 mm or more and already holds what the floor is
+  at that size; added to it, it marked 22 % of the decisive pairs uncertain, not 15 %.)
 
 They are independent, so they add in quadrature; the interval is the value +- 1.96
 times that, widened toward the truth where the method is known to read short (the
@@ -195,7 +197,7 @@ def value_spread(
     size = abs(value) if np.isfinite(value) else 0.0
     return Spread(
         hold=hold_se, rest=rest_se, points=pts_se, scale=size * rel_scale, fit=fit,
-        method=math.hypot(size * g.reads_spread, g.reads_floor_mm),
+        method=max(size * g.reads_spread, g.reads_floor_mm),
         points_used=used, points_total=len(up),
     )
 
