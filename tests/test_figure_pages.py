@@ -216,3 +216,16 @@ def test_the_pose_page_holds_each_condition_and_the_readme_its_headline(tmp_path
     assert row in block
     assert "[pose](docs/figures/pose.md) (0123456789ab, 2000-01-01 00:00 UTC)" in block
     assert block.count("| head pose") == 3
+
+
+def test_a_consult_rendered_again_facing_the_camera_is_the_floor_row() -> None:
+    """Another noise draw or a turn of 1 degree is no pose to correct: such conditions
+    are the headline's floor row, not counted as poses."""
+    import pose
+
+    assert pose._group(pose.Condition("yaw0-s4", seed=4)) == "near"
+    assert pose._group(pose.Condition("yaw-1", yaw=-1)) == "near"
+    assert pose._group(pose.Condition("yaw+10", yaw=10)) == "yaw10"
+    assert pose._group(pose.Condition("yaw+5", yaw=5)) == "other"
+    assert pose._group(pose.Condition("pitch+1", pitch=1)) == "other"
+    assert pose._group(pose.Condition("turn+1", turn=1)) == "turn"

@@ -389,8 +389,11 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
     out.parent.mkdir(parents=True, exist_ok=True)
     renderer = Renderer(spec)
     truth = truth_record(spec, renderer)
+    # Written beside and renamed when complete: a render stopped half-way (a benchmark
+    # interrupted) leaves no truncated video next to an older truth file.
+    part = out.with_name(f".{out.stem}.partial.mp4")
     writer = cv2.VideoWriter(
-        str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(spec.fps), tuple(spec.frame_size)
+        str(part), cv2.VideoWriter_fourcc(*"mp4v"), float(spec.fps), tuple(spec.frame_size)
     )
     if not writer.isOpened():
         raise RuntimeError(f"cannot open a video writer for {out} (codec mp4v, {spec.frame_size})")
@@ -398,12 +401,18 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
     try:
         for img in renderer.frames():
             writer.write(img)
-    finally:
+    except BaseException:
         writer.release()
+        part.unlink(missing_ok=True)
+        raise
+    writer.release()
     truth["video"] = out.name
     text = json.dumps(truth, indent=2) + "\n"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
-    truth_path.write_text(text, encoding="utf-8")
+    truth_part = truth_path.with_name(f".{truth_path.name}.partial")
+    truth_part.write_text(text, encoding="utf-8")
+    os.replace(part, out)
+    os.replace(truth_part, truth_path)
     # Return what the file holds (JSON types: lists, not tuples), plus where things are.
     return {**json.loads(text), "video": str(out), "truth_path": str(truth_path),
             "render_s": time.perf_counter() - t0}
