@@ -220,6 +220,7 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
         "is the method's bias; the spread is what the recording's own parts do not show.")
     ratios: dict[str, list[float]] = {}
     small: dict[str, list[float]] = {}
+    both: dict[str, list[tuple[float, float]]] = {}
     for res in results:
         k = res.get("scale_ratio", float("nan"))
         if not np.isfinite(k):
@@ -232,11 +233,20 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
                     ratios.setdefault(s["label"], []).append(m / k / t)
                 elif np.isfinite(m) and np.isfinite(t):
                     small.setdefault(s["label"], []).append(m / k - t)
+            t, m = np.asarray(s["truth"], float), np.asarray(s["measured"], float)
+            if len(t) == 2 and (t >= 1.0).all() and np.isfinite(m).all():
+                both.setdefault(s["label"], []).append(tuple(m / k / t))
     for label in [k for k in per_step if k in ratios] + sorted(
             k for k in ratios if k not in per_step):
         r = np.asarray(ratios[label])
         sd = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
         out(f"{label:<28} n {len(r):3d}  reads {r.mean():.3f}  spread {sd:.3f}")
+    out("Per group, consults with both sides of 1 mm or more: the correlation of the two\n"
+        "sides' measured / truth, the protocol's reads_shared (negative: 0).")
+    for label, pairs in sorted(both.items()):
+        a = np.asarray(pairs)
+        if len(a) >= 5:
+            out(f"{label:<28} n {len(a):3d}  shared {float(np.corrcoef(a.T)[0, 1]):+.2f}")
     out("Per group, values under 1 mm: the root-mean-square error (mm, rescaled the same\n"
         "way), the protocol's reads_floor_mm: what a share of a small value does not reach.")
     for label, e in sorted(small.items()):

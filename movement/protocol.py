@@ -55,6 +55,10 @@ class MuscleGroup:
     # The method's error on small movements (1 sigma, mm), which a share of the value
     # does not show: a movement of 0.2 mm does not read within 0.03 x 0.2 mm.
     reads_floor_mm: float = 0.05
+    # Share of reads_spread's variance both sides of one consult have in common (their
+    # correlation): a face whose eee reads 0.82 of the truth reads it so on both sides,
+    # which shrinks the difference by that share rather than widening it.
+    reads_shared: float = 0.0
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -316,9 +320,13 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             reads=_share(raw, "reads", where),
             reads_spread=_share(raw, "reads_spread", where, default=DEFAULT_READS_SPREAD),
             reads_floor_mm=_positive_mm(raw, "reads_floor_mm", where) or DEFAULT_READS_FLOOR_MM,
+            reads_shared=_share(raw, "reads_shared", where, default=0.0),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None
+    if not 0 <= g.reads_shared < 1:
+        raise ProtocolError(f"{where}: reads_shared must be a number from 0 to 1 "
+                            f"(got {g.reads_shared!r})")
     if g.measure not in MEASURES:
         raise ProtocolError(f"{where}: measure must be one of {sorted(MEASURES)}")
     if g.kind not in KINDS:

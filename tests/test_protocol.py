@@ -56,6 +56,7 @@ def _data():
         (lambda d: d["steps"][0]["groups"][0].update(reads=2.5), "reads must be"),
         (lambda d: d["steps"][0]["groups"][0].update(reads_spread=-0.1), "reads_spread"),
         (lambda d: d["steps"][0]["groups"][0].update(reads_floor_mm=0), "reads_floor_mm"),
+        (lambda d: d["steps"][0]["groups"][0].update(reads_shared=1.0), "reads_shared"),
         (lambda d: d["thresholds"].update(near_threshold=0.1), "near_threshold"),
         (lambda d: d["steps"][0].update(duration_s="abc"), "duration_s must be a number"),
         (lambda d: d["thresholds"].update(min_diff_mm="x"), "min_diff_mm must be a number"),
@@ -157,6 +158,6 @@ def test_every_primary_says_how_it_reads_and_how_that_varies():
         g = st.primary
         assert 0.8 < g.reads <= 1.05 and 0 < g.reads_spread < 0.1, st.name
     ext = load_protocol("extended")
-    assert ext.step("pout").primary.reads == pytest.approx(0.84)  # window_floor.py
+    assert ext.step("pout").primary.reads == pytest.approx(0.88)  # the accuracy benchmark
     assert ext.step("speech").primary.reads_spread == pytest.approx(0.03)  # the default
     assert ext.step("speech").primary.reads_floor_mm == pytest.approx(0.05)  # the default

@@ -149,7 +149,24 @@ def test_the_method_part_has_a_floor_for_small_movements(value: float):
     pos[:, :, 0] = value  # every point moved by the value, no noise
     s = value_spread(np.full(n, value), pos, rest, g, "right", cols, np.arange(10, n),
                      np.arange(0, 5), value, SimpleNamespace(spread=0.0), None)
-    assert g.reads_floor_mm == pytest.approx(0.11)
+    assert g.reads_floor_mm == pytest.approx(0.09)
     assert s.method == pytest.approx(max(value * g.reads_spread, g.reads_floor_mm))
     assert (s.method > g.reads_floor_mm) == (value * g.reads_spread > g.reads_floor_mm)
     assert s.method >= g.reads_floor_mm
+
+
+def test_a_method_error_both_sides_share_scales_the_difference():
+    """A face that reads a movement short reads it short on both sides: the shared
+    share of the method's part scales R - L like the ruler, and the rest of each
+    side's part adds as its own. With nothing shared the parts add as before."""
+    sr, sl = Spread(method=0.3), Spread(method=0.2)  # 3 mm and 2 mm at a spread of 0.1
+    lo0, hi0 = difference_interval(3.0, 2.0, sr, sl, spread=0.1, shared=0.0)
+    assert (hi0 - lo0) / 2 == pytest.approx(Z95 * math.hypot(0.3, 0.2))
+    lo, hi = difference_interval(3.0, 2.0, sr, sl, spread=0.1, shared=0.6)
+    own = 0.3**2 - 0.6 * 0.3**2 + 0.2**2 - 0.6 * 0.2**2
+    assert (hi - lo) / 2 == pytest.approx(Z95 * math.sqrt(own + 0.6 * (0.1 * 1.0) ** 2))
+    assert hi - lo < hi0 - lo0
+    # A floor above the value's share is the side's own, never shared below zero.
+    lo2, hi2 = difference_interval(0.2, 0.1, Spread(method=0.09), Spread(method=0.09),
+                                   spread=0.06, shared=0.5)
+    assert (hi2 - lo2) / 2 > Z95 * 0.09

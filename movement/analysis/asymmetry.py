@@ -33,7 +33,7 @@ from movement.analysis.restface import (
 )
 from movement.analysis.stabilise import Trajectories
 from movement.analysis.uncertainty import difference_interval, doubt_words
-from movement.protocol import Protocol, Thresholds
+from movement.protocol import MuscleGroup, Protocol, Thresholds
 
 ASYMMETRY_COLUMNS = [
     "step",
@@ -108,6 +108,12 @@ def asymmetry_index(right: float, left: float) -> float:
 _RANK = {"ok": 0, "low": 1, "unusable": 2}
 
 
+def _shared_method(g: MuscleGroup | None) -> tuple[float, float]:
+    """(reads_spread, reads_shared) of a group, (0, 0) for none: what of the method's
+    part both sides share (uncertainty.difference_interval)."""
+    return (g.reads_spread, g.reads_shared) if g is not None else (0.0, 0.0)
+
+
 def tables(
     results: list[StepResult],
     protocol: Protocol,
@@ -160,7 +166,8 @@ def tables(
                 )
             continue
         by_group: dict[tuple[str, str], dict[str, object]] = {}
-        reads = {g.name: g.reads for g in protocol.step(w.name).groups}
+        groups = {g.name: g for g in protocol.step(w.name).groups}
+        reads = {name: g.reads for name, g in groups.items()}
         for m in r.measures:
             metr.append(
                 dict(
@@ -208,7 +215,7 @@ def tables(
             r_iv, l_iv = (rm.lo, rm.hi), (lm.lo, lm.hi)  # type: ignore[attr-defined]
             diff_iv = (
                 difference_interval(right, left, rm.spread, lm.spread,  # type: ignore[attr-defined]
-                                    reads.get(name, 1.0))
+                                    reads.get(name, 1.0), *_shared_method(groups.get(name)))
                 if measure not in ("crease", "movements") else (np.nan, np.nan)
             )
             dom = (

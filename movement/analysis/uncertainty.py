@@ -220,13 +220,18 @@ def value_interval(value: float, spread: Spread | None, reads: float = 1.0
 
 
 def difference_interval(
-    right: float, left: float, sr: Spread | None, sl: Spread | None, reads: float = 1.0
+    right: float, left: float, sr: Spread | None, sl: Spread | None, reads: float = 1.0,
+    spread: float = 0.0, shared: float = 0.0,
 ) -> tuple[float, float]:
     """The 95 % interval of right - left.
 
     The sides' own parts add; the scale is one ruler for both, so its part is the
     relative spread times the difference, not the sum of the sides'; a method reading
-    short reads the difference short by the same share.
+    short reads the difference short by the same share. Of the method's part, the
+    share ``shared`` of its proportional variance (the group's ``reads_spread``,
+    ``spread``) is common to both sides of a consult (a face that reads one movement
+    short reads it short on both sides): like the scale, that part is ``spread`` times
+    the difference; the rest of each side's method part adds as its own.
     """
     if sr is None or sl is None or not (np.isfinite(right) and np.isfinite(left)):
         return float("nan"), float("nan")
@@ -235,9 +240,15 @@ def difference_interval(
     for name in PART_NAMES:
         if name == "scale":
             continue
-        for s in (sr, sl):
+        for s, x in ((sr, right), (sl, left)):
             v = getattr(s, name)
-            var += v * v if np.isfinite(v) else 0.0
+            if not np.isfinite(v):
+                continue
+            if name == "method":
+                var += max(v * v - shared * (x * spread) ** 2, 0.0)
+            else:
+                var += v * v
+    var += shared * (spread * d) ** 2
     rel = [s.scale / abs(x) for s, x in ((sr, right), (sl, left))
            if abs(x) > 1e-9 and np.isfinite(s.scale)]
     if rel:
