@@ -18,7 +18,7 @@ move it, each as a standard error (1 sigma) in the value's unit:
   below the group's ``reads_floor_mm``, its error on movements under 1 mm, which a
   share of a small value does not reach. (The larger of the two, not their sum: the
   spread is measured on values of 1 mm or more and already holds what the floor is
-  at that size; added to it, it marked 22 % of the decisive pairs uncertain, not 15 %.)
+  at that size.)
 
 They are independent, so they add in quadrature; the interval is the value +- 1.96
 times that, widened toward the truth where the method is known to read short (the
