@@ -31,8 +31,6 @@ of an unmirrored video); pitch > 0 tilts the chin up.
 
 from __future__ import annotations
 
-import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -44,7 +42,7 @@ import numpy as np
 from movement.analysis.pose import rotation, smooth_normals
 from movement.synth.face import base_face, use_face
 from movement.synth.fields import solve_forward
-from movement.synth.render import Renderer, truth_record
+from movement.synth.render import Renderer, truth_record, write_consult
 from movement.synth.schedule import SynthSpec, envelope
 
 GRID_MM = 3.0
@@ -369,30 +367,7 @@ def make_pose_video(spec: SynthSpec, pose: PoseSpec, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     r = PoseRenderer(spec, pose)
     truth = pose_truth(spec, pose, r)
-    # Written under a temporary name and renamed when complete: an interrupted render
-    # leaves no video that looks whole.
-    part = out.with_name(out.stem + ".part.mp4")
-    writer = cv2.VideoWriter(str(part), cv2.VideoWriter_fourcc(*"mp4v"), float(spec.fps),
-                             tuple(spec.frame_size))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot open a video writer for {out}")
-    t0 = time.perf_counter()
-    try:
-        for img in r.frames():
-            writer.write(img)
-    except BaseException:
-        writer.release()
-        part.unlink(missing_ok=True)
-        raise
-    writer.release()
-    part.replace(out)
-    truth["video"] = out.name
-    text = json.dumps(truth, indent=1) + "\n"
-    tp = truth_path.with_name(truth_path.name + ".part")
-    tp.write_text(text, encoding="utf-8")
-    tp.replace(truth_path)
-    return {**json.loads(text), "video": str(out), "truth_path": str(truth_path),
-            "render_s": time.perf_counter() - t0}
+    return write_consult(r.frames(), out, spec, truth, truth_path, indent=1)
 
 
 def with_pose_defaults(spec: SynthSpec) -> SynthSpec:

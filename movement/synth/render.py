@@ -380,7 +380,6 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
         ``muscle_group, measure, kind, primary, right_mm, left_mm`` -- the protocol
         groups of that step, primary first, values at the peak (activation 1).
     """
-    import time
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -389,8 +388,21 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
     out.parent.mkdir(parents=True, exist_ok=True)
     renderer = Renderer(spec)
     truth = truth_record(spec, renderer)
-    # Written beside and renamed when complete: a render stopped half-way (a benchmark
-    # interrupted) leaves no truncated video next to an older truth file.
+    return write_consult(renderer.frames(), out, spec, truth, truth_path, indent=2)
+
+
+def write_consult(frames: Iterator[np.ndarray], out: Path, spec: SynthSpec, truth: dict,
+                  truth_path: Path, indent: int) -> dict:
+    """Write ``frames`` to ``out`` (mp4v at the spec's rate and size) and ``truth`` (with
+    the video's name) as JSON to ``truth_path``; returns the truth as the file holds it
+    (JSON types: lists, not tuples) plus ``video``, ``truth_path`` and ``render_s``.
+
+    Each is written beside under a temporary name and renamed when complete: a render
+    stopped half-way (a benchmark interrupted) leaves no truncated video next to an
+    older truth file, which a benchmark reusing its videos would read.
+    """
+    import time
+
     part = out.with_name(f".{out.stem}.partial.mp4")
     writer = cv2.VideoWriter(
         str(part), cv2.VideoWriter_fourcc(*"mp4v"), float(spec.fps), tuple(spec.frame_size)
@@ -399,7 +411,7 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
         raise RuntimeError(f"cannot open a video writer for {out} (codec mp4v, {spec.frame_size})")
     t0 = time.perf_counter()
     try:
-        for img in renderer.frames():
+        for img in frames:
             writer.write(img)
     except BaseException:
         writer.release()
@@ -407,13 +419,12 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
         raise
     writer.release()
     truth["video"] = out.name
-    text = json.dumps(truth, indent=2) + "\n"
+    text = json.dumps(truth, indent=indent) + "\n"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     truth_part = truth_path.with_name(f".{truth_path.name}.partial")
     truth_part.write_text(text, encoding="utf-8")
     os.replace(part, out)
     os.replace(truth_part, truth_path)
-    # Return what the file holds (JSON types: lists, not tuples), plus where things are.
     return {**json.loads(text), "video": str(out), "truth_path": str(truth_path),
             "render_s": time.perf_counter() - t0}
 
