@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from movement.analysis.landmarks import LandmarkTrack, face_crop
+from movement.analysis.landmarks import LandmarkTrack, face_crop, mesh_points
 from movement.analysis.quality import (
     BRIGHT,
     DARK,
@@ -138,8 +138,7 @@ class FrameChecker:
                       "Face the camera, with the whole face in the frame")
             return FrameVerdict(False, c.instruction, (c,))
         wh = np.array([w, h], dtype=np.float64)
-        cands = [np.array([(p.x, p.y) for p in f.landmark], dtype=np.float64) * wh
-                 for f in faces]
+        cands = [mesh_points(f)[:, :2] * wh for f in faces]
         pts = max(cands, key=lambda c: float(np.linalg.norm(c[10] - c[152])))
         return _verdict(image, pts, max(len(faces), counted))
 
