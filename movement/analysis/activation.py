@@ -11,6 +11,7 @@ value is cross-checked against the other sensor and against physiology.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -718,6 +719,10 @@ def _range(x: np.ndarray) -> float:
     return float(np.percentile(x, RANGE_PERCENTILE)) if len(x) else float("nan")
 
 
+STEP_WORKERS = 2
+"""Steps measured at once (threads: OpenCV's work runs without the interpreter's lock)."""
+
+
 def measure_all(
     protocol: Protocol,
     windows: list[StepWindow],
@@ -727,10 +732,16 @@ def measure_all(
     fps: float,
     keyframe_xy: dict[int, np.ndarray] | None = None,
 ) -> list[StepResult]:
-    """Every step; ``keyframe_xy`` maps keyframes to their detected points."""
+    """Every step; ``keyframe_xy`` maps keyframes to their detected points.
+
+    Two steps are measured at a time: a step alone kept 1.2 of two cores busy, its
+    lines, pose and patch matches waiting on one another's Python. Each step reads
+    only its own frames, so the results do not depend on the order."""
     keyframe_xy = keyframe_xy or {}
-    return [
-        measure_step(protocol.step(w.name), w, protocol, track, cache, scale, fps,
-                     keyframe_xy.get(w.keyframe))
-        for w in windows
-    ]
+
+    def one(w: StepWindow) -> StepResult:
+        return measure_step(protocol.step(w.name), w, protocol, track, cache, scale, fps,
+                            keyframe_xy.get(w.keyframe))
+
+    with ThreadPoolExecutor(max_workers=STEP_WORKERS) as pool:
+        return list(pool.map(one, windows))
