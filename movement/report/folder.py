@@ -14,6 +14,7 @@ import json
 import os
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,13 @@ def write_session(
             json.dumps(_clean(session_record(session)), indent=2, default=_json_default),
             encoding="utf-8",
         )
-        _write_landmarks(tmp / "landmarks.npz", session)
-        if render_report is not None:
-            render_report(session, tmp / "report.html")
+        # Compressing the landmarks (zlib, without the interpreter's lock) runs beside
+        # drawing the report, on the other core.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            landmarks = pool.submit(_write_landmarks, tmp / "landmarks.npz", session)
+            if render_report is not None:
+                render_report(session, tmp / "report.html")
+            landmarks.result()
     return out
 
 
