@@ -85,9 +85,12 @@ class MuscleGroup:
 class CreaseRegion:
     """A skin region where a step folds lines, per side, and how its lines run.
 
-    The region is the convex hull of the side's landmarks in the face frame,
-    moved ``shift_mm`` (outward from the midline, up) and grown by
-    ``margin_mm``. ``orientation_deg`` is the direction the lines run on the
+    The region is the convex hull of the side's landmarks in the face frame
+    (``shape = "hull"``), or with ``shape = "band"`` the line through them in their
+    order (a band along an arched brow; the hull of an arch also holds the area
+    under it), moved ``shift_mm`` (outward from the midline, up) and grown by
+    ``margin_mm``; what ``covers`` names (the eye openings, the brows) is left out
+    of it. ``orientation_deg`` is the direction the lines run on the
     patient's RIGHT side, in the face frame, counter-clockwise from the
     "toward the patient's left" axis as seen by the camera (0 = horizontal
     forehead lines, 90 = vertical glabellar lines); the left side is its
@@ -102,9 +105,16 @@ class CreaseRegion:
     margin_mm: float = 0.0
     shift_mm: tuple[float, float] = (0.0, 0.0)
     note: str = ""
+    shape: str = "hull"
+    covers: tuple[str, ...] = ("eyes",)
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
+
+
+CREASE_SHAPES = ("hull", "band")
+CREASE_COVERS = ("eyes", "brows")
+"""What a crease region may leave out (``covers``): the eye openings, the brows."""
 
 
 @dataclass(frozen=True)
@@ -356,11 +366,27 @@ def _crease(raw: dict, where: str) -> CreaseRegion:
             margin_mm=float(raw.get("margin_mm", 0.0)),
             shift_mm=(float(shift[0]), float(shift[1])),
             note=str(raw.get("note", "")),
+            shape=_crease_shape(raw.get("shape", "hull"), where),
+            covers=_crease_covers(raw.get("covers", ["eyes"]), where),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{where}: {exc}") from None
+
+
+def _crease_shape(value: object, where: str) -> str:
+    if value not in CREASE_SHAPES:
+        raise ProtocolError(f"{where}: shape must be one of {', '.join(CREASE_SHAPES)}, "
+                            f"not {value!r}")
+    return str(value)
+
+
+def _crease_covers(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(v not in CREASE_COVERS for v in value):
+        raise ProtocolError(f"{where}: covers must be a list of {', '.join(CREASE_COVERS)}, "
+                            f"not {value!r}")
+    return tuple(dict.fromkeys(value))
 
 
 def _pair(raw: dict, where: str, steps: dict[str, Step]) -> MusclePair:

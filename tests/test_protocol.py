@@ -116,6 +116,10 @@ def test_extended_protocol_adds_the_lower_face_to_the_standard_steps():
          "step:muscle_group"),
         (lambda d: d["rest_measures"][0].update(kind="depth"), "kind must be"),
         (lambda d: d["steps"][0].update(mode="sometimes"), "mode must be"),
+        (lambda d: next(s for s in d["steps"] if s.get("creases"))["creases"][0].update(
+            shape="blob"), "shape must be one of hull, band"),
+        (lambda d: next(s for s in d["steps"] if s.get("creases"))["creases"][0].update(
+            covers=["eyes", "hair"]), "covers must be a list of eyes, brows"),
     ],
 )
 def test_invalid_pairs_modes_and_rest_kinds_are_refused(mutate, message):

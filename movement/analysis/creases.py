@@ -163,7 +163,8 @@ def region_geometry(
 
     Returns
     -------
-    hull : (K, 2) float32 polygon in patch pixels (before the margin is grown)
+    hull : (K, 2) float32 polygon in patch pixels (before the margin is grown): the
+        convex hull of the points, or for a ``band`` region the points in order
     patch_to_image : (2, 3)
     size : (width, height) of the patch in pixels
     """
@@ -186,8 +187,9 @@ def region_geometry(
     lin = np.stack([k * medial, -k * up], axis=1)
     t = origin + px_per_mm * (x0 * medial + y1 * up)
     patch_to_image = np.hstack([lin, t[:, None]])
-    hull = np.stack([(q[:, 0] - x0) * res, (y1 - q[:, 1]) * res], axis=1)
-    hull = cv2.convexHull(hull.astype(np.float32)).reshape(-1, 2)
+    hull = np.stack([(q[:, 0] - x0) * res, (y1 - q[:, 1]) * res], axis=1).astype(np.float32)
+    if region.shape != "band":
+        hull = cv2.convexHull(hull).reshape(-1, 2)
     return hull, patch_to_image, (w, h)
 
 
@@ -290,6 +292,24 @@ EYE_MARGIN_MM = 2.0
 """The eye opening is kept out of every region with this much around it (the lashes,
 the lid margin's own shadow), at rest and at the peak."""
 
+BROW_RING: dict[str, tuple[int, ...]] = {
+    "right": (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
+    "left": (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
+}
+"""FaceMesh's brow outline (upper edge lateral to medial, then the lower edge back)."""
+
+BROW_MARGIN_MM = 1.0
+"""The brows are kept out of a region that covers them (the forehead band) with this
+much around them. Their hairs are a dark band whose edge the line filters answer as
+strongly as a deep fold, and they reach past FaceMesh's upper brow edge. Masked like
+the eye openings (filled smoothly before filtering), the brow edge no longer enters
+the band; the brow moves with the raise, so each frame's own brows are masked."""
+
+COVERS: dict[str, tuple[dict[str, tuple[int, ...]], float]] = {
+    "eyes": (EYE_RING, EYE_MARGIN_MM), "brows": (BROW_RING, BROW_MARGIN_MM)}
+"""What is not skin, by the name a region's ``covers`` uses: landmark rings per side
+and the margin kept around them."""
+
 WARP_FIT_MM = 35.0
 """Landmarks within this distance of a region carry the skin's movement to it."""
 
@@ -377,6 +397,23 @@ def _eye_mask(polys: Sequence[np.ndarray], shape: tuple[int, int], grow_px: floa
     return grow_mask(m, grow_px)[pad:pad + h, pad:pad + w].astype(bool)
 
 
+def _covers_mask(polys: dict[str, list[np.ndarray]], shape: tuple[int, int],
+                 res: float) -> np.ndarray:
+    """Patch pixels that are not skin: ``polys`` maps a name of COVERS to its polygons
+    (patch pixels), each grown by its margin."""
+    out = np.zeros(shape, bool)
+    for name, ps in polys.items():
+        out |= _eye_mask(ps, shape, COVERS[name][1] * res)
+    return out
+
+
+def _cover_polys(region: CreaseRegion, lm: np.ndarray,
+                 to_patch: Callable[[np.ndarray], np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """The polygons of what ``region`` covers in frame ``lm``, through ``to_patch``."""
+    return {name: [to_patch(np.asarray(lm, float)[list(COVERS[name][0][s])]) for s in SIDES]
+            for name in region.covers}
+
+
 def _patch(
     gray: np.ndarray, lm: np.ndarray, region: CreaseRegion, side: str,
     px_per_mm: float | None, resolved_px_per_mm: float | None,
@@ -406,8 +443,12 @@ def _patch(
     logp, okp, inside = _log_sample(gray, _grid(a, w, h), blur)
 
     region_mask = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(region_mask, np.round(hull * 16).astype(np.int32), 1,
-                       lineType=cv2.LINE_8, shift=4)
+    if region.shape == "band":
+        cv2.polylines(region_mask, [np.round(hull * 16).astype(np.int32)], False, 1,
+                      lineType=cv2.LINE_8, shift=4)
+    else:
+        cv2.fillConvexPoly(region_mask, np.round(hull * 16).astype(np.int32), 1,
+                           lineType=cv2.LINE_8, shift=4)
     region_mask = grow_mask(region_mask, region.margin_mm * res)
     in_region = region_mask.astype(bool)
     n_region = int(in_region.sum())
@@ -421,9 +462,9 @@ def _patch(
     sigma_px = sigma_mm * res
     # A clipped pixel next to skin makes a false step; keep a filter radius away.
     rad = max(1, int(round(1.5 * sigma_px)))
-    eye = _eye_mask([_to_patch(a, lm[list(EYE_RING[s])]) for s in SIDES], (h, w),
-                    EYE_MARGIN_MM * res)
-    clear = grow_mask(((okp > 0.99) & ~eye).astype(np.uint8), -rad).astype(bool)
+    covered = _covers_mask(_cover_polys(region, lm, lambda xy: _to_patch(a, xy)),
+                           (h, w), res)
+    clear = grow_mask(((okp > 0.99) & ~covered).astype(np.uint8), -rad).astype(bool)
     valid = clear & in_region
     frac_valid = valid.sum() / n_region
     if frac_valid < MIN_VALID_FRACTION:
@@ -547,10 +588,10 @@ def _residual_flow(peak: np.ndarray, moved: np.ndarray, res: float
 
 def _warped(
     gray: np.ndarray, lm_from: np.ndarray, peak: _Patch, lm_to: np.ndarray,
-    px_per_mm: float, shape: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    px_per_mm: float, shape: tuple[int, int], region: CreaseRegion,
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
     """Frame ``gray`` moved onto ``peak``'s patch by the skin's movement: (log patch,
-    validity, that frame's eye openings in patch pixels)."""
+    validity, what ``region`` leaves out of that frame in patch pixels)."""
     h, w = shape
     centre = peak.a @ np.array([w / 2, h / 2, 1.0])
     move = skin_motion(lm_from, lm_to, centre, px_per_mm)
@@ -575,16 +616,15 @@ def _warped(
     ys = cv2.remap(ys, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     logp, okp, _ = _log_sample(gray, np.stack([xs, ys], axis=-1), peak.blur)
     valid = grow_mask((okp > 0.99).astype(np.uint8), -peak.rad).astype(bool)
-    # That frame's eye openings, carried to the peak frame (inverting the movement
-    # by two fixed-point steps: it is close to a shift).
-    eyes = []
-    for s in SIDES:
-        y = np.asarray(lm_from, float)[list(EYE_RING[s])]
+    # What that frame's region leaves out (eye openings, brows), carried to the peak
+    # frame (inverting the movement by two fixed-point steps: it is close to a shift).
+    def carried(y: np.ndarray) -> np.ndarray:
         x = y.copy()
         for _ in range(2):
             x = x + (y - move(x))
-        eyes.append(_to_patch(peak.a, x))
-    return logp, valid, eyes
+        return _to_patch(peak.a, x)
+
+    return logp, valid, _cover_polys(region, lm_from, carried)
 
 
 def _fill(delta: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -627,14 +667,15 @@ def _compare(
     all over the same pixels: the region's skin, off the eye openings of every frame
     compared. NaN where too little of the region is left."""
     h, w = peak.logp.shape
-    moved, clear, eyes = [], peak.clear.copy(), []
+    moved, clear = [], peak.clear.copy()
+    covers: dict[str, list[np.ndarray]] = {name: [] for name in region.covers}
     for gray, lm in rests:
-        logp, ok, eye = _warped(gray, lm, peak, lm_peak, px_per_mm, (h, w))
+        logp, ok, cov = _warped(gray, lm, peak, lm_peak, px_per_mm, (h, w), region)
         moved.append(logp)
         clear &= ok
-        eyes += eye
-    res = peak.res
-    clear &= ~grow_mask(_eye_mask(eyes, (h, w), EYE_MARGIN_MM * res).astype(np.uint8),
+        for name, ps in cov.items():
+            covers[name] += ps
+    clear &= ~grow_mask(_covers_mask(covers, (h, w), peak.res).astype(np.uint8),
                         peak.rad).astype(bool)
     valid = peak.valid & clear
     if not valid.any() or valid.sum() < MIN_VALID_FRACTION * peak.valid.sum():
