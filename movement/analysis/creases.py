@@ -16,8 +16,9 @@ Pipeline for one region, one side, one frame (:func:`read_region`):
 3. Oriented Gaussian second derivative across the line direction, steered over
    ``orientation_deg +- STEER_DEG``, scale-normalised so that a Gaussian valley of the
    region's width and log-depth ``A`` reads ``A`` (x100: percent).
-4. Strength = RMS of the directional responses over the region hull (percent), the
-   eye openings (lid margins grown by :data:`EYE_MARGIN_MM`) left out.
+4. Strength = RMS of the directional responses over the region (percent), what it
+   covers left out: the eye openings (lid margins grown by :data:`EYE_MARGIN_MM`) and,
+   for the forehead, the brows (:data:`BROW_MARGIN_MM`).
 
 For a step (:func:`step_lines`) the rest frames are moved onto each peak frame by the
 skin's movement (:func:`skin_motion`, refined by image registration), so strengths at
