@@ -124,11 +124,12 @@ def test_the_speed_page_holds_each_resolution():
 
     rows = [dict(video="consult-1080p30.mp4", frames=795, duration_s=26.5, a_fps=412.3,
                  b_fps=30.04, c_fps=20.0, c_over_b=1.502, c_over_a=20.6, realtime=0.6667,
-                 peak_mb=812.4, total_s=39.75, decode_mesh_s=26.46,
+                 peak_mb=812.4, total_s=39.75, decode_mesh_s=26.46, repeat=3,
                  stages={"landmarks (decode + face mesh)": {"wall": 30.0, "cpu": 41.5},
                          "activation (image tracking + pose)": {"wall": 6.0, "cpu": 9.0}})]
     page = speed.figures_page(INFO, rows, "", "SPEED 1080p30: full 20.0 frames/s")
     assert "| consult-1080p30 | 795 | 412 | 30.0 | 20.0 | 1.50 | 20.6 | 0.67x | 812 |" in page
+    assert "the fastest of 3 runs" in page
     # Where the time went: each stage, and what the stages leave (imports, report).
     assert "| landmarks (decode + face mesh) | 30.00 | 41.50 | 75 % |" in page
     assert "| start-up, outputs and report | 3.75 |  | 9 % |" in page
