@@ -384,10 +384,11 @@ def _to_patch(a: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.asarray(xy, float) @ inv[:, :2].T + inv[:, 2]
 
 
-def _eye_mask(polys: Sequence[np.ndarray], shape: tuple[int, int], grow_px: float) -> np.ndarray:
-    """Polygons in patch pixels (the eye openings) filled and grown by ``grow_px``,
-    drawn on a margin around the patch so that an eye just beyond its edge still
-    reaches in."""
+def _polygons_mask(polys: Sequence[np.ndarray], shape: tuple[int, int], grow_px: float
+                   ) -> np.ndarray:
+    """Polygons in patch pixels (eye openings, brows) filled and grown by ``grow_px``,
+    drawn on a margin around the patch so that an eye or brow just beyond its edge
+    still reaches in."""
     pad = int(math.ceil(max(grow_px, 0.0))) + 1
     h, w = shape
     m = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
@@ -404,7 +405,7 @@ def _covers_mask(polys: dict[str, list[np.ndarray]], shape: tuple[int, int],
     (patch pixels), each grown by its margin."""
     out = np.zeros(shape, bool)
     for name, ps in polys.items():
-        out |= _eye_mask(ps, shape, COVERS[name][1] * res)
+        out |= _polygons_mask(ps, shape, COVERS[name][1] * res)
     return out
 
 
@@ -498,8 +499,8 @@ def read_region(
     Notes
     -----
     Only the bounding box of the region is converted to log intensity and warped, so
-    the cost does not grow with the frame size. The eye openings (lid margins grown
-    by EYE_MARGIN_MM) are left out.
+    the cost does not grow with the frame size. What the region covers (COVERS: the
+    eye openings, for the forehead also the brows) is left out.
     """
     return _reading(_patch(gray, np.asarray(pts_xy, dtype=float), region, side, px_per_mm,
                            resolved_px_per_mm), region)
@@ -665,7 +666,7 @@ def _compare(
     rests: Sequence[tuple[np.ndarray, np.ndarray]], region: CreaseRegion,
 ) -> tuple[float, list[float]]:
     """Line strength (percent) of the peak patch and of each rest frame moved onto it,
-    all over the same pixels: the region's skin, off the eye openings of every frame
+    all over the same pixels: the region's skin, off what it covers in every frame
     compared. NaN where too little of the region is left."""
     h, w = peak.logp.shape
     moved, clear = [], peak.clear.copy()
@@ -700,7 +701,7 @@ def step_lines(
     Each readable peak frame (up to MAX_PEAK_COMPARED) is compared with the rest
     frames (up to MAX_REST_COMPARED), each moved onto it by the skin's movement
     (:func:`skin_motion`): the strengths (:func:`ridge_response`) are taken over the
-    same skin, off the eye openings of every frame compared, so a line already there
+    same skin, off what the region covers in every frame, so a line already there
     at rest that only moves (or is squeezed with the skin) does not change the value,
     and one that deepens does. Per peak frame the value is ``added_contrast(peak,
     RMS of the rests)``; the step's value is that of the median peak frame, its

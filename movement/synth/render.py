@@ -380,7 +380,6 @@ def make_video(spec: SynthSpec, out: Path, truth_path: Path | None = None) -> di
         ``muscle_group, measure, kind, primary, right_mm, left_mm`` -- the protocol
         groups of that step, primary first, values at the peak (activation 1).
     """
-
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"video path must end in .mp4: {out}")
