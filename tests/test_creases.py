@@ -224,44 +224,6 @@ def test_shading_matches_its_design():
         assert np.all((dark - face.landmarks[[33, 263]].mean(axis=0)) @ face.lateral < 0), name
 
 
-def test_folds_are_drawn_on_the_skin_foreshortened_with_it(monkeypatch):
-    """A photo of a turned head shows the far side's skin, and its folds, narrower.
-    Here the skin's face-on positions are stretched 1.6x outward on the patient's right
-    side (x < anchor) only, as a turn shows it: its crow's feet must cover 1/1.6 of the
-    image width they cover face-on, the left side's the same as face-on."""
-    sf = sc.skin_frame()
-    x_mid = float(sf.base[[33, 263], 0].mean())
-    k = 1.6
-
-    def stretched(p: np.ndarray) -> np.ndarray:
-        q = np.array(p, float)
-        right = q[..., 0] < x_mid
-        q[right, 0] = x_mid + k * (q[right, 0] - x_mid)
-        return q
-
-    # The same frame with the right half of the face seen foreshortened: every base
-    # pixel's face-on position moved outward by k on that side.
-    turned = sc.SkinFrame(stretched(sf.faceon), sf.origin, stretched(sf.landmarks), sf.base,
-                          sf.pose_deg)
-    design = sc.DESIGNS["crow_feet"]
-
-    def widths() -> dict[str, float]:
-        sc._placed.cache_clear()
-        x0, y0, x1, y1 = sc.crease_bbox(design)
-        xs, ys = np.meshgrid(np.arange(x0, x1, 0.5), np.arange(y0, y1, 0.5))
-        pts = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        dark = pts[sc.crease_shade(pts, design, 0.5, 0.5) < 0.8]
-        return {side: float(np.ptp(dark[(dark[:, 0] < x_mid) == (side == "right"), 0]))
-                for side in ("right", "left")}
-
-    face_on = widths()
-    monkeypatch.setattr(sc, "skin_frame", lambda size=sc.BASE_SIZE: turned)
-    seen = widths()
-    sc._placed.cache_clear()
-    assert seen["right"] == pytest.approx(face_on["right"] / k, rel=0.08)
-    assert seen["left"] == pytest.approx(face_on["left"], rel=0.02)
-
-
 def test_draw_heat_marks_the_region_only():
     still = sc.render_still({"crow_feet": (0.3, 0.0)})
     r = cr.read_region(gray(still.image), still.landmarks, REGIONS["crow_feet"], "right")

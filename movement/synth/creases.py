@@ -7,12 +7,9 @@ and deforms with the skin exactly like the photo does: after
 ``img = cv2.remap(canvas, source_map)`` the generator multiplies the pixels by
 ``crease_shade(source_map - offset, ...)`` (see :func:`apply_creases`).
 
-Designs are laid out in mm as the face would be seen square to the camera, relative to
-a landmark pair of :func:`movement.synth.face.base_face` (one landmark per side), with
-coordinates (outward from the midline, up); the left side is the mirror image of the
-right. They are drawn on the skin (:func:`skin_frame`): a photo of a turned head shows
-the far side's folds foreshortened with its skin, the near side's widened, as a camera
-would.
+Designs are laid out in the base face frame in mm, relative to a landmark pair of
+:func:`movement.synth.face.base_face` (one landmark per side), with coordinates
+(outward from the midline, up); the left side is the mirror image of the right.
 
 The "known strength" of a side is its ``depth`` at activation 1; at activation ``a``
 the fold is ``a * depth`` deep and ``0.75 + 0.25 a`` of its full width (folds both
@@ -32,8 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from movement.analysis.pose import head_angles, rotation
-from movement.synth.face import BASE_SIZE, base_face, detect_depth, face_cache
+from movement.synth.face import BASE_SIZE, base_face, face_cache
 
 STEP_CREASES: dict[str, tuple[str, ...]] = {
     "raise": ("forehead",),
@@ -195,98 +191,18 @@ def varied_design(name: str, seed: int) -> CreaseDesign:
                         f"{d.note} (variant {seed})")
 
 
-@dataclass(frozen=True, eq=False)
-class SkinFrame:
-    """The base photo's face as seen square to the camera ("face-on").
-
-    FaceMesh's landmarks of the photo with its depth, turned back by the head's pose
-    (:func:`movement.analysis.pose.head_angles`), give each landmark a face-on position
-    (base px, x toward the patient's left, y down); between landmarks the surface is
-    linear. ``faceon`` (H, W, 2) float32 is the face-on position of each base-photo
-    pixel from ``origin`` (outside the landmarks' hull: far away, so no fold reaches
-    it); ``landmarks`` (468, 2) the landmarks' face-on positions, ``base`` the same
-    landmarks in the photo; ``pose_deg`` the photo's (yaw, pitch, roll).
-
-    Why: the portraits the benchmarks use are turned (12-13 degrees on the older and
-    darker faces), and folds laid out flat in the photo stayed the same size on the
-    far side, whose skin (and the regions the analysis places on its landmarks) the
-    turn had halved: equal crow's feet then read 1.6-2.0 times deeper on the far side.
-    """
-
-    faceon: np.ndarray
-    origin: tuple[int, int]
-    landmarks: np.ndarray
-    base: np.ndarray
-    pose_deg: tuple[float, float, float]
-
-    def at(self, pts_base: np.ndarray) -> np.ndarray:
-        """Face-on positions (N, 2) of base-photo points (N, 2)."""
-        p = np.asarray(pts_base, float).reshape(-1, 2) - self.origin
-        h, w = self.faceon.shape[:2]
-        i0 = np.floor(p).astype(np.int64)
-        f = p - i0
-        inside = (i0[:, 0] >= 0) & (i0[:, 1] >= 0) & (i0[:, 0] < w - 1) & (i0[:, 1] < h - 1)
-        out = np.full((len(p), 2), _FAR)
-        x, y = i0[inside, 0], i0[inside, 1]
-        fx, fy = f[inside, :1], f[inside, 1:]
-        g = self.faceon
-        out[inside] = ((1 - fy) * ((1 - fx) * g[y, x] + fx * g[y, x + 1])
-                       + fy * ((1 - fx) * g[y + 1, x] + fx * g[y + 1, x + 1]))
-        return out
-
-    def to_base(self, pts_faceon: np.ndarray) -> np.ndarray:
-        """Base-photo positions (N, 2) of face-on points; NaN off the landmarks' hull."""
-        from scipy.interpolate import LinearNDInterpolator
-
-        back = LinearNDInterpolator(self.landmarks, self.base)
-        return np.asarray(back(np.asarray(pts_faceon, float)), float).reshape(-1, 2)
-
-
-_FAR = 1.0e6
-"""Face-on position given to base pixels off the face's landmarks (no fold reaches it)."""
-
-
-@face_cache(maxsize=4)
-def skin_frame(size: int = BASE_SIZE) -> SkinFrame:
-    """The base photo's :class:`SkinFrame` at ``size`` (cached per face)."""
-    from scipy.interpolate import LinearNDInterpolator
-
-    face = base_face(size)
-    lm = face.landmarks[:468].astype(float)
-    z = detect_depth(np.ascontiguousarray(face.image))[:468]
-    p3 = np.column_stack([lm[:, 0], -lm[:, 1], z])
-    ang = head_angles(p3)
-    if not np.isfinite(ang).all():
-        ang = (0.0, 0.0, 0.0)
-    q = p3 @ rotation(*ang)
-    on = np.column_stack([q[:, 0], -q[:, 1]])
-    # Face-on coordinates placed where the photo's face is (a shift changes nothing
-    # but keeps them readable beside base pixels).
-    on += lm.mean(axis=0) - on.mean(axis=0)
-    x0, y0 = np.floor(lm.min(axis=0)).astype(int) - 1
-    x1, y1 = np.ceil(lm.max(axis=0)).astype(int) + 1
-    gx, gy = np.meshgrid(np.arange(x0, x1 + 1), np.arange(y0, y1 + 1))
-    grid = LinearNDInterpolator(lm, on, fill_value=_FAR)(gx.astype(float), gy.astype(float))
-    return SkinFrame(np.ascontiguousarray(grid, np.float32), (int(x0), int(y0)), on, lm,
-                     (float(ang[0]), float(ang[1]), float(ang[2])))
-
-
 @face_cache(maxsize=64)
 def _placed(d: CreaseDesign, side: str, size: int) -> _Placed:
-    """The design's folds on ``side`` in face-on px (:class:`SkinFrame`)."""
     face = base_face(size)
-    sf = skin_frame(size)
-    anchor = sf.landmarks[d.anchor[0] if side == "right" else d.anchor[1]]
-    # Face-on, the lateral axis is the image's x and up is -y.
-    lateral, up = np.array([1.0, 0.0]), np.array([0.0, -1.0])
-    outward = -lateral if side == "right" else lateral
+    anchor = face.landmarks[d.anchor[0] if side == "right" else d.anchor[1]]
+    outward = -face.lateral if side == "right" else face.lateral
     ppm = face.px_per_mm
     cs, ds, hs = [], [], []
     for ln in d.lines:
-        cs.append(anchor + ppm * (ln.out_mm * outward + ln.up_mm * up))
+        cs.append(anchor + ppm * (ln.out_mm * outward + ln.up_mm * face.up))
         th = math.radians(ln.angle_deg)
         # Right side: the angle is from the medial axis (= -outward).
-        v = -math.cos(th) * outward + math.sin(th) * up
+        v = -math.cos(th) * outward + math.sin(th) * face.up
         ds.append(v / np.linalg.norm(v))
         hs.append(ppm * ln.length_mm / 2)
     return _Placed(np.array(cs), np.array(ds), np.array(hs))
@@ -321,17 +237,15 @@ def crease_shade(
     pts_base : (N, 2) base-photo positions of frame pixels (``source_map - offset``)
     depth_right, depth_left : fold depth per side at activation 1 (0 - MAX_DEPTH)
     activation : the step's activation, 0 (rest) to 1 (peak)
-
-    The folds are drawn face-on and carried onto the photo's skin (:class:`SkinFrame`).
     """
     for dep in (depth_right, depth_left):
         if not 0.0 <= dep <= MAX_DEPTH:
             raise ValueError(f"crease depth {dep} outside 0-{MAX_DEPTH}")
+    pts = np.asarray(pts_base, dtype=float).reshape(-1, 2)
     a = float(np.clip(activation, 0.0, 1.0))
-    shade = np.ones(len(np.asarray(pts_base).reshape(-1, 2)))
+    shade = np.ones(len(pts))
     if a == 0.0:
         return shade.astype(np.float32)
-    pts = skin_frame(size).at(pts_base)
     face = base_face(size)
     d = DESIGNS[name] if isinstance(name, str) else name
     sigma = d.width_mm / 2.355 * (0.75 + 0.25 * a) * face.px_per_mm
@@ -348,7 +262,6 @@ def crease_bbox(name: str | CreaseDesign, size: int = BASE_SIZE
                 ) -> tuple[float, float, float, float]:
     """(x0, y0, x1, y1) in base-photo px outside which ``crease_shade`` is 1 (to < 1e-4)."""
     face = base_face(size)
-    sf = skin_frame(size)
     d = DESIGNS[name] if isinstance(name, str) else name
     sigma = d.width_mm / 2.355 * face.px_per_mm
     pts = []
@@ -359,19 +272,8 @@ def crease_bbox(name: str | CreaseDesign, size: int = BASE_SIZE
         pts.append(ends)
     allp = np.concatenate(pts)
     r = 4.5 * sigma
-    # The face-on box, carried onto the photo through a grid of its points: the
-    # mapping is not affine, and a fold reaches no pixel off the landmarks' hull.
-    (fx0, fy0), (fx1, fy1) = allp.min(axis=0) - r, allp.max(axis=0) + r
-    n = 33
-    gx, gy = np.meshgrid(np.linspace(fx0, fx1, n), np.linspace(fy0, fy1, n))
-    back = sf.to_base(np.column_stack([gx.ravel(), gy.ravel()])).reshape(n, n, 2)
-    ok = np.isfinite(back).all(axis=2)
-    if not ok.any():
-        return 0.0, 0.0, -1.0, -1.0  # nothing of the design lies on the face
-    # One grid cell more: the hull's edge may fall between two grid points.
-    cell = max(fx1 - fx0, fy1 - fy0) / (n - 1) * 2.0
-    x0, y0 = back[ok].min(axis=0) - cell
-    x1, y1 = back[ok].max(axis=0) + cell
+    x0, y0 = allp.min(axis=0) - r
+    x1, y1 = allp.max(axis=0) + r
     return float(x0), float(y0), float(x1), float(y1)
 
 

@@ -192,27 +192,6 @@ def detect_landmarks(image_bgr: np.ndarray) -> np.ndarray | None:
     return np.array([[p.x * w, p.y * h] for p in pts], dtype=float)
 
 
-def detect_depth(image: np.ndarray) -> np.ndarray:
-    """FaceMesh's z of the 478 landmarks of ``image`` (px of its width, toward the
-    camera positive), the median of a few detections on cut images."""
-    import mediapipe as mp
-
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    zs = []
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, refine_landmarks=True, max_num_faces=1
-    ) as mesh:
-        for cut in ((0, 0), (3, 1), (1, 4), (5, 3)):
-            sub = np.ascontiguousarray(rgb[cut[1]:, cut[0]:])
-            res = mesh.process(sub)
-            if res.multi_face_landmarks:
-                w = sub.shape[1]
-                zs.append([-p.z * w for p in res.multi_face_landmarks[0].landmark])
-    if not zs:
-        raise RuntimeError("FaceMesh found no face on the base photo")
-    return np.median(np.array(zs), axis=0)
-
-
 RULER_DETECTIONS = 64
 """Detections behind the base photo's landmarks and iris scale. One detection's iris
 depends on the pixel grid (SD ~0.9 %), and so do its points: on the astronaut photo the

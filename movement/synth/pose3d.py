@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from movement.analysis.pose import rotation, smooth_normals
-from movement.synth.face import base_face, detect_depth, use_face
+from movement.synth.face import base_face, use_face
 from movement.synth.fields import solve_forward
 from movement.synth.render import Renderer, truth_record, write_consult
 from movement.synth.schedule import SynthSpec, envelope
@@ -89,6 +89,27 @@ class FaceMesh3D:
     centre: np.ndarray  # (3,) rotation centre (base px, z)
 
 
+def _detect_depth(image: np.ndarray) -> np.ndarray:
+    """FaceMesh's z of the 478 landmarks of ``image`` (px of its width, toward the
+    camera positive), the median of a few detections on cut images."""
+    import mediapipe as mp
+
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    zs = []
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, refine_landmarks=True, max_num_faces=1
+    ) as mesh:
+        for cut in ((0, 0), (3, 1), (1, 4), (5, 3)):
+            sub = np.ascontiguousarray(rgb[cut[1]:, cut[0]:])
+            res = mesh.process(sub)
+            if res.multi_face_landmarks:
+                w = sub.shape[1]
+                zs.append([-p.z * w for p in res.multi_face_landmarks[0].landmark])
+    if not zs:
+        raise RuntimeError("FaceMesh found no face on the base photo")
+    return np.median(np.array(zs), axis=0)
+
+
 @lru_cache(maxsize=2)
 def build_mesh(size: int, face: str) -> FaceMesh3D:
     """The mesh of the base photo of ``face`` at ``size`` (cached)."""
@@ -98,7 +119,7 @@ def build_mesh(size: int, face: str) -> FaceMesh3D:
     use_face(face)
     bf = base_face(size)
     lm = bf.landmarks[:468]
-    z = detect_depth(np.ascontiguousarray(bf.image))[:468]
+    z = _detect_depth(np.ascontiguousarray(bf.image))[:468]
     c2 = lm.mean(axis=0)
     px_mm = bf.px_per_mm
     # Interior grid, inside the landmarks' hull.
