@@ -226,7 +226,8 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
         if not np.isfinite(k):
             continue
         for s in res["steps"]:
-            if s["quality"] not in READ or s["moves_truth"]:
+            # Speech's groups too: their values are ranges in mm (their counts are not here).
+            if s["quality"] not in READ:
                 continue
             for t, m in zip(s["truth"], s["measured"], strict=True):
                 if t >= 1.0 and np.isfinite(m):
@@ -253,6 +254,8 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
         a = np.asarray(e)
         out(f"{label:<28} n {len(a):3d}  floor {float(np.sqrt(np.mean(a * a))):.3f} mm")
 
+    interval_scales(results, out)
+
     out("TARGETS, intervals and calls:")
     for steps, label, ok, val in targets:
         out(f"  {'MET   ' if ok else 'MISSED'} {steps + ': ' + label:<62} {val}")
@@ -261,3 +264,75 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
             + f"; between visits changed {pct1(fc)} (same), {pct1(tc)} (1.5 mm)")
     out(line)
     return {"line": line, "targets": targets}
+
+
+def _group_of(res: dict, s: dict) -> object:
+    """The protocol's muscle group behind one of a case's values."""
+    from movement.protocol import load_protocol
+
+    step = load_protocol(res["case"].protocol).step(s["step"])
+    if "/" in s["label"]:
+        name = s["label"].split("/", 1)[1]
+        return next(g for g in step.groups if g.name == name)
+    return next(g for g in step.groups if g.primary)
+
+
+def needed_scale(truth: float, value: float, iv: tuple[float, float], reads: float,
+                 scale: float) -> float:
+    """The smallest ``interval_scale`` whose interval around ``value`` holds ``truth``
+    (0 when any does), from the interval ``iv`` made with ``scale``: the half-width at
+    scale 1 is what the interval reaches beyond the value and the value it implies
+    (``value / reads``), over ``scale``."""
+    near, far = sorted((value, value / reads if reads > 0 else value))
+    half = (near - iv[0]) / scale
+    if not (np.isfinite(half) and half > 0):
+        return float("nan")
+    if truth > far:
+        return (truth - far) / half
+    if truth < near:
+        return (near - truth) / half
+    return 0.0
+
+
+def _scale_for_95(need: np.ndarray) -> float:
+    """The smallest scale (rounded up to 0.01) holding 95 % of values that need ``need``:
+    the ceil(0.95 n)-th smallest (rounded down it would hold fewer)."""
+    a = np.sort(need)
+    return float(np.ceil(a[int(np.ceil(0.95 * len(a))) - 1] * 100) / 100)
+
+
+def interval_scales(results: list[dict], out: Callable[[str], None]) -> dict[str, float]:
+    """Per group, the ``interval_scale`` under which 95 % of its values' intervals hold
+    the truth, beside the protocol's: the calibration of the intervals' width. And how
+    well such a scale carries to other consults: fitted on every other case and checked
+    on the rest (both ways), the share of the rest's values it holds."""
+    need: dict[str, list[tuple[int, float]]] = {}
+    current: dict[str, float] = {}
+    for i, res in enumerate(results):
+        for s in res["steps"]:
+            if s["quality"] not in READ:
+                continue
+            g = _group_of(res, s)
+            current[s["label"]] = g.interval_scale  # type: ignore[attr-defined]
+            none = (float("nan"), float("nan"))
+            for t, m, iv in zip(s["truth"], s["measured"],
+                                (s.get("right_iv", none), s.get("left_iv", none)), strict=True):
+                if np.isfinite([t, m, *iv]).all():
+                    f = needed_scale(t, m, iv, g.reads, g.interval_scale)  # type: ignore
+                    if np.isfinite(f):
+                        need.setdefault(s["label"], []).append((i % 2, f))
+    out("Per group, the interval_scale that holds 95 % of its values (the ceil(0.95 n)-th\n"
+        "smallest scale each value's interval needs to hold its truth), the protocol's, and\n"
+        "the share of values held by the scale fitted on the other half of the cases\n"
+        "(every other case; both ways).")
+    found = {}
+    for label, pairs in sorted(need.items()):
+        half = np.array([h for h, _ in pairs])
+        a = np.array([f for _, f in pairs])
+        found[label] = _scale_for_95(a)
+        held = [a[half == h] <= _scale_for_95(a[half != h]) for h in (0, 1)
+                if (half == h).any() and (half != h).any()]
+        cross = f"{np.concatenate(held).mean():6.1%}" if held else "   n/a"
+        out(f"{label:<28} n {len(a):3d}  interval_scale {found[label]:.2f}"
+            f"  (protocol {current[label]:.2f})  other half held {cross}")
+    return found

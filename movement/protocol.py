@@ -59,6 +59,11 @@ class MuscleGroup:
     # correlation): a face whose eee reads 0.82 of the truth reads it so on both sides,
     # which shrinks the difference by that share rather than widening it.
     reads_shared: float = 0.0
+    # The 95 % interval's half-width in units of 1.96 standard errors of its parts: the
+    # share that held 95 % of this group's values on the accuracy benchmark (its
+    # "interval scale" table). Normal parts with a calibrated spread would need 1; a
+    # group whose errors have a heavier tail (a face that reads it short) needs more.
+    interval_scale: float = 1.0
 
     def points(self, side: str) -> tuple[int, ...]:
         return self.right if side == "right" else self.left
@@ -309,6 +314,22 @@ def _share(raw: dict, key: str, where: str, default: float = 1.0) -> float:
     return value
 
 
+INTERVAL_SCALE_RANGE = (0.3, 3.0)
+"""Allowed ``interval_scale``: outside it the parts' model, not its width, is wrong."""
+
+
+def _interval_scale(raw: dict, where: str) -> float:
+    """A group's optional ``interval_scale`` (1 when absent), within INTERVAL_SCALE_RANGE."""
+    lo, hi = INTERVAL_SCALE_RANGE
+    value = _number(raw, "interval_scale", where, what=f"a number from {lo:g} to {hi:g}")
+    if value is None:
+        return 1.0
+    if not lo <= value <= hi:
+        raise ProtocolError(f"{where}: interval_scale must be a number from {lo:g} to {hi:g}"
+                            f" (got {raw['interval_scale']!r})")
+    return value
+
+
 def _group(raw: dict, where: str) -> MuscleGroup:
     try:
         g = MuscleGroup(
@@ -331,6 +352,7 @@ def _group(raw: dict, where: str) -> MuscleGroup:
             reads_spread=_share(raw, "reads_spread", where, default=DEFAULT_READS_SPREAD),
             reads_floor_mm=_positive_mm(raw, "reads_floor_mm", where) or DEFAULT_READS_FLOOR_MM,
             reads_shared=_share(raw, "reads_shared", where, default=0.0),
+            interval_scale=_interval_scale(raw, where),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: missing field {exc}") from None

@@ -11,6 +11,9 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import accuracy  # noqa: E402
 import figures  # noqa: E402
@@ -117,6 +120,28 @@ def test_calibration_counts_the_intervals_holding_the_truth_and_the_calls():
     assert targets["frown: median width <= 0.8 mm (clean)"] == (True, "0.30 mm")
     assert targets["decisive pairs uncertain <= 15%"][0] is False
     assert "blur 1.2" in text and "clean 1280x720" in text
+    # The interval scale that would hold 95 % of each group's values (with 2 values, the
+    # larger need). The frown's left value (1.1, truth 1.0) reaches its truth at the
+    # interval's edge: 1.00. The raise reads 1.02 of the truth, so its left interval's
+    # half-width at scale 1 is 1.8 / 1.02 - 1.7 = 0.065, and 2.1 lies 0.3 beyond 1.8.
+    assert "frown                        n   2  interval_scale 1.00  (protocol 1.00)" in text
+    raise_need = np.ceil((2.1 - 1.8) / (1.8 / 1.02 - 1.7) * 100) / 100
+    assert f"raise                        n   2  interval_scale {raise_need:.2f}" in text
+
+
+def test_the_scale_a_value_needs_reaches_its_truth_from_the_interval():
+    from calibration import needed_scale
+
+    # Value 2.0, half-width 0.2 at scale 1: a truth 0.3 above needs 1.5.
+    assert needed_scale(2.3, 2.0, (1.8, 2.2), 1.0, 1.0) == pytest.approx(1.5)
+    assert needed_scale(1.9, 2.0, (1.8, 2.2), 1.0, 1.0) == pytest.approx(0.5)
+    # Made at scale 0.5 (half-width 0.1): the half-width at scale 1 is 0.2 all the same.
+    assert needed_scale(1.7, 2.0, (1.9, 2.1), 1.0, 0.5) == pytest.approx(1.5)
+    # A method reading 80 % of the truth: the interval reaches to 2.5 first, so a truth
+    # between the value and 2.5 is held at any scale.
+    assert needed_scale(2.7, 2.0, (1.8, 2.7), 0.8, 1.0) == pytest.approx(1.0)
+    assert needed_scale(2.4, 2.0, (1.8, 2.7), 0.8, 1.0) == 0.0
+    assert math.isnan(needed_scale(2.0, 2.0, (NAN, 2.2), 1.0, 1.0))
 
 
 def test_the_speed_page_holds_each_resolution():

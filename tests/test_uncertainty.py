@@ -170,3 +170,42 @@ def test_a_method_error_both_sides_share_scales_the_difference():
     lo2, hi2 = difference_interval(0.2, 0.1, Spread(method=0.09), Spread(method=0.09),
                                    spread=0.06, shared=0.5)
     assert (hi2 - lo2) / 2 > Z95 * 0.09
+
+
+def test_the_interval_scale_sets_the_half_width_in_standard_errors():
+    """A group's interval_scale (the benchmark's calibration) multiplies the 1.96 standard
+    errors of a value and of a side difference; the stretch toward a short reading stays."""
+    s = Spread(hold=0.1, method=0.2)
+    lo, hi = value_interval(2.0, s)
+    lo2, hi2 = value_interval(2.0, s, scale=0.5)
+    assert (hi2 - lo2) == pytest.approx((hi - lo) / 2)
+    lo3, hi3 = value_interval(2.0, s, reads=0.8, scale=0.5)
+    assert lo3 == pytest.approx(2.0 - 0.5 * Z95 * s.total())
+    assert hi3 == pytest.approx(2.5 + 0.5 * Z95 * s.total())
+    dlo, dhi = difference_interval(3.0, 1.0, s, s, spread=0.1, shared=0.3)
+    dlo2, dhi2 = difference_interval(3.0, 1.0, s, s, spread=0.1, shared=0.3, scale=1.5)
+    assert (dhi2 - dlo2) == pytest.approx(1.5 * (dhi - dlo))
+    assert (dlo2 + dhi2) / 2 == pytest.approx(2.0)
+
+
+def test_tables_apply_the_groups_interval_scale_to_the_difference():
+    window = StepWindow("pout", True, 10, 20, 30, (1, 2), 5)
+    sr, sl = Spread(hold=0.1, method=0.3), Spread(hold=0.1, method=0.2)
+
+    def measure(side: str, value: float, spread: Spread) -> GroupMeasure:
+        lo, hi = value_interval(value, spread)
+        return GroupMeasure("pout", "mentalis", "displacement_mm", "up", "image", True, side,
+                            value, 0.0, value, float("nan"), (), (20,), spread, lo, hi)
+
+    result = StepResult(window, (20,), np.arange(10, 31) / 30.0, np.arange(10, 31),
+                        measures=[measure("right", 3.0, sr), measure("left", 1.5, sl)],
+                        head_inliers=20.0)
+    ext = load_protocol("extended")
+    g = ext.step("pout").primary
+    row = tables([result], ext)[0].iloc[0]
+    plain = difference_interval(3.0, 1.5, sr, sl, g.reads, g.reads_spread, g.reads_shared)
+    scaled = difference_interval(3.0, 1.5, sr, sl, g.reads, g.reads_spread, g.reads_shared,
+                                 g.interval_scale)
+    assert (row.diff_lo, row.diff_hi) == pytest.approx(scaled, abs=1e-3)
+    # The pout's scale is under 1: narrower than the parts' 1.96 standard errors.
+    assert g.interval_scale < 1 and row.diff_hi - row.diff_lo < plain[1] - plain[0] - 0.1

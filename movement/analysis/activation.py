@@ -637,7 +637,8 @@ def _intervals(step: Step, sp: StepPose | None, res: StepResult) -> None:
         f = sp.factors.get((m.muscle_group, m.side), float("nan")) if sp else float("nan")
         if np.isfinite(f) and f > 0 and np.isfinite(m.activation_mm):
             spread = replace(spread, pose=POSE_DOUBT * abs(m.activation_mm) * abs(1.0 - 1.0 / f))
-        lo, hi = value_interval(m.activation_mm, spread, groups[m.muscle_group].reads)
+        g = groups[m.muscle_group]
+        lo, hi = value_interval(m.activation_mm, spread, g.reads, g.interval_scale)
         res.measures[i] = replace(m, spread=spread, lo=lo, hi=hi)
 
 

@@ -108,10 +108,12 @@ def asymmetry_index(right: float, left: float) -> float:
 _RANK = {"ok": 0, "low": 1, "unusable": 2}
 
 
-def _shared_method(g: MuscleGroup | None) -> tuple[float, float]:
-    """(reads_spread, reads_shared) of a group, (0, 0) for none: what of the method's
-    part both sides share (uncertainty.difference_interval)."""
-    return (g.reads_spread, g.reads_shared) if g is not None else (0.0, 0.0)
+def _shared_method(g: MuscleGroup | None) -> tuple[float, float, float]:
+    """(reads_spread, reads_shared, interval_scale) of a group, (0, 0, 1) for none: what
+    of the method's part both sides share, and the interval's calibrated width
+    (uncertainty.difference_interval)."""
+    return (g.reads_spread, g.reads_shared, g.interval_scale) if g is not None else (
+        0.0, 0.0, 1.0)
 
 
 def tables(

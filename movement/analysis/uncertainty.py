@@ -21,8 +21,11 @@ move it, each as a standard error (1 sigma) in the value's unit:
   at that size.)
 
 They are independent, so they add in quadrature; the interval is the value +- 1.96
-times that, widened toward the truth where the method is known to read short (the
-protocol's ``reads``, measured by the accuracy benchmark at the generator's own scale).
+times that, times the group's ``interval_scale`` (the share of it that held 95 % of the
+group's values on the accuracy benchmark: the parts are not all normal, and a face that
+reads a movement short is a tail), widened toward the truth where the method is known to
+read short (the protocol's ``reads``, measured by the accuracy benchmark at the
+generator's own scale).
 For a side difference the parts of both sides add, except the scale, which is shared
 (it scales the difference) and the method's shortfall, which scales it too.
 
@@ -202,17 +205,18 @@ def value_spread(
     )
 
 
-def value_interval(value: float, spread: Spread | None, reads: float = 1.0
-                   ) -> tuple[float, float]:
+def value_interval(value: float, spread: Spread | None, reads: float = 1.0,
+                   scale: float = 1.0) -> tuple[float, float]:
     """The 95 % interval of one side's value (mm or count-free units).
 
     ``reads``: the share of the truth the method reads (the protocol's figure); the
     interval reaches to the value it implies, so a value that reads short is still
-    covered. NaN without a value or a spread.
+    covered. ``scale``: the group's ``interval_scale``, the half-width in units of 1.96
+    standard errors. NaN without a value or a spread.
     """
     if spread is None or not np.isfinite(value):
         return float("nan"), float("nan")
-    half = Z95 * spread.total()
+    half = Z95 * scale * spread.total()
     lo, hi = value - half, value + half
     if reads > 0 and reads != 1:
         lo, hi = min(lo, value / reads - half), max(hi, value / reads + half)
@@ -221,7 +225,7 @@ def value_interval(value: float, spread: Spread | None, reads: float = 1.0
 
 def difference_interval(
     right: float, left: float, sr: Spread | None, sl: Spread | None, reads: float = 1.0,
-    spread: float = 0.0, shared: float = 0.0,
+    spread: float = 0.0, shared: float = 0.0, scale: float = 1.0,
 ) -> tuple[float, float]:
     """The 95 % interval of right - left.
 
@@ -231,7 +235,8 @@ def difference_interval(
     share ``shared`` of its proportional variance (the group's ``reads_spread``,
     ``spread``) is common to both sides of a consult (a face that reads one movement
     short reads it short on both sides): like the scale, that part is ``spread`` times
-    the difference; the rest of each side's method part adds as its own.
+    the difference; the rest of each side's method part adds as its own. ``scale``: the
+    group's ``interval_scale``, as for each side's value.
     """
     if sr is None or sl is None or not (np.isfinite(right) and np.isfinite(left)):
         return float("nan"), float("nan")
@@ -253,7 +258,7 @@ def difference_interval(
            if abs(x) > 1e-9 and np.isfinite(s.scale)]
     if rel:
         var += (max(rel) * d) ** 2
-    half = Z95 * math.sqrt(var)
+    half = Z95 * scale * math.sqrt(var)
     lo, hi = d - half, d + half
     if reads > 0 and reads != 1:
         # A short reading shrinks the difference toward 0: the truth lies further out.
