@@ -78,6 +78,16 @@ def interval_holds(a: dict, b: dict, swap: bool = False) -> tuple[int, int]:
     return k, n
 
 
+def interval_words(figs: dict[str, float]) -> str:
+    """The flip's interval check in words: the share of the original's values the
+    flipped copy's 95 % intervals hold, or why there is none (the real clip's steps read
+    with cues are unusable, and resting rows carry no interval)."""
+    share = figs.get("flip+m interval holds")
+    if share is None:
+        return "no finding with a 95 % interval in both runs to check the intervals on"
+    return f"the flipped copy's 95 % interval holds the original's value for {100 * share:.0f} %"
+
+
 def flag_disagreements(a: dict, b: dict) -> list[str]:
     """Rows that are a finding in one run and ``unusable`` in the other.
 
@@ -314,9 +324,7 @@ def consistency(a: argparse.Namespace, pool: ProcessPoolExecutor, work: Path,
             f" ({figs['flip+m']:.2f} mm counting unusable values), re-encode only "
             f"{figs['reencode findings']:.2f} mm, lossless flip {figs['lossless+m findings']:.2f}"
             f" mm, equivariance (no --mirrored, sides swapped)"
-            f" {figs['lossless-noflag findings']:.2f} mm; the flipped copy's 95 % interval"
-            f" holds the original's value for"
-            f" {100 * figs.get('flip+m interval holds', np.nan):.0f} %")
+            f" {figs['lossless-noflag findings']:.2f} mm; {interval_words(figs)}")
         figures["flip-generated"] = figs["flip+m findings"]
 
     out(f"\n# Real footage: {REAL_CLIP.name}")
@@ -341,8 +349,7 @@ def consistency(a: argparse.Namespace, pool: ProcessPoolExecutor, work: Path,
         f" change{'' if changed == 1 else 's'} under the flip), re-encode only"
         f" {figs['reencode findings']:.2f} mm, lossless flip {figs['lossless+m findings']:.2f}"
         f" mm, equivariance (no --mirrored, sides swapped)"
-        f" {figs['lossless-noflag findings']:.2f} mm; the flipped copy's 95 % interval holds"
-        f" the original's value for {100 * figs.get('flip+m interval holds', np.nan):.0f} %")
+        f" {figs['lossless-noflag findings']:.2f} mm; {interval_words(figs)}")
     figures["real"] = figs["flip+m findings"]
     figures["real (all values)"] = figs["flip+m"]
     return figures

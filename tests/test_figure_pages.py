@@ -255,3 +255,12 @@ def test_a_consult_rendered_again_facing_the_camera_is_the_floor_row() -> None:
     assert pose._group(pose.Condition("yaw+5", yaw=5)) == "other"
     assert pose._group(pose.Condition("pitch+1", pitch=1)) == "other"
     assert pose._group(pose.Condition("turn+1", turn=1)) == "turn"
+
+
+def test_the_flip_check_says_when_no_interval_could_be_checked():
+    # The real clip's cue-read steps are unusable and resting rows have no interval:
+    # the summary says so instead of printing "nan %".
+    from consistency import interval_words
+
+    assert "no finding with a 95 % interval" in interval_words({"flip+m findings": 0.2})
+    assert interval_words({"flip+m interval holds": 0.75}).endswith("for 75 %")
