@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -266,11 +267,16 @@ def calibration(results: list[dict], out: Callable[[str], None]) -> dict:
     return {"line": line, "targets": targets}
 
 
-def _group_of(res: dict, s: dict) -> object:
-    """The protocol's muscle group behind one of a case's values."""
+@cache
+def _protocol(name: str) -> object:
     from movement.protocol import load_protocol
 
-    step = load_protocol(res["case"].protocol).step(s["step"])
+    return load_protocol(name)
+
+
+def _group_of(res: dict, s: dict) -> object:
+    """The protocol's muscle group behind one of a case's values."""
+    step = _protocol(res["case"].protocol).step(s["step"])  # type: ignore[attr-defined]
     if "/" in s["label"]:
         name = s["label"].split("/", 1)[1]
         return next(g for g in step.groups if g.name == name)

@@ -62,7 +62,8 @@ class MuscleGroup:
     # The 95 % interval's half-width in units of 1.96 standard errors of its parts: the
     # share that held 95 % of this group's values on the accuracy benchmark (its
     # "interval scale" table). Normal parts with a calibrated spread would need 1; a
-    # group whose errors have a heavier tail (a face that reads it short) needs more.
+    # group whose errors have a heavier tail (a face that reads it short) needs more,
+    # one whose parts overlap (a floor, a spread and a stretch toward reads) less.
     interval_scale: float = 1.0
 
     def points(self, side: str) -> tuple[int, ...]:
