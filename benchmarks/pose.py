@@ -420,7 +420,9 @@ def _reading_tables(rd: Reading) -> str:
         d = dict(r.deltas)
         body.append([r.pattern, r.cond.name] + (
             [f"{d[c]:+.2f}" if c in d else "" for c in cols]
-            + [f"{r.worst[1]:.2f} ({r.worst[0]})", str(r.cond.tol), f"{r.rest:.2f}",
+            + [f"{r.worst[1]:.2f} ({r.worst[0]})", str(r.cond.tol),
+               # NaN: every resting row was marked (low), so none is compared.
+               f"{r.rest:.2f}" if r.rest == r.rest else "all marked",
                ", ".join(r.changed) or "none", " ".join(r.marked) or "none",
                "yes" if r.ok else "MISS"]
             if r.analysed else ["not analysed"] + [""] * (len(cols) + 5)))

@@ -170,14 +170,14 @@ def test_run_info_names_the_commit_and_machine():
 
 
 def _csv(folder: Path, primary: dict[str, tuple[float, str, str]],
-         rest: tuple[float, float], jaw: tuple[float, float, str] = (20.0, 20.0, "ok")
-         ) -> None:
+         rest: tuple[float, float], jaw: tuple[float, float, str] = (20.0, 20.0, "ok"),
+         nostril_quality: str = "ok") -> None:
     """A session's asymmetry.csv: per primary step (R-L, dominant side, quality), and two
     resting rows (right, left mm; the jaw's quality)."""
     folder.mkdir(parents=True)
     lines = ["step,muscle_group,primary,right_mm,left_mm,diff_mm,dominant_side,quality"]
     lines += [f"{s},g_{s},True,,,{d},{side},{q}" for s, (d, side, q) in primary.items()]
-    lines += [f"rest,nostril,False,{rest[0]},{rest[1]},{rest[0] - rest[1]},,ok",
+    lines += [f"rest,nostril,False,{rest[0]},{rest[1]},{rest[0] - rest[1]},,{nostril_quality}",
               f"rest,jaw,False,{jaw[0]},{jaw[1]},{jaw[0] - jaw[1]},,{jaw[2]}"]
     (folder / "asymmetry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -264,3 +264,16 @@ def test_the_flip_check_says_when_no_interval_could_be_checked():
 
     assert "no finding with a 95 % interval" in interval_words({"flip+m findings": 0.2})
     assert interval_words({"flip+m interval holds": 0.75}).endswith("for 75 %")
+
+
+def test_the_pose_page_says_when_every_resting_row_was_marked(tmp_path):
+    import pose
+
+    steps = {"frown": (1.40, "right", "ok")}
+    _csv(tmp_path / "asym-yaw0", steps, (10.0, 10.0))
+    _csv(tmp_path / "asym-pitch+10", steps, (12.0, 9.0), (25.0, 15.0, "low"), "low")
+    conds = [pose.Condition("yaw0"), pose.Condition("pitch+10", pitch=10)]
+    rd = pose.compare(tmp_path, conds, "face-on", "as analysed", "", ("asym",))
+    page = pose.figures_page(INFO, [rd], [], conds, [])
+    assert "| asym | pitch+10 | +0.00 | 0.00 (frown) | 0.3 | all marked | none |" in page
+    assert "| nan |" not in page
