@@ -314,13 +314,13 @@ def interval_scales(results: list[dict], out: Callable[[str], None]) -> dict[str
     on the rest (both ways), the share of the rest's values it holds."""
     need: dict[str, list[tuple[int, float]]] = {}
     current: dict[str, float] = {}
+    none = (float("nan"), float("nan"))
     for i, res in enumerate(results):
         for s in res["steps"]:
             if s["quality"] not in READ:
                 continue
             g = _group_of(res, s)
             current[s["label"]] = g.interval_scale  # type: ignore[attr-defined]
-            none = (float("nan"), float("nan"))
             for t, m, iv in zip(s["truth"], s["measured"],
                                 (s.get("right_iv", none), s.get("left_iv", none)), strict=True):
                 if np.isfinite([t, m, *iv]).all():

@@ -108,7 +108,7 @@ def asymmetry_index(right: float, left: float) -> float:
 _RANK = {"ok": 0, "low": 1, "unusable": 2}
 
 
-def _shared_method(g: MuscleGroup | None) -> tuple[float, float, float]:
+def _difference_terms(g: MuscleGroup | None) -> tuple[float, float, float]:
     """(reads_spread, reads_shared, interval_scale) of a group, (0, 0, 1) for none: what
     of the method's part both sides share, and the interval's calibrated width
     (uncertainty.difference_interval)."""
@@ -217,7 +217,7 @@ def tables(
             r_iv, l_iv = (rm.lo, rm.hi), (lm.lo, lm.hi)  # type: ignore[attr-defined]
             diff_iv = (
                 difference_interval(right, left, rm.spread, lm.spread,  # type: ignore[attr-defined]
-                                    reads.get(name, 1.0), *_shared_method(groups.get(name)))
+                                    reads.get(name, 1.0), *_difference_terms(groups.get(name)))
                 if measure not in ("crease", "movements") else (np.nan, np.nan)
             )
             dom = (
