@@ -32,7 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
 
-MEASUREMENT_VERSION = 4
+MEASUREMENT_VERSION = 5
 """How the numbers are made, apart from the package version: raised by every change
 that moves the millimetres a session reports (docs/METHOD.md §12 lists what each
 version measures). Written into ``session.json`` and the clinic store; sessions of

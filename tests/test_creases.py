@@ -420,3 +420,53 @@ def test_a_fringe_at_rest_leaves_the_call_open_not_a_side():
         assert span >= 0.4 * c.rest ** 2, (c.lo, c.hi, c.rest)
     call = _crease_call((got[0].lo, got[0].hi), (got[1].lo, got[1].hi), th)
     assert call in ("balanced", "uncertain"), [(c.value, c.lo, c.hi, c.rest) for c in got]
+
+
+def _with_lashes(still, sides=SIDES) -> np.ndarray:
+    """``still``'s image with made-up lashes: dark strokes 5-7 mm long from the outer
+    eye corner (an eyeliner wing and the outer lashes reaching into the crow's feet)."""
+    img = still.image.copy()
+    ppm = float(still.px_per_mm)
+    lm = still.landmarks
+    for side, (corner, iris) in {"right": (33, 468), "left": (263, 473)}.items():
+        if side not in sides:
+            continue
+        out = lm[corner] - lm[iris]
+        out = out / np.linalg.norm(out)
+        for ang, length in ((-30, 7.0), (-18, 6.5), (-6, 6.0), (6, 5.0)):
+            th = np.radians(ang if side == "left" else -ang)
+            d = np.array([out[0] * np.cos(th) - out[1] * np.sin(th),
+                          out[0] * np.sin(th) + out[1] * np.cos(th)])
+            a = lm[corner] + 0.3 * ppm * d
+            b = a + length * ppm * d
+            cv2.line(img, tuple(np.round(a * 16).astype(int)), tuple(np.round(b * 16).astype(int)),
+                     (25, 20, 20), max(int(round(0.5 * ppm)), 1), cv2.LINE_AA, shift=4)
+    return img
+
+
+def test_lashes_past_the_eye_corner_are_left_out():
+    """Lashes reaching past the outer eye corner, the same at rest and at the peak,
+    one side only: the crow's feet stay readable (without the lash rule they rest
+    above the clutter line) and equal folds still read alike."""
+    reg = REGIONS["crow_feet"]
+    rest = sc.render_still(None, noise_sigma=NOISE, seed=1, **REST_POSE)
+    peak = sc.render_still({"crow_feet": (0.3, 0.3)}, noise_sigma=NOISE, seed=2, **PEAK_POSE)
+    lashed = [frame(rest, _with_lashes(rest, ("right",))),
+              frame(peak, _with_lashes(peak, ("right",)))]
+    plain = {s: cr.step_lines([frame(rest)], [frame(peak)], reg, s) for s in SIDES}
+    got = {s: cr.step_lines([lashed[0]], [lashed[1]], reg, s) for s in SIDES}
+    for s in SIDES:
+        assert got[s].readable and not cr.line_flags(got[s]), (s, got[s].rest)
+    assert got["right"].rest < cr.CLUTTER_PCT
+    assert abs(got["right"].value / got["left"].value - 1) < 0.2, (got["right"].value,
+                                                                   got["left"].value)
+    assert abs(got["right"].value / plain["right"].value - 1) < 0.2
+    # The lashes were strong enough to matter: read without the rule, the region
+    # rests as if covered.
+    keep = cr.LASH_REACH_MM
+    try:
+        cr.LASH_REACH_MM = 0.0
+        bare = cr.step_lines([lashed[0]], [lashed[1]], reg, "right")
+    finally:
+        cr.LASH_REACH_MM = keep
+    assert bare.rest > got["right"].rest + 3, (bare.rest, got["right"].rest)

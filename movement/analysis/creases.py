@@ -661,13 +661,52 @@ def _spread(items: list, n: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
+CLUTTER_PIXEL_PCT = 40.0
+"""A pixel whose line strength at rest is above this is not skin but lashes, eyeliner,
+a strand of hair or a glasses rim (near black on skin): skin's own lines, etched ones
+included, rest below 28 on every face of docs/figures/lines.md; mascara'd lashes at
+the real clip's outer eye corner read 50-110, a fringe of hair up to 60."""
+
+
+LASH_REACH_MM = 4.0
+"""Static dark structures within this distance of what a region covers (the eye
+openings' and brows' masks, themselves grown by their margins) are lashes, eyeliner or
+brow hairs: they grow from the lid margin and the brow and reach past the outer eye
+corner into the crow's feet."""
+
+
+def _strong(logp: np.ndarray, clear: np.ndarray, peak: _Patch, region: CreaseRegion
+            ) -> np.ndarray:
+    """Patch pixels whose line strength is above CLUTTER_PIXEL_PCT."""
+    _, energy = ridge_response(_fill(logp, clear, peak.sigma_px), peak.sigma_px,
+                               region.orientation_deg)
+    return (energy > (CLUTTER_PIXEL_PCT / 100.0) ** 2).astype(np.uint8)
+
+
+def _lashes(moved: Sequence[np.ndarray], clear: np.ndarray, covered: np.ndarray,
+            peak: _Patch, region: CreaseRegion) -> np.ndarray:
+    """Patch pixels near lashes, eyeliner or brow hairs: static dark structures
+    (CLUTTER_PIXEL_PCT) of any rest frame moved onto the peak with the skin, within
+    LASH_REACH_MM of what the region covers (``covered``), grown by the filter's reach.
+
+    Hair or a glasses rim elsewhere in the region is not left out: the skin slides
+    under it, folds under it cannot be seen, and the rest strength says the region is
+    covered (CLUTTER_PCT)."""
+    out = np.zeros(clear.shape, np.uint8)
+    for logp in moved:
+        out |= _strong(logp, clear, peak, region)
+    near = grow_mask(covered.astype(np.uint8), LASH_REACH_MM * peak.res)
+    return grow_mask(out & near, 2 * peak.rad).astype(bool)
+
+
 def _compare(
     peak: _Patch, lm_peak: np.ndarray, px_per_mm: float,
     rests: Sequence[tuple[np.ndarray, np.ndarray]], region: CreaseRegion,
 ) -> tuple[float, list[float]]:
     """Line strength (percent) of the peak patch and of each rest frame moved onto it,
     all over the same pixels: the region's skin, off what it covers in every frame
-    compared. NaN where too little of the region is left."""
+    compared and off the lashes beside it (:func:`_lashes`). NaN where too little of
+    the region is left."""
     h, w = peak.logp.shape
     moved, clear = [], peak.clear.copy()
     covers: dict[str, list[np.ndarray]] = {name: [] for name in region.covers}
@@ -677,8 +716,9 @@ def _compare(
         clear &= ok
         for name, ps in cov.items():
             covers[name] += ps
-    clear &= ~grow_mask(_covers_mask(covers, (h, w), peak.res).astype(np.uint8),
-                        peak.rad).astype(bool)
+    covered = _covers_mask(covers, (h, w), peak.res)
+    clear &= ~grow_mask(covered.astype(np.uint8), peak.rad).astype(bool)
+    clear &= ~_lashes(moved, clear, covered, peak, region)
     valid = peak.valid & clear
     if not valid.any() or valid.sum() < MIN_VALID_FRACTION * peak.valid.sum():
         return float("nan"), []
