@@ -416,3 +416,69 @@ def test_stored_intervals_judge_the_change(tmp_path):
     rows = _rows(tmp_path / "cmp" / compare.CSV_FILE)
     assert {r["label"]: r["change_rule"] for r in rows if r["step"] == "smile"} == {
         "w0": "", "w2": "intervals", "w4": "repeat_mm"}
+
+
+def _with_face_size(folder: Path, size: dict[str, float] | None) -> Path:
+    meta = json.loads((folder / "session.json").read_text())
+    for c in meta["clips"]:
+        if size is None:
+            c.pop("face_size_mm", None)
+        else:
+            c["face_size_mm"] = size
+    (folder / "session.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_sessions_are_put_on_the_baselines_ruler(tmp_path):
+    """A later session whose iris ruler reads 4 % long: every millimetre and the face's
+    own size read 4 % larger. On the baseline's ruler its raise is unchanged, and the
+    comparison says by how much it rescaled; on its own ruler the raise would read
+    0.8 mm higher, beyond both visits' intervals."""
+    st = tmp_path / "st"
+    size = {"iris_centres": 61.2, "outer_eye_corners": 89.5, "temples": 131.0}
+    base = {**BASE_VALUES, "raise": (20.0, 19.0)}
+    long = {k: (round(v[0] * 1.04, 3), round(v[1] * 1.04, 3)) for k, v in base.items()}
+    store.record_session(st, _with_face_size(make_session(tmp_path, "w0", base, half=0.3),
+                                             size), "p1", "w0", "2026-01-05")
+    # One distance off by a landmark failure does not move the median.
+    off = {"iris_centres": 61.2 * 1.04, "outer_eye_corners": 89.5 * 1.04, "temples": 150.0}
+    store.record_session(st, _with_face_size(make_session(tmp_path, "w2", long, half=0.3,
+                                                          video="w2"), off),
+                         "p1", "w2", "2026-01-19")
+    cmp = compare.compare(st, "p1", tmp_path / "cmp")
+    assert cmp.rulers[cmp.latest.id] == pytest.approx(1 / 1.04)
+    raise_ = next(g for g in cmp.groups if g.step == "raise")
+    assert raise_.rows[1]["right_mm"] == pytest.approx(20.0, abs=0.01)
+    # The interval is rescaled with the value (make_session wrote it as ±0.3 mm).
+    assert raise_.rows[1]["right_hi"] == pytest.approx((20.8 + 0.3) / 1.04, abs=0.01)
+    assert "right frontalis: 20.0 → 20.0 mm (±0 %" in raise_.statement, raise_.statement
+    assert any("baseline's ruler" in n and "2026-01-19 (w2) ×0.962" in n for n in cmp.notes)
+    rows = _rows(tmp_path / "cmp" / compare.CSV_FILE)
+    assert {r["label"]: r["ruler_factor"] for r in rows} == {"w0": "", "w2": "0.9615"}
+    page = (tmp_path / "cmp" / compare.COMPARISON_FILE).read_text(encoding="utf-8")
+    assert re.search(r"baseline(&#x27;|'|&#39;)s ruler", page)
+    # Without the distances (a session stored before they existed) nothing is rescaled:
+    # the raise reads 0.8 mm higher on its own ruler.
+    st2 = tmp_path / "st2"
+    for name, values, date in (("v0", base, "2026-01-05"), ("v2", long, "2026-01-19")):
+        store.record_session(st2, _with_face_size(make_session(
+            tmp_path / "plain", name, values, half=0.3), None), "p1", name, date)
+    cmp = compare.build(store.history(st2, "p1"))
+    raise_ = next(g for g in cmp.groups if g.step == "raise")
+    assert not cmp.rulers and not any("ruler" in n for n in cmp.notes)
+    right = raise_.statement.split("left")[0]
+    assert "20.0 → 20.8 mm" in right and "within measurement variation" not in right, right
+
+
+def test_a_face_of_another_size_is_not_matched(tmp_path):
+    st = tmp_path / "st"
+    size = {"iris_centres": 61.2, "outer_eye_corners": 89.5, "temples": 131.0}
+    store.record_session(st, _with_face_size(make_session(tmp_path, "a"), size), "p1", "a",
+                         "2026-01-05")
+    store.record_session(st, _with_face_size(make_session(tmp_path, "b", video="b"),
+                                             {k: v * 1.15 for k, v in size.items()}),
+                         "p1", "b", "2026-01-19")
+    cmp = compare.build(store.history(st, "p1"))
+    assert not cmp.rulers
+    assert any("Not matched to the baseline's ruler" in n and "+15 % on 2026-01-19 (b)" in n
+               for n in cmp.notes), cmp.notes

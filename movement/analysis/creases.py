@@ -669,10 +669,11 @@ the real clip's outer eye corner read 50-110, a fringe of hair up to 60."""
 
 
 LASH_REACH_MM = 4.0
-"""Static dark structures within this distance of what a region covers (the eye
-openings' and brows' masks, themselves grown by their margins) are lashes, eyeliner or
-brow hairs: they grow from the lid margin and the brow and reach past the outer eye
-corner into the crow's feet."""
+"""Static dark structures within this distance of the eye openings' mask (itself grown
+by EYE_MARGIN_MM) are lashes or eyeliner: they grow from the lid margin and reach past
+the outer eye corner into the crow's feet. Not near the brows: a fringe of hair ending
+just above a brow (the generator's face) would pass for brow hairs, and the forehead
+under it, read as skin, gave a negative index (docs/figures/accuracy.md)."""
 
 
 def _strong(logp: np.ndarray, clear: np.ndarray, peak: _Patch, region: CreaseRegion
@@ -683,11 +684,11 @@ def _strong(logp: np.ndarray, clear: np.ndarray, peak: _Patch, region: CreaseReg
     return (energy > (CLUTTER_PIXEL_PCT / 100.0) ** 2).astype(np.uint8)
 
 
-def _lashes(moved: Sequence[np.ndarray], clear: np.ndarray, covered: np.ndarray,
+def _lashes(moved: Sequence[np.ndarray], clear: np.ndarray, eyes: np.ndarray,
             peak: _Patch, region: CreaseRegion) -> np.ndarray:
-    """Patch pixels near lashes, eyeliner or brow hairs: static dark structures
-    (CLUTTER_PIXEL_PCT) of any rest frame moved onto the peak with the skin, within
-    LASH_REACH_MM of what the region covers (``covered``), grown by the filter's reach.
+    """Patch pixels near lashes or eyeliner: static dark structures (CLUTTER_PIXEL_PCT)
+    of any rest frame moved onto the peak with the skin, within LASH_REACH_MM of the eye
+    openings' mask (``eyes``), grown by the filter's reach.
 
     Hair or a glasses rim elsewhere in the region is not left out: the skin slides
     under it, folds under it cannot be seen, and the rest strength says the region is
@@ -695,7 +696,7 @@ def _lashes(moved: Sequence[np.ndarray], clear: np.ndarray, covered: np.ndarray,
     out = np.zeros(clear.shape, np.uint8)
     for logp in moved:
         out |= _strong(logp, clear, peak, region)
-    near = grow_mask(covered.astype(np.uint8), LASH_REACH_MM * peak.res)
+    near = grow_mask(eyes.astype(np.uint8), LASH_REACH_MM * peak.res)
     return grow_mask(out & near, 2 * peak.rad).astype(bool)
 
 
@@ -716,9 +717,11 @@ def _compare(
         clear &= ok
         for name, ps in cov.items():
             covers[name] += ps
-    covered = _covers_mask(covers, (h, w), peak.res)
-    clear &= ~grow_mask(covered.astype(np.uint8), peak.rad).astype(bool)
-    clear &= ~_lashes(moved, clear, covered, peak, region)
+    clear &= ~grow_mask(_covers_mask(covers, (h, w), peak.res).astype(np.uint8),
+                        peak.rad).astype(bool)
+    if covers.get("eyes"):
+        eyes = _covers_mask({"eyes": covers["eyes"]}, (h, w), peak.res)
+        clear &= ~_lashes(moved, clear, eyes, peak, region)
     valid = peak.valid & clear
     if not valid.any() or valid.sum() < MIN_VALID_FRACTION * peak.valid.sum():
         return float("nan"), []
