@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -47,8 +46,6 @@ from figures import (  # noqa: E402
     table,
     write_docs_option,
 )
-
-from movement.clinic.compare import ruler_factor  # noqa: E402
 
 STEPS = ("frown", "raise", "squint", "eee", "smile")
 PATTERNS = {
@@ -152,15 +149,6 @@ def rows(out: Path) -> dict[tuple[str, str], dict]:
         return {(r["step"], r["muscle_group"]): r for r in csv.DictReader(fh)}
 
 
-def face_size(out: Path) -> dict[str, float]:
-    """The session's distances across the face at rest (session.json, first clip)."""
-    try:
-        meta = json.loads((out / "session.json").read_text(encoding="utf-8"))
-        return dict(meta["clips"][0].get("face_size_mm") or {})
-    except (OSError, ValueError, KeyError, IndexError):
-        return {}
-
-
 def f(v: str) -> float:
     try:
         return float(v)
@@ -189,10 +177,6 @@ class PoseRow:
     analysed: bool = True
     # per resting row: (row, change of R, of L, of R-L (mm), quality)
     rest_rows: tuple[tuple[str, float, float, float, str], ...] = ()
-    # The same with this session on the yaw-0 session's ruler, as `movement compare`
-    # reads two visits (movement.clinic.compare.ruler_factor), and that factor.
-    rest_rows_ruler: tuple[tuple[str, float, float, float, str], ...] = ()
-    ruler: float = float("nan")
 
     @property
     def worst(self) -> tuple[str, float]:
@@ -225,7 +209,6 @@ def compare(work: Path, conds: list[Condition], name: str, label: str, suffix: s
             missing.append(pattern)
             continue
         ref = rows(work / f"{pattern}-yaw0{suffix}")
-        ref_size = face_size(work / f"{pattern}-yaw0{suffix}")
         prim = {k[0]: r for k, r in ref.items() if r["primary"] == "True"}
         rest = {k: r for k, r in ref.items() if k[0] == "rest"}
         refs.append(Reference(pattern, tuple((s, f(prim[s]["diff_mm"]), prim[s]["dominant_side"])
@@ -253,14 +236,8 @@ def compare(work: Path, conds: list[Condition], name: str, label: str, suffix: s
                                                                  "diff_mm")),
                  got[k]["quality"]) for k, v in rest.items() if k in got)
             rest_d = _nanmax(abs(d) for r in rrows if r[4] == "ok" for d in r[1:4])
-            k = ruler_factor(ref_size, face_size(work / f"{pattern}-{c.name}{suffix}"))
-            ruled = () if k is None else tuple(
-                (g[1], *(k * f(got[g][col]) - f(v[col]) for col in ("right_mm", "left_mm",
-                                                                     "diff_mm")),
-                 got[g]["quality"]) for g, v in rest.items() if g in got)
             out.append(PoseRow(pattern, c, tuple(deltas), rest_d, tuple(changed),
-                               tuple(marked), rest_rows=rrows, rest_rows_ruler=ruled,
-                               ruler=float("nan") if k is None else k))
+                               tuple(marked), rest_rows=rrows))
     return Reading(name, label, tuple(refs), tuple(out), tuple(missing))
 
 
@@ -384,16 +361,15 @@ def _worst(rows: list[PoseRow]) -> str:
             + (f" ({sum(map(_contradicted, changed))} contradicted)" if changed else ""))
 
 
-def _rest_fig(rows: list[PoseRow], ruled: bool = False) -> str:
+def _rest_fig(rows: list[PoseRow]) -> str:
     """'0.83 mm, 20/24 within 0.5 mm, 2/24 marked' over ``rows``: the largest change of
     the rows not marked; a row is within when its R, L and R-L all moved by at most the
-    rest tolerance and it is not marked. ``ruled``: on the yaw-0 session's ruler."""
-    every = [x for r in rows for x in (r.rest_rows_ruler if ruled else r.rest_rows)]
+    rest tolerance and it is not marked."""
+    every = [x for r in rows for x in r.rest_rows]
     within = sum(1 for _, dr, dl, dd, q in every
                  if q == "ok" and max(abs(dr), abs(dl), abs(dd)) <= TOL_MM["rest"])
     marked = sum(1 for x in every if x[4] != "ok")
-    largest = _nanmax(abs(d) for _, *ds, q in every if q == "ok" for d in ds)
-    return (f"{largest:.2f} mm, {within}/{len(every)} within"
+    return (f"{_nanmax(r.rest for r in rows):.2f} mm, {within}/{len(every)} within"
             f" {TOL_MM['rest']} mm, {marked}/{len(every)} marked")
 
 
@@ -435,12 +411,6 @@ def headline_rows(readings: list[Reading]) -> list[tuple[str, str]]:
                     line))
         out.append((f"head pose, {angles('yaw10')}: resting rows, largest change",
                     per_reading("yaw10", _rest_fig)))
-        ruled = [f"{rd.name} {_rest_fig(sel, ruled=True)}" for rd in readings
-                 if (sel := select(rd, "yaw10")) and any(r.rest_rows_ruler for r in sel)]
-        if ruled:
-            out.append((f"head pose, {angles('yaw10')}: resting rows on the facing session's"
-                        " ruler (as `movement compare` reads two visits), largest change",
-                        "; ".join(ruled)))
     if line := per_reading("other", _worst):
         out.append((f"head pose, {angles('other')}: largest R−L change", line))
     if line := per_reading("turn", lambda sel: _worst(sel) + ", "
@@ -468,31 +438,16 @@ def _reading_tables(rd: Reading) -> str:
             if r.analysed else ["not analysed"] + [""] * (len(cols) + 5)))
     missing = "".join(f"\nNo yaw-0 reading of the {p} pattern: its conditions are not compared.\n"
                       for p in rd.no_reference)
-    def within(q: str, *ds: float) -> str:
-        return q if q != "ok" else ("yes" if max(map(abs, ds)) <= TOL_MM["rest"] else "MISS")
-
-    rest_body = []
-    for r in rd.rows:
-        ruled = {x[0]: x for x in r.rest_rows_ruler}
-        for g, dr, dl, dd, q in r.rest_rows:
-            row = [r.pattern, r.cond.name, g, f"{dr:+.2f}", f"{dl:+.2f}", f"{dd:+.2f}",
-                   within(q, dr, dl, dd)]
-            if g in ruled:
-                _, rr, rl, rdd, _ = ruled[g]
-                row += [f"×{r.ruler:.3f}", f"{rr:+.2f}", f"{rl:+.2f}", f"{rdd:+.2f}",
-                        within(q, rr, rl, rdd)]
-            else:
-                row += ["", "", "", "", ""]
-            rest_body.append(row)
+    rest_body = [[r.pattern, r.cond.name, g, f"{dr:+.2f}", f"{dl:+.2f}", f"{dd:+.2f}",
+                  q if q != "ok" else ("yes" if max(abs(dr), abs(dl), abs(dd))
+                                       <= TOL_MM["rest"] else "MISS")]
+                 for r in rd.rows for g, dr, dl, dd, q in r.rest_rows]
     if rest_body:
         missing += ("\nResting rows: change of each side and of R−L from yaw 0 (mm), and"
                     f" whether all three are within {TOL_MM['rest']} mm (or the row's"
-                    " quality when the analysis marked it); then the same with the session"
-                    " put on the yaw-0 session's ruler, as `movement compare` reads two visits"
-                    " (the factor: the median ratio of the distances across the face between"
-                    " the irises, the outer eye corners and the temples):\n\n"
-                    + table(["pattern", "condition", "row", "R", "L", "R−L", "within",
-                             "ruler", "R", "L", "R−L", "within"], rest_body))
+                    " quality when the analysis marked it):\n\n"
+                    + table(["pattern", "condition", "row", "R", "L", "R−L", "within"],
+                            rest_body))
     return (f"\n## {rd.name[0].upper()}{rd.name[1:]}: {rd.label}\n\n"
             "Facing the camera (yaw 0), R−L (right minus left, mm) and the dominant side of"
             " each primary step:\n\n" + ref

@@ -129,8 +129,6 @@ def make_session(
                       scale=dict(mm_per_px=0.54, iris_px=21.7,
                       iris_spread=0.03, ipd_mm=64.7, frames_used=795),
                       rest_pose=dict(yaw_deg=-0.7, pitch_deg=-1.9),
-                      face_size_mm=dict(iris_centres=61.2, outer_eye_corners=89.5,
-                                        temples=131.0),
                       tracking=dict(face_tracked_fraction=1.0, multiple_faces_fraction=0.0,
                       roll_range_deg=[-5.3, -1.1], yaw_range_deg=[-2.6, 0.9]),
                       steps=steps_json if i == 0 else [])

@@ -35,7 +35,7 @@ from movement.analysis.landmarks import (
 )
 from movement.analysis.pose import pose_record
 from movement.analysis.quality import StepQuality, assess
-from movement.analysis.restface import face_on_rest, face_size_mm, facing_scale
+from movement.analysis.restface import face_on_rest, facing_scale
 from movement.analysis.stabilise import Scale, Trajectories, estimate_scale, stabilise, yaw_degrees
 from movement.analysis.steps import ImageTrack, StepWindow, find_steps, steps_from_cues
 from movement.analysis.video import VideoInfo, probe
@@ -75,9 +75,6 @@ class ClipResult:
     # The head's (yaw, pitch) in degrees at rest, as the resting measures read it
     # (pose.face_on_rest; NaN without depth).
     rest_pose: tuple[float, float] = (float("nan"), float("nan"))
-    # Distances across the face at rest that nothing changes, face-on, in mm
-    # (restface.face_size_mm): what a comparison matches its sessions' rulers on.
-    face_size_mm: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,7 +194,7 @@ def _analyze_clip(
     clock.lap("quality + file hash")
     clip = ClipResult(
         info, sha, track, scale, traj, windows, results, rest_table, quality,
-        warnings, key_xy, clock.seconds, rest_pose, face_size_mm(rest_face),
+        warnings, key_xy, clock.seconds, rest_pose,
     )
     if keep_cache:
         return clip, cache
@@ -388,7 +385,6 @@ def session_record(session: Session) -> dict:
                     iris_facing=c.scale.iris_facing,
                 ),
                 rest_pose=dict(yaw_deg=_nan(c.rest_pose[0]), pitch_deg=_nan(c.rest_pose[1])),
-                face_size_mm=c.face_size_mm,
                 tracking=dict(
                     face_tracked_fraction=float(c.track.valid.mean()),
                     multiple_faces_fraction=float((c.track.n_faces > 1).mean()),

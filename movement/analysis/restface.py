@@ -177,31 +177,3 @@ def face_on_rest(track: object, traj: object, frames: np.ndarray) -> RestFace | 
         return None
     yaw, pitch = np.nanmedian(np.array(poses), axis=0)
     return RestFace(np.nanmean(np.array(faces), axis=0), float(yaw), float(pitch))
-
-
-FACE_SIZE_PAIRS: dict[str, tuple[int, int]] = {
-    "iris_centres": (468, 473),
-    "outer_eye_corners": (33, 263),
-    "temples": (234, 454),
-}
-"""Distances across the face at rest, read face-on, that the steps do not move: between
-the iris centres (with the gaze's convergence, ~1 % between 40 and 60 cm), the outer
-eye corners (the lateral canthi, tied to the orbit's rim) and the face's outline at the
-temples (which filler there would widen: the comparison takes the median of the three,
-so one that changes does not move it). In a patient's later sessions they tell how far
-each session's iris ruler is off from the baseline's (movement.clinic.compare): on the
-pose benchmark's renders of one face FaceMesh's iris diameter moved by -3.4 to +2.6 %,
-these distances by at most 1.5 % each and their median by 0.8 %."""
-
-
-def face_size_mm(rest: RestFace | None) -> dict[str, float]:
-    """FACE_SIZE_PAIRS' distances in mm, face-on (empty without a face-on rest face)."""
-    if rest is None:
-        return {}
-    out = {}
-    for name, (a, b) in FACE_SIZE_PAIRS.items():
-        d = float(np.linalg.norm(rest.xy[b] - rest.xy[a]))
-        if np.isfinite(d) and d > 0:
-            out[name] = round(d, 3)
-    return out
-

@@ -64,7 +64,6 @@ MIN_BASE_FOR_PCT_MM = 1.0
 
 COMPARISON_COLUMNS = [
     "patient", "session_id", "date", "label", "measurement_version", "baseline_session_id",
-    "ruler_factor",
     "days_since_treatment",
     "step", "muscle_group", "measure", "primary", "right_mm", "left_mm", "asymmetry_index",
     "dominant_side", "quality", "right_change_mm", "right_change_pct", "left_change_mm",
@@ -97,9 +96,6 @@ class Comparison:
     treatments: list[Treatment]  # all of the patient's treatments
     groups: list[GroupView] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # session id -> the factor its millimetres were put on the baseline's ruler by
-    # (patient_rulers); sessions not matched are absent (factor 1).
-    rulers: dict[int, float] = field(default_factory=dict)
 
     @property
     def latest(self) -> SessionSummary:
@@ -191,7 +187,6 @@ def build(
         )
     base = pick_session(baseline, hist.sessions, hist.patient) if baseline else chosen[0]
     cmp = Comparison(hist.patient, chosen, base, list(hist.treatments))
-    cmp.rulers, far = patient_rulers(hist.face_sizes, chosen, base)
     keys: dict[tuple[str, str, str], bool] = {}
     for s in chosen:
         for r in hist.asymmetry.get(s.id, []):
@@ -211,8 +206,7 @@ def build(
                 r for r in hist.asymmetry.get(s.id, [])
                 if (r["step"], r["muscle_group"], r["measure"]) == k
             ]  # fmt: skip
-            rows.append(_on_ruler(match[0], cmp.rulers.get(s.id, 1.0), measure)
-                        if match else None)
+            rows.append(match[0] if match else None)
         cmp.groups.append(
             GroupView(step, group, measure, primary, title, rows, repeat_mm=repeat.get(k))
         )
@@ -226,8 +220,6 @@ def build(
         )
     if cmp.versions_note:
         cmp.notes.insert(0, cmp.versions_note)
-    if note := ruler_note(cmp, far):
-        cmp.notes.append(note)
     _pose_notes(cmp, hist)
     _interval_note(cmp, hist)
     protos = sorted({s.protocol for s in chosen})
@@ -243,96 +235,6 @@ def build(
             "side follows its own protocol."
         )
     return cmp
-
-
-RULER_MAX_OFF = 0.08
-"""A session whose distances across the face differ from the baseline's by more than
-this share is not put on the baseline's ruler: the iris ruler is off by at most a few
-per cent (docs/METHOD.md §3), so such a difference is a landmark failure or another
-face, and the note says so."""
-RULER_SAID = 0.005
-"""Factors onto the baseline's ruler this far from 1 are said in the comparison's notes
-(every one is in its CSV): half a per cent is 0.25 mm on a 50 mm resting width."""
-RULER_NAMES = {"iris_centres": "the irises", "outer_eye_corners": "the outer eye corners",
-               "temples": "the temples"}
-_MM_FIELDS = ("right_mm", "left_mm", "diff_mm", "right_lo", "right_hi", "left_lo",
-              "left_hi", "diff_lo", "diff_hi")
-
-
-def ruler_factor(ref: dict[str, float], mine: dict[str, float]) -> float | None:
-    """The factor putting a session with distances across the face ``mine`` on the ruler
-    of one with ``ref`` (both mm, restface.FACE_SIZE_PAIRS): the median of their ratios,
-    None with fewer than two in common."""
-    ratios = [ref[k] / mine[k] for k in ref if mine.get(k, 0) > 0 and ref[k] > 0]
-    return float(np.median(ratios)) if len(ratios) >= 2 else None
-
-
-def patient_rulers(sizes: dict[int, dict[str, float]], sessions: Sequence[SessionSummary],
-                   base: SessionSummary) -> tuple[dict[int, float], dict[int, float]]:
-    """Each session's factor onto the baseline's ruler, and the sessions too far off.
-
-    Every session reads its millimetres on its own irises, and FaceMesh's iris diameter
-    moves by a few per cent from one recording of a face to the next (head pose,
-    lighting), which moves a 50 mm resting width by 1-1.5 mm and a 20 mm brow height
-    by half a millimetre. Distances across the face that the steps do not move
-    (restface.FACE_SIZE_PAIRS) move far less: the median of their ratios to the
-    baseline's (one changed by a treatment does not move it) is the factor that puts a
-    session's millimetres on the baseline's ruler. Only sessions of the baseline's
-    measurement version with at least two of the distances are matched; the baseline
-    keeps its own (factor 1, not listed).
-    Returns (session id -> factor, session id -> factor of those beyond RULER_MAX_OFF,
-    left unmatched)."""
-    ref = sizes.get(base.id) or {}
-    out: dict[int, float] = {}
-    far: dict[int, float] = {}
-    for s in sessions:
-        if s.id == base.id or not comparable(s, base):
-            continue
-        k = ruler_factor(ref, sizes.get(s.id) or {})
-        if k is None:
-            continue
-        if abs(k - 1) > RULER_MAX_OFF:
-            far[s.id] = k
-        else:
-            out[s.id] = k
-    return out, far
-
-
-def _on_ruler(row: dict[str, Any], k: float, measure: str) -> dict[str, Any]:
-    """``row`` with its millimetres times ``k`` (the crease index and counts as they are)."""
-    if k == 1.0 or unit(measure) != " mm":
-        return row
-    out = dict(row)
-    for f in _MM_FIELDS:
-        v = out.get(f)
-        if isinstance(v, int | float):
-            out[f] = float(v) * k
-    return out
-
-
-def ruler_note(cmp: Comparison, far: dict[int, float]) -> str:
-    """What the comparison did to the sessions' rulers, in words ("" when nothing)."""
-    def when(s: SessionSummary) -> str:
-        return s.date + (f" ({s.label})" if s.label else "")
-
-    parts = []
-    matched = [s for s in cmp.sessions if abs(cmp.rulers.get(s.id, 1.0) - 1) >= RULER_SAID]
-    if matched:
-        parts.append(
-            "Millimetres on the baseline's ruler: each session measures on its own irises, "
-            "which read a few per cent apart from one recording to the next, so each "
-            "later session's scale is matched to the baseline's on distances across the "
-            f"face the steps do not move ({', '.join(RULER_NAMES.values())}; the median of "
-            "the three): "
-            + ", ".join(f"{when(s)} ×{cmp.rulers[s.id]:.3f}" for s in matched) + ".")
-    unmatched = [s for s in cmp.sessions if s.id in far]
-    if unmatched:
-        parts.append(
-            "Not matched to the baseline's ruler (distances across the face differ by "
-            + ", ".join(f"{_signed((1 / far[s.id] - 1) * 100, 0)} % on {when(s)}"
-                        for s in unmatched)
-            + ": a landmark failure or another face?): their millimetres are their own.")
-    return " ".join(parts)
 
 
 POSE_NOTE_DEG = 5.0
@@ -714,9 +616,6 @@ def comparison_rows(cmp: Comparison) -> list[dict[str, str]]:
                     label=csv_safe_text(s.label),
                     measurement_version=str(s.measurement_version),
                     baseline_session_id=str(cmp.baseline.id),
-                    # The factor this session's millimetres were put on the baseline's
-                    # ruler by (blank: its own ruler).
-                    ruler_factor=_r(cmp.rulers.get(s.id), 4),
                     days_since_treatment=""
                     if s.days_since_treatment is None
                     else str(s.days_since_treatment),

@@ -146,10 +146,6 @@ class History:
     # session id -> step -> the head's (yaw, pitch) at rest in degrees, from the stored
     # session.json (steps[*].pose); absent for sessions analysed without it.
     poses: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    # session id -> distances across the face at rest in mm, face-on, from the stored
-    # session.json (clips[*].face_size_mm, restface.FACE_SIZE_PAIRS); absent for
-    # sessions analysed without them.
-    face_sizes: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import random
 import sqlite3
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -618,29 +616,12 @@ def history(store_dir: str | Path | None, patient: str) -> History:
         tx = _treatments(conn, pid, patient)
         sessions = _sessions(conn, pid, patient, [t.date for t in tx])
         asym = {s.id: _table(conn, "asymmetry", _ASYMMETRY, s.id) for s in sessions}
-        poses, sizes = {}, {}
+        poses = {}
         for sid, text in conn.execute(
             "SELECT id, session_json FROM sessions WHERE patient_id = ?", (pid,)
         ):
             poses[sid] = _step_poses(text)
-            sizes[sid] = _face_size(text)
-    return History(patient, sessions, asym, tx, poses, sizes)
-
-
-def _face_size(session_json: str | None) -> dict[str, float]:
-    """Distances across the face at rest (mm, face-on) from a stored session.json: the
-    median over its clips of each (none where absent)."""
-    try:
-        meta = json.loads(session_json or "{}")
-    except ValueError:
-        return {}
-    got: dict[str, list[float]] = {}
-    for clip in meta.get("clips") or [] if isinstance(meta, dict) else []:
-        sizes = clip.get("face_size_mm") if isinstance(clip, dict) else None
-        for name, v in (sizes.items() if isinstance(sizes, dict) else ()):
-            if isinstance(v, int | float) and math.isfinite(v) and v > 0:
-                got.setdefault(str(name), []).append(float(v))
-    return {name: float(statistics.median(vs)) for name, vs in got.items()}
+    return History(patient, sessions, asym, tx, poses)
 
 
 def _step_poses(session_json: str | None) -> dict[str, tuple[float, float]]:
