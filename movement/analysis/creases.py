@@ -665,7 +665,7 @@ CLUTTER_PIXEL_PCT = 40.0
 """A pixel whose line strength at rest is above this is not skin but lashes, eyeliner,
 a strand of hair or a glasses rim (near black on skin): skin's own lines, etched ones
 included, rest below 28 on every face of docs/figures/lines.md; mascara'd lashes at
-the real clip's outer eye corner read 50-110, a fringe of hair up to 60."""
+the real clip's outer eye corner read 48-110, a fringe of hair up to 60."""
 
 
 LASH_REACH_MM = 4.0
